@@ -1,0 +1,391 @@
+//! Every NATS name shardyard puts on the wire: subjects, headers, streams, consumers, KV buckets
+//! and keys. Nothing else in the project spells them (see `shared/DESIGN.md`).
+
+use std::fmt;
+
+/// The first token of every shardyard subject.
+pub const SUBJECT_ROOT: &str = "shardyard";
+
+/// Message headers on every event in the stream.
+pub mod headers {
+    /// JetStream's de-duplication id: `<session_id>:<seq>`.
+    pub const MSG_ID: &str = "Nats-Msg-Id";
+    /// `<shard id>/<shard total>`.
+    pub const SHARD: &str = "Shardyard-Shard";
+    /// The dispatch's gateway sequence number.
+    pub const SEQ: &str = "Shardyard-Seq";
+    /// The dispatch's event type (`t`).
+    pub const EVENT: &str = "Shardyard-Event";
+    /// When the gateway received the frame, in unix microseconds.
+    pub const RECEIVED_AT: &str = "Shardyard-Received-At";
+    /// On dead letters: why handling failed.
+    pub const ERROR: &str = "Shardyard-Error";
+}
+
+/// The durable pull consumer of the default worker group.
+pub const WORKER_CONSUMER: &str = "workers";
+/// The durable consumer of the cache service.
+pub const CACHE_CONSUMER: &str = "cache";
+/// The key in the control bucket holding the active shard generation.
+pub const ACTIVE_GENERATION_KEY: &str = "active_generation";
+
+/// The event type used in subjects when a dispatch's `t` cannot be a subject token.
+pub const UNKNOWN_EVENT_TOKEN: &str = "UNKNOWN";
+
+/// A bot's key, from which every name is built: `<namespace>_<name>` under Kubernetes (both DNS
+/// labels, so `_` cannot collide), or a manifest's name locally.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BotKey(String);
+
+/// A bot key that is not a DNS label, or two joined by `_`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid bot name {0:?}: use a DNS label (lowercase letters, digits and '-', 1–63 characters, starting and ending with a letter or digit), or namespace_name"
+)]
+pub struct InvalidBotKey(pub String);
+
+/// Whether `s` is an RFC 1123 DNS label, as Kubernetes requires of names.
+#[must_use]
+pub fn is_dns_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+impl BotKey {
+    /// A local bot's key: its manifest name, a DNS label.
+    ///
+    /// # Errors
+    /// [`InvalidBotKey`] when the name is not a DNS label.
+    pub fn local(name: &str) -> Result<Self, InvalidBotKey> {
+        Self::parse(name)
+    }
+
+    /// The key of a bot living in a Kubernetes namespace: `<namespace>_<name>`.
+    ///
+    /// # Errors
+    /// [`InvalidBotKey`] when either part is not a DNS label.
+    pub fn namespaced(namespace: &str, name: &str) -> Result<Self, InvalidBotKey> {
+        if is_dns_label(namespace) && is_dns_label(name) {
+            Ok(Self(format!("{namespace}_{name}")))
+        } else {
+            Err(InvalidBotKey(format!("{namespace}_{name}")))
+        }
+    }
+
+    /// Parses a key in either form.
+    ///
+    /// # Errors
+    /// [`InvalidBotKey`] when it is neither a DNS label nor two joined by `_`.
+    pub fn parse(key: &str) -> Result<Self, InvalidBotKey> {
+        let valid = match key.split_once('_') {
+            Some((namespace, name)) => is_dns_label(namespace) && is_dns_label(name),
+            None => is_dns_label(key),
+        };
+        if valid {
+            Ok(Self(key.to_owned()))
+        } else {
+            Err(InvalidBotKey(key.to_owned()))
+        }
+    }
+
+    /// The key as used in subjects and bucket names.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `shardyard.<bot>.events.<shard>.<EVENT_TYPE>`; a `t` that cannot be a subject token
+    /// becomes [`UNKNOWN_EVENT_TOKEN`] (the real type still travels in the header).
+    #[must_use]
+    pub fn event_subject(&self, shard: u32, event_type: &str) -> String {
+        let token = if is_subject_token(event_type) {
+            event_type
+        } else {
+            UNKNOWN_EVENT_TOKEN
+        };
+        format!("{SUBJECT_ROOT}.{}.events.{shard}.{token}", self.0)
+    }
+
+    /// Every event of the bot: `shardyard.<bot>.events.>`, the stream's subject.
+    #[must_use]
+    pub fn events_filter(&self) -> String {
+        format!("{SUBJECT_ROOT}.{}.events.>", self.0)
+    }
+
+    /// Events of one type from every shard: `shardyard.<bot>.events.*.<EVENT_TYPE>`.
+    #[must_use]
+    pub fn event_type_filter(&self, event_type: &str) -> String {
+        format!("{SUBJECT_ROOT}.{}.events.*.{event_type}", self.0)
+    }
+
+    /// Events of one shard: `shardyard.<bot>.events.<shard>.>`.
+    #[must_use]
+    pub fn shard_events_filter(&self, shard: u32) -> String {
+        format!("{SUBJECT_ROOT}.{}.events.{shard}.>", self.0)
+    }
+
+    /// `shardyard.<bot>.dead.<EVENT_TYPE>`: where events go after `max_deliver` failures.
+    #[must_use]
+    pub fn dead_letter_subject(&self, event_type: &str) -> String {
+        let token = if is_subject_token(event_type) {
+            event_type
+        } else {
+            UNKNOWN_EVENT_TOKEN
+        };
+        format!("{SUBJECT_ROOT}.{}.dead.{token}", self.0)
+    }
+
+    /// Every dead letter of the bot: the dead-letter stream's subject.
+    #[must_use]
+    pub fn dead_letter_filter(&self) -> String {
+        format!("{SUBJECT_ROOT}.{}.dead.>", self.0)
+    }
+
+    /// Request/reply subject for gateway commands to one shard.
+    #[must_use]
+    pub fn command_subject(&self, shard: u32) -> String {
+        format!("{SUBJECT_ROOT}.{}.commands.{shard}", self.0)
+    }
+
+    /// The event stream: `SHARDYARD_<BOT>`.
+    #[must_use]
+    pub fn stream(&self) -> String {
+        format!("SHARDYARD_{}", self.0.to_ascii_uppercase())
+    }
+
+    /// The dead-letter stream: `SHARDYARD_<BOT>_DEAD`.
+    #[must_use]
+    pub fn dead_letter_stream(&self) -> String {
+        format!("SHARDYARD_{}_DEAD", self.0.to_ascii_uppercase())
+    }
+
+    /// The KV bucket of shard sessions (id, sequence, resume URL).
+    #[must_use]
+    pub fn sessions_bucket(&self) -> String {
+        format!("shardyard_{}_sessions", self.0)
+    }
+
+    /// The KV bucket of identify leases, one key per concurrency bucket.
+    #[must_use]
+    pub fn identify_bucket(&self) -> String {
+        format!("shardyard_{}_identify", self.0)
+    }
+
+    /// The KV bucket of the central cache.
+    #[must_use]
+    pub fn cache_bucket(&self) -> String {
+        format!("shardyard_{}_cache", self.0)
+    }
+
+    /// The KV bucket holding the active shard generation.
+    #[must_use]
+    pub fn control_bucket(&self) -> String {
+        format!("shardyard_{}_control", self.0)
+    }
+}
+
+impl fmt::Display for BotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for BotKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BotKey({})", self.0)
+    }
+}
+
+impl std::str::FromStr for BotKey {
+    type Err = InvalidBotKey;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+/// Whether `s` can stand as one token of a NATS subject: non-empty, no `.`, `*`, `>` or
+/// whitespace.
+#[must_use]
+pub fn is_subject_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'.' && b != b'*' && b != b'>')
+}
+
+/// `Nats-Msg-Id` of a dispatch: `<session_id>:<seq>`.
+#[must_use]
+pub fn msg_id(session_id: &str, seq: u64) -> String {
+    format!("{session_id}:{seq}")
+}
+
+/// `Shardyard-Shard` of a dispatch: `<id>/<total>`.
+#[must_use]
+pub fn shard_header(shard: u32, total: u32) -> String {
+    format!("{shard}/{total}")
+}
+
+/// Parses a `Shardyard-Shard` header back into `(id, total)`.
+#[must_use]
+pub fn parse_shard_header(value: &str) -> Option<(u32, u32)> {
+    let (id, total) = value.split_once('/')?;
+    let (id, total) = (id.parse().ok()?, total.parse().ok()?);
+    (id < total).then_some((id, total))
+}
+
+/// Keys in the KV buckets.
+pub mod keys {
+    /// Sessions bucket: the saved session of shard `id` of `total`.
+    #[must_use]
+    pub fn session(total: u32, shard: u32) -> String {
+        format!("shard.{total}.{shard}")
+    }
+
+    /// Identify bucket: the lease of concurrency bucket `bucket`.
+    #[must_use]
+    pub fn identify_lease(bucket: u32) -> String {
+        format!("bucket.{bucket}")
+    }
+
+    /// Cache: a guild.
+    #[must_use]
+    pub fn guild(guild: u64) -> String {
+        format!("guild.{guild}")
+    }
+
+    /// Cache: a channel or thread.
+    #[must_use]
+    pub fn channel(channel: u64) -> String {
+        format!("channel.{channel}")
+    }
+
+    /// Cache: a role of a guild.
+    #[must_use]
+    pub fn role(guild: u64, role: u64) -> String {
+        format!("role.{guild}.{role}")
+    }
+
+    /// Cache: a member of a guild.
+    #[must_use]
+    pub fn member(guild: u64, user: u64) -> String {
+        format!("member.{guild}.{user}")
+    }
+
+    /// Cache: a user.
+    #[must_use]
+    pub fn user(user: u64) -> String {
+        format!("user.{user}")
+    }
+
+    /// Cache: a guild's emojis.
+    #[must_use]
+    pub fn emojis(guild: u64) -> String {
+        format!("emojis.{guild}")
+    }
+
+    /// Cache: a user's voice state in a guild.
+    #[must_use]
+    pub fn voice_state(guild: u64, user: u64) -> String {
+        format!("voice.{guild}.{user}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BotKey, is_subject_token, keys, msg_id, parse_shard_header, shard_header};
+
+    #[test]
+    fn names_follow_the_design_contract() {
+        let bot = BotKey::local("mybot").unwrap();
+        assert_eq!(
+            bot.event_subject(3, "MESSAGE_CREATE"),
+            "shardyard.mybot.events.3.MESSAGE_CREATE"
+        );
+        assert_eq!(bot.events_filter(), "shardyard.mybot.events.>");
+        assert_eq!(
+            bot.event_type_filter("MESSAGE_CREATE"),
+            "shardyard.mybot.events.*.MESSAGE_CREATE"
+        );
+        assert_eq!(bot.shard_events_filter(7), "shardyard.mybot.events.7.>");
+        assert_eq!(
+            bot.dead_letter_subject("READY"),
+            "shardyard.mybot.dead.READY"
+        );
+        assert_eq!(bot.dead_letter_filter(), "shardyard.mybot.dead.>");
+        assert_eq!(bot.command_subject(0), "shardyard.mybot.commands.0");
+        assert_eq!(bot.stream(), "SHARDYARD_MYBOT");
+        assert_eq!(bot.dead_letter_stream(), "SHARDYARD_MYBOT_DEAD");
+        assert_eq!(bot.sessions_bucket(), "shardyard_mybot_sessions");
+        assert_eq!(bot.identify_bucket(), "shardyard_mybot_identify");
+        assert_eq!(bot.cache_bucket(), "shardyard_mybot_cache");
+        assert_eq!(bot.control_bucket(), "shardyard_mybot_control");
+    }
+
+    #[test]
+    fn namespaced_keys_join_with_underscore() {
+        let bot = BotKey::namespaced("prod", "my-bot").unwrap();
+        assert_eq!(bot.as_str(), "prod_my-bot");
+        assert_eq!(bot.stream(), "SHARDYARD_PROD_MY-BOT");
+        assert_eq!(BotKey::parse("prod_my-bot").unwrap(), bot);
+        // Two namespaces never share a stream.
+        assert_ne!(
+            BotKey::namespaced("a", "bot").unwrap().stream(),
+            BotKey::namespaced("b", "bot").unwrap().stream()
+        );
+    }
+
+    #[test]
+    fn keys_that_are_not_dns_labels_are_refused() {
+        for bad in [
+            "",
+            "My-Bot",
+            "-bot",
+            "bot-",
+            "a.b",
+            "a*b",
+            "a>b",
+            "a b",
+            "a_b_c",
+            "_a",
+            &"x".repeat(64),
+        ] {
+            assert!(BotKey::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(BotKey::namespaced("default", "Bot").is_err());
+        assert!(
+            BotKey::local("a_b").is_ok(),
+            "namespace_name is a valid key"
+        );
+    }
+
+    #[test]
+    fn event_types_that_break_subjects_are_replaced() {
+        let bot = BotKey::local("b").unwrap();
+        assert_eq!(bot.event_subject(0, "A.B"), "shardyard.b.events.0.UNKNOWN");
+        assert_eq!(bot.event_subject(0, "A>"), "shardyard.b.events.0.UNKNOWN");
+        assert_eq!(bot.event_subject(0, ""), "shardyard.b.events.0.UNKNOWN");
+        assert!(is_subject_token("GUILD_CREATE"));
+        assert!(!is_subject_token("A B"));
+    }
+
+    #[test]
+    fn headers_and_keys() {
+        assert_eq!(msg_id("abc", 42), "abc:42");
+        assert_eq!(shard_header(3, 16), "3/16");
+        assert_eq!(parse_shard_header("3/16"), Some((3, 16)));
+        assert_eq!(parse_shard_header("16/16"), None);
+        assert_eq!(parse_shard_header("x/16"), None);
+        assert_eq!(keys::session(16, 3), "shard.16.3");
+        assert_eq!(keys::identify_lease(2), "bucket.2");
+        assert_eq!(keys::guild(1), "guild.1");
+        assert_eq!(keys::channel(2), "channel.2");
+        assert_eq!(keys::role(1, 3), "role.1.3");
+        assert_eq!(keys::member(1, 4), "member.1.4");
+        assert_eq!(keys::user(4), "user.4");
+    }
+}
