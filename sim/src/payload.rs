@@ -1,0 +1,307 @@
+//! Discord-shaped dispatch payloads built from the world: what the traffic generator, `/_sim/say`
+//! and REST-created messages dispatch.
+
+use serde::Serialize;
+
+use crate::model::{PartialMember, User};
+use crate::snowflake::{as_string, iso8601, now_ms, opt_string};
+
+/// A message as sent in MESSAGE_CREATE (and returned by REST).
+#[derive(Serialize)]
+pub struct MessagePayload<'a> {
+    #[serde(rename = "type")]
+    kind: u8,
+    tts: bool,
+    timestamp: String,
+    pinned: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    mentions: [(); 0],
+    mention_roles: [(); 0],
+    mention_everyone: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    member: Option<PartialMember<'a>>,
+    #[serde(with = "as_string")]
+    id: u64,
+    flags: u64,
+    embeds: &'a [serde_json::Value],
+    edited_timestamp: Option<String>,
+    content: &'a str,
+    components: [(); 0],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    channel_type: Option<u8>,
+    #[serde(with = "as_string")]
+    channel_id: u64,
+    author: &'a User,
+    attachments: [(); 0],
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_string::serialize"
+    )]
+    guild_id: Option<u64>,
+}
+
+/// The parts of a message.
+pub struct MessageParts<'a> {
+    /// Message id.
+    pub id: u64,
+    /// Channel id.
+    pub channel_id: u64,
+    /// Guild id, `None` in DMs.
+    pub guild_id: Option<u64>,
+    /// Author.
+    pub author: &'a User,
+    /// The author's member in the guild (gateway events carry it).
+    pub member: Option<PartialMember<'a>>,
+    /// Text.
+    pub content: &'a str,
+    /// Embeds.
+    pub embeds: &'a [serde_json::Value],
+    /// When it was edited, for MESSAGE_UPDATE.
+    pub edited_ms: Option<u64>,
+    /// Client nonce.
+    pub nonce: Option<String>,
+}
+
+impl<'a> MessagePayload<'a> {
+    /// A message from its parts.
+    #[must_use]
+    pub fn new(parts: MessageParts<'a>) -> Self {
+        Self {
+            kind: 0,
+            tts: false,
+            timestamp: iso8601(crate::snowflake::timestamp_ms(parts.id)),
+            pinned: false,
+            nonce: parts.nonce,
+            mentions: [],
+            mention_roles: [],
+            mention_everyone: false,
+            member: parts.member,
+            id: parts.id,
+            flags: 0,
+            embeds: parts.embeds,
+            edited_timestamp: parts.edited_ms.map(iso8601),
+            content: parts.content,
+            components: [],
+            channel_type: parts.guild_id.map(|_| 0),
+            channel_id: parts.channel_id,
+            author: parts.author,
+            attachments: [],
+            guild_id: parts.guild_id,
+        }
+    }
+
+    /// The same message with empty content, as sessions without MESSAGE_CONTENT see it.
+    #[must_use]
+    pub fn without_content(mut self) -> Self {
+        self.content = "";
+        self.embeds = &[];
+        self
+    }
+}
+
+/// MESSAGE_DELETE.
+#[derive(Serialize)]
+pub struct MessageDelete {
+    /// Message.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// Channel.
+    #[serde(with = "as_string")]
+    pub channel_id: u64,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+}
+
+/// TYPING_START.
+#[derive(Serialize)]
+pub struct TypingStart<'a> {
+    /// Channel.
+    #[serde(with = "as_string")]
+    pub channel_id: u64,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// User.
+    #[serde(with = "as_string")]
+    pub user_id: u64,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// The member typing, with the user.
+    pub member: &'a crate::model::Member,
+}
+
+/// MESSAGE_REACTION_ADD.
+#[derive(Serialize)]
+pub struct ReactionAdd<'a> {
+    /// User.
+    #[serde(with = "as_string")]
+    pub user_id: u64,
+    /// Reaction type (0 normal).
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Message.
+    #[serde(with = "as_string")]
+    pub message_id: u64,
+    /// The author of the message.
+    #[serde(with = "as_string")]
+    pub message_author_id: u64,
+    /// Member reacting.
+    pub member: &'a crate::model::Member,
+    /// Emoji.
+    pub emoji: EmojiRef<'a>,
+    /// Channel.
+    #[serde(with = "as_string")]
+    pub channel_id: u64,
+    /// Whether it's a super reaction.
+    pub burst: bool,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+}
+
+/// A unicode emoji reference.
+#[derive(Serialize)]
+pub struct EmojiRef<'a> {
+    /// Custom emoji id; `null` for unicode.
+    pub id: Option<()>,
+    /// The emoji.
+    pub name: &'a str,
+}
+
+/// A presence (PRESENCE_UPDATE).
+#[derive(Serialize)]
+pub struct PresenceUpdate<'a> {
+    /// Partial user.
+    pub user: UserRef,
+    /// Status.
+    pub status: &'a str,
+    /// Activities.
+    pub activities: Vec<Activity<'a>>,
+    /// Per-platform status.
+    pub client_status: ClientStatus<'a>,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+}
+
+/// `{ "id": … }`.
+#[derive(Serialize)]
+pub struct UserRef {
+    /// User id.
+    #[serde(with = "as_string")]
+    pub id: u64,
+}
+
+/// An activity.
+#[derive(Serialize)]
+pub struct Activity<'a> {
+    /// Name.
+    pub name: &'a str,
+    /// Type (0 playing).
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Unix ms.
+    pub created_at: u64,
+    /// Activity id.
+    pub id: &'a str,
+}
+
+/// Per-platform status.
+#[derive(Serialize)]
+pub struct ClientStatus<'a> {
+    /// Desktop.
+    pub desktop: &'a str,
+}
+
+/// GUILD_MEMBER_ADD / GUILD_MEMBER_UPDATE: a member plus its guild id.
+#[derive(Serialize)]
+pub struct MemberWithGuild<'a> {
+    /// The member.
+    #[serde(flatten)]
+    pub member: &'a crate::model::Member,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+}
+
+/// GUILD_MEMBER_REMOVE.
+#[derive(Serialize)]
+pub struct MemberRemove<'a> {
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// The user who left.
+    pub user: &'a User,
+}
+
+/// GUILD_ROLE_CREATE / GUILD_ROLE_UPDATE.
+#[derive(Serialize)]
+pub struct RoleEvent<'a> {
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// The role.
+    pub role: &'a crate::model::Role,
+}
+
+/// GUILD_ROLE_DELETE.
+#[derive(Serialize)]
+pub struct RoleDelete {
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// Role.
+    #[serde(with = "as_string")]
+    pub role_id: u64,
+}
+
+/// GUILD_DELETE: `unavailable: true` for an outage, absent when the bot was removed.
+#[derive(Serialize)]
+pub struct GuildDelete {
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// Present (true) only for outages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unavailable: Option<bool>,
+}
+
+/// VOICE_STATE_UPDATE.
+#[derive(Serialize)]
+pub struct VoiceState<'a> {
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// Channel, `null` when leaving.
+    #[serde(serialize_with = "opt_string::serialize")]
+    pub channel_id: Option<u64>,
+    /// User.
+    #[serde(with = "as_string")]
+    pub user_id: u64,
+    /// The member.
+    pub member: &'a crate::model::Member,
+    /// Voice session id.
+    pub session_id: String,
+    /// Server-deafened.
+    pub deaf: bool,
+    /// Server-muted.
+    pub mute: bool,
+    /// Self-deafened.
+    pub self_deaf: bool,
+    /// Self-muted.
+    pub self_mute: bool,
+    /// Streaming video.
+    pub self_video: bool,
+    /// Suppressed.
+    pub suppress: bool,
+    /// Request to speak.
+    pub request_to_speak_timestamp: Option<()>,
+}
+
+/// A unix-seconds timestamp now.
+#[must_use]
+pub fn unix_secs() -> u64 {
+    now_ms() / 1000
+}
