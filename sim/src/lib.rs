@@ -8,15 +8,20 @@
 
 pub mod bot;
 pub mod config;
+pub mod control;
+pub mod gateway;
 pub mod model;
 pub mod payload;
 pub mod rest;
+pub mod server;
 pub mod session;
 pub mod snowflake;
 pub mod state;
 pub mod stats;
+pub mod traffic;
 pub mod world;
 
 pub use config::{BotConfig, SimConfig};
+pub use server::Simulator;
 pub use state::SimState;
 pub use stats::payload_digest;

@@ -59,6 +59,8 @@ pub struct ShardCounters {
     pub commands: BTreeMap<&'static str, u64>,
     /// Connections closed by the simulator, by close code.
     pub closes: BTreeMap<u16, u64>,
+    /// The status of the last presence update received.
+    pub last_presence_status: Option<String>,
 }
 
 fn as_decimal_string<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {

@@ -1,0 +1,586 @@
+//! Background traffic: realistic dispatches at a chosen rate, spread over a bot's guilds, with
+//! structural events (channels, roles, members) applied to the world so its state stays the
+//! truth a cache can be compared with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use shardyard_protocol::Intents;
+use tokio::time::Instant;
+
+use crate::bot::{BotState, Dispatch};
+use crate::model::channel_kind;
+use crate::payload::{
+    Activity, ClientStatus, EmojiRef, GuildDelete, MemberRemove, MemberWithGuild, MessageDelete,
+    MessageParts, MessagePayload, PresenceUpdate, ReactionAdd, RoleDelete, RoleEvent, TypingStart,
+    UserRef, VoiceState, unix_secs,
+};
+use crate::session::Event;
+use crate::snowflake::now_ms;
+use crate::world::World;
+
+const SENTENCE_WORDS: &[&str] = &[
+    "the", "raid", "tonight", "anyone", "up", "for", "a", "match", "lol", "gg", "did", "you",
+    "see", "patch", "notes", "new", "season", "starts", "tomorrow", "bot", "is", "fast", "meeting",
+    "moved", "to", "friday", "check", "pinned", "thanks", "everyone", "welcome", "server", "rules",
+    "please", "read", "channel", "voice", "later", "stream", "link", "build",
+];
+
+const EMOJIS: &[&str] = &["👍", "🔥", "😂", "🎉", "❤️", "👀"];
+
+/// Kinds of generated traffic with their weight out of 1,000.
+const MIX: &[(Kind, u32)] = &[
+    (Kind::MessageCreate, 560),
+    (Kind::TypingStart, 120),
+    (Kind::ReactionAdd, 80),
+    (Kind::PresenceUpdate, 80),
+    (Kind::MessageUpdate, 50),
+    (Kind::MessageDelete, 30),
+    (Kind::MemberUpdate, 25),
+    (Kind::VoiceStateUpdate, 15),
+    (Kind::MemberAdd, 12),
+    (Kind::MemberRemove, 8),
+    (Kind::ChannelUpdate, 6),
+    (Kind::ChannelCreate, 4),
+    (Kind::ChannelDelete, 3),
+    (Kind::RoleCreate, 3),
+    (Kind::RoleUpdate, 3),
+    (Kind::RoleDelete, 2),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    MessageCreate,
+    TypingStart,
+    ReactionAdd,
+    PresenceUpdate,
+    MessageUpdate,
+    MessageDelete,
+    MemberUpdate,
+    VoiceStateUpdate,
+    MemberAdd,
+    MemberRemove,
+    ChannelUpdate,
+    ChannelCreate,
+    ChannelDelete,
+    RoleCreate,
+    RoleUpdate,
+    RoleDelete,
+}
+
+fn pick_kind(rng: &mut impl Rng) -> Kind {
+    let mut roll = rng.random_range(0..1000);
+    for (kind, weight) in MIX {
+        if roll < *weight {
+            return *kind;
+        }
+        roll -= weight;
+    }
+    Kind::MessageCreate
+}
+
+/// A sentence of `words` words.
+pub fn sentence(rng: &mut impl Rng, words: usize) -> String {
+    let mut out = String::with_capacity(words * 7);
+    for i in 0..words {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(SENTENCE_WORDS.choose(rng).copied().unwrap_or("hi"));
+    }
+    out
+}
+
+/// Runs the generator of one bot until the simulator shuts down, at the rate in `bot.traffic`.
+pub async fn run(bot: Arc<BotState>, shutdown: tokio_util::sync::CancellationToken) {
+    let mut rate_rx = bot.traffic.subscribe();
+    loop {
+        let rate = *rate_rx.borrow_and_update();
+        if rate <= 0.0 {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = rate_rx.changed() => if changed.is_err() { return },
+            }
+            continue;
+        }
+        // Generate at `rate` until it changes: owed events are computed from elapsed time, so the
+        // rate holds whatever the tick jitter, and a stall is not paid back in a burst.
+        let start = Instant::now();
+        let mut generated: u64 = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                changed = rate_rx.changed() => { if changed.is_err() { return } break; }
+                _ = tick.tick() => {}
+            }
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let owed = (start.elapsed().as_secs_f64() * rate) as u64;
+            let due = owed.saturating_sub(generated);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let cap = (rate / 4.0).max(1.0) as u64;
+            for _ in 0..due.min(cap) {
+                if let Some(dispatch) = generate(&bot) {
+                    bot.dispatch(&dispatch);
+                }
+            }
+            generated = if due > cap { owed } else { generated + due };
+            // Yield between ticks even when behind, so connections get to write.
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// One random dispatch for a random guild of `bot`, with the world updated to match.
+pub fn generate(bot: &BotState) -> Option<Dispatch> {
+    let mut world = bot.world();
+    let world = &mut *world;
+    let count = world.guild_ids().len();
+    if count == 0 {
+        return None;
+    }
+    let pick = world.rng.random_range(0..count);
+    let guild_id = world.guild_ids()[pick];
+    let kind = pick_kind(&mut world.rng);
+    Some(match kind {
+        Kind::MessageCreate | Kind::MessageUpdate => {
+            message(world, guild_id, matches!(kind, Kind::MessageUpdate))?
+        }
+        Kind::MessageDelete => {
+            let channel = random_text_channel(world, guild_id)?;
+            let id = world.ids.next();
+            guild_event(
+                guild_id,
+                Intents::GUILD_MESSAGES,
+                Event::json(
+                    "MESSAGE_DELETE",
+                    &MessageDelete {
+                        id,
+                        channel_id: channel,
+                        guild_id,
+                    },
+                ),
+            )
+        }
+        Kind::TypingStart => {
+            let channel = random_text_channel(world, guild_id)?;
+            let guild = world.guilds.get(&guild_id)?;
+            let member = random_member(guild, &mut world.rng, world.bot_user.id)?;
+            guild_event(
+                guild_id,
+                Intents::GUILD_MESSAGE_TYPING,
+                Event::json(
+                    "TYPING_START",
+                    &TypingStart {
+                        channel_id: channel,
+                        guild_id,
+                        user_id: member.user.id,
+                        timestamp: unix_secs(),
+                        member,
+                    },
+                ),
+            )
+        }
+        Kind::ReactionAdd => {
+            let channel = random_text_channel(world, guild_id)?;
+            let message_id = world.ids.next();
+            let emoji = EMOJIS.choose(&mut world.rng).copied().unwrap_or("👍");
+            let guild = world.guilds.get(&guild_id)?;
+            let member = random_member(guild, &mut world.rng, world.bot_user.id)?;
+            guild_event(
+                guild_id,
+                Intents::GUILD_MESSAGE_REACTIONS,
+                Event::json(
+                    "MESSAGE_REACTION_ADD",
+                    &ReactionAdd {
+                        user_id: member.user.id,
+                        kind: 0,
+                        message_id,
+                        message_author_id: member.user.id,
+                        member,
+                        emoji: EmojiRef {
+                            id: None,
+                            name: emoji,
+                        },
+                        channel_id: channel,
+                        burst: false,
+                        guild_id,
+                    },
+                ),
+            )
+        }
+        Kind::PresenceUpdate => {
+            let guild = world.guilds.get(&guild_id)?;
+            let member = random_member(guild, &mut world.rng, world.bot_user.id)?;
+            let status = ["online", "idle", "dnd", "offline"]
+                .choose(&mut world.rng)
+                .copied()
+                .unwrap_or("online");
+            let activities = if status == "offline" {
+                Vec::new()
+            } else {
+                vec![Activity {
+                    name: "a game",
+                    kind: 0,
+                    created_at: now_ms(),
+                    id: "ec0b28a579ecb4bd",
+                }]
+            };
+            guild_event(
+                guild_id,
+                Intents::GUILD_PRESENCES,
+                Event::json(
+                    "PRESENCE_UPDATE",
+                    &PresenceUpdate {
+                        user: UserRef { id: member.user.id },
+                        status,
+                        activities,
+                        client_status: ClientStatus { desktop: status },
+                        guild_id,
+                    },
+                ),
+            )
+        }
+        Kind::MemberUpdate => {
+            let nick = crate::traffic::sentence(&mut world.rng, 1);
+            let bot_id = world.bot_user.id;
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let user = random_member(guild, &mut world.rng, bot_id)?.user.id;
+            let member = guild.members.get_mut(&user)?;
+            member.nick = Some(nick);
+            guild_event(
+                guild_id,
+                Intents::GUILD_MEMBERS,
+                Event::json("GUILD_MEMBER_UPDATE", &MemberWithGuild { member, guild_id }),
+            )
+        }
+        Kind::VoiceStateUpdate => {
+            let bot_id = world.bot_user.id;
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let user = random_member(guild, &mut world.rng, bot_id)?.user.id;
+            let voice: Vec<u64> = guild
+                .channels
+                .values()
+                .filter(|c| c.kind == channel_kind::VOICE)
+                .map(|c| c.id)
+                .collect();
+            let channel = if guild.voice_states.contains_key(&user) {
+                None
+            } else {
+                voice.choose(&mut world.rng).copied()
+            };
+            match channel {
+                Some(c) => guild.voice_states.insert(user, c),
+                None => guild.voice_states.remove(&user),
+            };
+            let member = guild.members.get(&user)?;
+            guild_event(
+                guild_id,
+                Intents::GUILD_VOICE_STATES,
+                Event::json(
+                    "VOICE_STATE_UPDATE",
+                    &VoiceState {
+                        guild_id,
+                        channel_id: channel,
+                        user_id: user,
+                        member,
+                        session_id: format!("{user:x}"),
+                        deaf: false,
+                        mute: false,
+                        self_deaf: false,
+                        self_mute: false,
+                        self_video: false,
+                        suppress: false,
+                        request_to_speak_timestamp: None,
+                    },
+                ),
+            )
+        }
+        Kind::MemberAdd => {
+            let user = world.new_user();
+            let roles: Vec<u64> = world
+                .guilds
+                .get(&guild_id)?
+                .roles
+                .keys()
+                .copied()
+                .filter(|r| *r != guild_id)
+                .collect();
+            let member = world.new_member(user, &roles);
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let id = member.user.id;
+            guild.members.insert(id, member);
+            let member = guild.members.get(&id)?;
+            guild_event(
+                guild_id,
+                Intents::GUILD_MEMBERS,
+                Event::json("GUILD_MEMBER_ADD", &MemberWithGuild { member, guild_id }),
+            )
+        }
+        Kind::MemberRemove => {
+            let bot_id = world.bot_user.id;
+            let guild = world.guilds.get_mut(&guild_id)?;
+            if guild.members.len() <= 3 {
+                return None;
+            }
+            let user = random_member(guild, &mut world.rng, bot_id)?.user.id;
+            if user == guild.owner_id {
+                return None;
+            }
+            let member = guild.members.remove(&user)?;
+            guild.voice_states.remove(&user);
+            guild_event(
+                guild_id,
+                Intents::GUILD_MEMBERS,
+                Event::json(
+                    "GUILD_MEMBER_REMOVE",
+                    &MemberRemove {
+                        guild_id,
+                        user: &member.user,
+                    },
+                ),
+            )
+        }
+        Kind::ChannelCreate => {
+            let parent = world
+                .guilds
+                .get(&guild_id)?
+                .channels
+                .values()
+                .find(|c| c.kind == channel_kind::CATEGORY)
+                .map(|c| c.id);
+            let position = i64::try_from(world.guilds.get(&guild_id)?.channels.len()).unwrap_or(0);
+            let channel = world.new_channel(guild_id, channel_kind::TEXT, position, parent);
+            let id = channel.id;
+            world.channel_guild.insert(id, guild_id);
+            let guild = world.guilds.get_mut(&guild_id)?;
+            guild.channels.insert(id, channel);
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json("CHANNEL_CREATE", guild.channels.get(&id)?),
+            )
+        }
+        Kind::ChannelUpdate => {
+            let id = random_text_channel(world, guild_id)?;
+            let topic = sentence(&mut world.rng, 5);
+            let channel = world.guilds.get_mut(&guild_id)?.channels.get_mut(&id)?;
+            channel.topic = Some(topic);
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json("CHANNEL_UPDATE", &*channel),
+            )
+        }
+        Kind::ChannelDelete => {
+            let guild = world.guilds.get(&guild_id)?;
+            // Keep a few text channels so `say` and messages always have somewhere to go.
+            if guild.text_channels().count() <= 3 {
+                return None;
+            }
+            let id = random_text_channel(world, guild_id)?;
+            world.channel_guild.remove(&id);
+            let channel = world.guilds.get_mut(&guild_id)?.channels.remove(&id)?;
+            world.messages.remove(&id);
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json("CHANNEL_DELETE", &channel),
+            )
+        }
+        Kind::RoleCreate => {
+            let position = i64::try_from(world.guilds.get(&guild_id)?.roles.len()).unwrap_or(1);
+            let role = world.new_role(position);
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let id = role.id;
+            guild.roles.insert(id, role);
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json(
+                    "GUILD_ROLE_CREATE",
+                    &RoleEvent {
+                        guild_id,
+                        role: guild.roles.get(&id)?,
+                    },
+                ),
+            )
+        }
+        Kind::RoleUpdate => {
+            let color = world.rng.random_range(0..0x00ff_ffff);
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let ids: Vec<u64> = guild
+                .roles
+                .keys()
+                .copied()
+                .filter(|r| *r != guild_id)
+                .collect();
+            let id = *ids.choose(&mut world.rng)?;
+            let role = guild.roles.get_mut(&id)?;
+            role.color = color;
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json("GUILD_ROLE_UPDATE", &RoleEvent { guild_id, role }),
+            )
+        }
+        Kind::RoleDelete => {
+            let guild = world.guilds.get_mut(&guild_id)?;
+            if guild.roles.len() <= 2 {
+                return None;
+            }
+            let bot_role = guild
+                .members
+                .get(&world.bot_user.id)
+                .and_then(|m| m.roles.first().copied());
+            let candidates: Vec<u64> = guild
+                .roles
+                .keys()
+                .copied()
+                .filter(|r| *r != guild_id && Some(*r) != bot_role)
+                .collect();
+            let id = *candidates.choose(&mut world.rng)?;
+            guild.roles.remove(&id);
+            for member in guild.members.values_mut() {
+                member.roles.retain(|r| *r != id);
+            }
+            guild_event(
+                guild_id,
+                Intents::GUILDS,
+                Event::json(
+                    "GUILD_ROLE_DELETE",
+                    &RoleDelete {
+                        guild_id,
+                        role_id: id,
+                    },
+                ),
+            )
+        }
+    })
+}
+
+fn guild_event(guild: u64, intents: Intents, event: Arc<Event>) -> Dispatch {
+    Dispatch {
+        guild: Some(guild),
+        intents,
+        event,
+        without_content: None,
+    }
+}
+
+fn random_text_channel(world: &mut World, guild_id: u64) -> Option<u64> {
+    let guild = world.guilds.get(&guild_id)?;
+    let channels: Vec<u64> = guild.text_channels().map(|c| c.id).collect();
+    channels.choose(&mut world.rng).copied()
+}
+
+fn random_member<'a>(
+    guild: &'a crate::world::GuildState,
+    rng: &mut impl Rng,
+    bot_id: u64,
+) -> Option<&'a crate::model::Member> {
+    let n = guild.members.len();
+    if n == 0 {
+        return None;
+    }
+    // Members are in a BTreeMap; stepping to a random index is fine at these sizes.
+    let skip = rng.random_range(0..n);
+    guild
+        .members
+        .values()
+        .skip(skip)
+        .find(|m| m.user.id != bot_id)
+        .or_else(|| guild.members.values().find(|m| m.user.id != bot_id))
+}
+
+fn message(world: &mut World, guild_id: u64, edit: bool) -> Option<Dispatch> {
+    let channel = random_text_channel(world, guild_id)?;
+    let words = world.rng.random_range(3..30);
+    let content = sentence(&mut world.rng, words);
+    let id = world.ids.next();
+    let bot_id = world.bot_user.id;
+    let guild = world.guilds.get(&guild_id)?;
+    let member = random_member(guild, &mut world.rng, bot_id)?;
+    let parts = || MessageParts {
+        id,
+        channel_id: channel,
+        guild_id: Some(guild_id),
+        author: &member.user,
+        member: Some(member.into()),
+        content: &content,
+        embeds: &[],
+        edited_ms: edit.then(now_ms),
+        nonce: (!edit).then(|| id.to_string()),
+    };
+    let kind = if edit {
+        "MESSAGE_UPDATE"
+    } else {
+        "MESSAGE_CREATE"
+    };
+    Some(Dispatch {
+        guild: Some(guild_id),
+        intents: Intents::GUILD_MESSAGES,
+        event: Event::json(kind, &MessagePayload::new(parts())),
+        without_content: Some(Event::json(
+            kind,
+            &MessagePayload::new(parts()).without_content(),
+        )),
+    })
+}
+
+/// A message a user posts in `channel` (for `/_sim/say`): the dispatch and the message id.
+pub fn user_message(
+    world: &mut World,
+    channel: u64,
+    content: &str,
+    author: Option<u64>,
+) -> Option<(Dispatch, u64)> {
+    let guild_id = *world.channel_guild.get(&channel)?;
+    let id = world.ids.next();
+    let bot_id = world.bot_user.id;
+    let guild = world.guilds.get(&guild_id)?;
+    let member = match author {
+        Some(user) => guild.members.get(&user)?,
+        None => random_member(guild, &mut world.rng, bot_id)?,
+    };
+    let parts = || MessageParts {
+        id,
+        channel_id: channel,
+        guild_id: Some(guild_id),
+        author: &member.user,
+        member: Some(member.into()),
+        content,
+        embeds: &[],
+        edited_ms: None,
+        nonce: Some(id.to_string()),
+    };
+    let dispatch = Dispatch {
+        guild: Some(guild_id),
+        intents: Intents::GUILD_MESSAGES,
+        event: Event::json("MESSAGE_CREATE", &MessagePayload::new(parts())),
+        without_content: Some(Event::json(
+            "MESSAGE_CREATE",
+            &MessagePayload::new(parts()).without_content(),
+        )),
+    };
+    Some((dispatch, id))
+}
+
+/// GUILD_DELETE for a guild the bot was removed from.
+#[must_use]
+pub fn guild_removed(guild_id: u64) -> Dispatch {
+    guild_event(
+        guild_id,
+        Intents::GUILDS,
+        Event::json(
+            "GUILD_DELETE",
+            &GuildDelete {
+                id: guild_id,
+                unavailable: None,
+            },
+        ),
+    )
+}
