@@ -35,11 +35,26 @@ struct BotQuery {
     bot: Option<String>,
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": message.into() }))).into_response()
+/// A control call that cannot be done: its status and a JSON `{"error": …}` body.
+#[derive(Debug)]
+struct ControlError(StatusCode, String);
+
+impl IntoResponse for ControlError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
 }
 
-fn find_bot<'a>(state: &'a SimState, name: Option<&str>) -> Result<&'a Arc<BotState>, Response> {
+fn error(status: StatusCode, message: impl Into<String>) -> ControlError {
+    ControlError(status, message.into())
+}
+
+type Answer = Result<Json<Value>, ControlError>;
+
+fn find_bot<'a>(
+    state: &'a SimState,
+    name: Option<&str>,
+) -> Result<&'a Arc<BotState>, ControlError> {
     state.bot_by_name(name).ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
@@ -48,7 +63,19 @@ fn find_bot<'a>(state: &'a SimState, name: Option<&str>) -> Result<&'a Arc<BotSt
     })
 }
 
-async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
+fn parse_id(raw: Option<&str>, what: &str) -> Result<Option<u64>, ControlError> {
+    raw.map(|s| {
+        s.parse::<u64>().map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{what} must be a snowflake string"),
+            )
+        })
+    })
+    .transpose()
+}
+
+async fn stats(State(state): State<Arc<SimState>>) -> Answer {
     let mut shards = Vec::new();
     let mut bots = Vec::new();
     for bot in &state.bots {
@@ -73,12 +100,12 @@ async fn stats(State(state): State<Arc<SimState>>) -> Json<Value> {
             "live_sessions": bot.sessions().len(),
         }));
     }
-    Json(json!({
+    Ok(Json(json!({
         "shards": shards,
         "bots": bots,
         "rest": state.rest.stats_json(),
         "violations": state.violations.all(),
-    }))
+    })))
 }
 
 #[derive(Deserialize)]
@@ -87,20 +114,18 @@ struct Traffic {
     bot: Option<String>,
 }
 
-async fn set_traffic(State(state): State<Arc<SimState>>, Json(body): Json<Traffic>) -> Response {
+async fn set_traffic(State(state): State<Arc<SimState>>, Json(body): Json<Traffic>) -> Answer {
     if !body.events_per_second.is_finite() || body.events_per_second < 0.0 {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "events_per_second must be a number ≥ 0",
-        );
+        ));
     }
-    let bot = match find_bot(&state, body.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+    let bot = find_bot(&state, body.bot.as_deref())?;
     bot.traffic.send_replace(body.events_per_second);
-    Json(json!({ "bot": bot.config.name, "events_per_second": body.events_per_second }))
-        .into_response()
+    Ok(Json(
+        json!({ "bot": bot.config.name, "events_per_second": body.events_per_second }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -112,31 +137,11 @@ struct Say {
     bot: Option<String>,
 }
 
-fn parse_id(raw: Option<&str>, what: &str) -> Result<Option<u64>, Response> {
-    raw.map(|s| {
-        s.parse::<u64>().map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{what} must be a snowflake string"),
-            )
-        })
-    })
-    .transpose()
-}
-
-async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Response {
-    let bot = match find_bot(&state, body.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
-    let (channel, guild, author) = match (
-        parse_id(body.channel_id.as_deref(), "channel_id"),
-        parse_id(body.guild_id.as_deref(), "guild_id"),
-        parse_id(body.author_id.as_deref(), "author_id"),
-    ) {
-        (Ok(c), Ok(g), Ok(a)) => (c, g, a),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
-    };
+async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Answer {
+    let bot = find_bot(&state, body.bot.as_deref())?;
+    let channel = parse_id(body.channel_id.as_deref(), "channel_id")?;
+    let guild = parse_id(body.guild_id.as_deref(), "guild_id")?;
+    let author = parse_id(body.author_id.as_deref(), "author_id")?;
     let made = {
         let mut world = bot.world();
         let channel = match channel {
@@ -149,10 +154,10 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Respo
                 match guild.and_then(|g| g.text_channels().next()) {
                     Some(channel) => channel.id,
                     None => {
-                        return error(
+                        return Err(error(
                             StatusCode::NOT_FOUND,
                             "no such guild, or it has no text channel",
-                        );
+                        ));
                     }
                 }
             }
@@ -161,25 +166,27 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Respo
             .channel(channel)
             .is_none_or(|c| c.kind != crate::model::channel_kind::TEXT)
         {
-            return error(StatusCode::NOT_FOUND, format!("no text channel {channel}"));
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                format!("no text channel {channel}"),
+            ));
         }
         traffic::user_message(&mut world, channel, &body.content, author)
             .map(|(dispatch, id)| (dispatch, id, channel))
     };
     let Some((dispatch, message_id, channel)) = made else {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             "no member to post as (author_id not in the guild?)",
-        );
+        ));
     };
     let sessions = bot.dispatch(&dispatch);
-    Json(json!({
+    Ok(Json(json!({
         "channel_id": channel.to_string(),
         "guild_id": dispatch.guild.map(|g| g.to_string()),
         "message_id": message_id.to_string(),
         "sessions": sessions,
-    }))
-    .into_response()
+    })))
 }
 
 #[derive(Deserialize)]
@@ -191,11 +198,8 @@ struct GuildCount {
 async fn set_guild_count(
     State(state): State<Arc<SimState>>,
     Json(body): Json<GuildCount>,
-) -> Response {
-    let bot = match find_bot(&state, body.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let bot = find_bot(&state, body.bot.as_deref())?;
     let mut dispatches = Vec::new();
     {
         let mut world = bot.world();
@@ -224,36 +228,35 @@ async fn set_guild_count(
     for dispatch in &dispatches {
         bot.dispatch(dispatch);
     }
-    Json(json!({ "bot": bot.config.name, "guilds": body.count, "recommended_shards": bot.recommended_shards() })).into_response()
+    Ok(Json(
+        json!({ "bot": bot.config.name, "guilds": body.count, "recommended_shards": bot.recommended_shards() }),
+    ))
 }
 
 async fn guild(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     Query(query): Query<BotQuery>,
-) -> Response {
-    let bot = match find_bot(&state, query.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let bot = find_bot(&state, query.bot.as_deref())?;
     let Ok(id) = id.parse::<u64>() else {
-        return error(StatusCode::BAD_REQUEST, "guild id must be a snowflake");
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "guild id must be a snowflake",
+        ));
     };
     let world = bot.world();
     let Some(guild) = world.guilds.get(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("no guild {id}"));
+        return Err(error(StatusCode::NOT_FOUND, format!("no guild {id}")));
     };
     // The whole truth, every member included, in the GUILD_CREATE shape.
     let body = serde_json::to_value(guild.create_payload(usize::MAX, world.bot_user.id))
         .unwrap_or_default();
-    Json(body).into_response()
+    Ok(Json(body))
 }
 
-async fn sessions(State(state): State<Arc<SimState>>, Query(query): Query<BotQuery>) -> Response {
-    let bot = match find_bot(&state, query.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+async fn sessions(State(state): State<Arc<SimState>>, Query(query): Query<BotQuery>) -> Answer {
+    let bot = find_bot(&state, query.bot.as_deref())?;
     let list: Vec<Value> = bot
         .sessions()
         .iter()
@@ -272,7 +275,7 @@ async fn sessions(State(state): State<Arc<SimState>>, Query(query): Query<BotQue
             })
         })
         .collect();
-    Json(json!(list)).into_response()
+    Ok(Json(json!(list)))
 }
 
 #[derive(Deserialize)]
@@ -286,13 +289,10 @@ async fn session_events(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
-) -> Response {
-    let bot = match find_bot(&state, query.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let bot = find_bot(&state, query.bot.as_deref())?;
     let Some(session) = bot.session(&id) else {
-        return error(StatusCode::NOT_FOUND, "no such live session");
+        return Err(error(StatusCode::NOT_FOUND, "no such live session"));
     };
     let log = session.log();
     let from = query.from.unwrap_or(1);
@@ -301,8 +301,9 @@ async fn session_events(
         .filter(|(seq, _)| *seq <= log.max_sent)
         .map(|(seq, e)| json!({ "seq": seq, "t": e.kind, "digest": e.digest.to_string(), "len": e.data.len() }))
         .collect();
-    Json(json!({ "session_id": session.id, "shard": session.shard, "total": session.total, "first_seq": log.first_seq, "events": events }))
-        .into_response()
+    Ok(Json(
+        json!({ "session_id": session.id, "shard": session.shard, "total": session.total, "first_seq": log.first_seq, "events": events }),
+    ))
 }
 
 #[derive(Deserialize, Default)]
@@ -318,11 +319,8 @@ async fn shard_fault(
     Path((id, action)): Path<(u32, String)>,
     Query(query): Query<BotQuery>,
     body: Option<Json<FaultBody>>,
-) -> Response {
-    let bot = match find_bot(&state, query.bot.as_deref()) {
-        Ok(bot) => bot,
-        Err(response) => return response,
-    };
+) -> Answer {
+    let bot = find_bot(&state, query.bot.as_deref())?;
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let control = match action.as_str() {
         "drop" => ConnControl::Drop,
@@ -337,10 +335,10 @@ async fn shard_fault(
         "request-heartbeat" => ConnControl::RequestHeartbeat,
         "corrupt" => ConnControl::CorruptNextFrame,
         other => {
-            return error(
+            return Err(error(
                 StatusCode::NOT_FOUND,
                 format!("unknown shard action {other:?}"),
-            );
+            ));
         }
     };
     let reached = bot
@@ -349,13 +347,15 @@ async fn shard_fault(
         .filter(|s| s.control(control.clone()))
         .count();
     if reached == 0 {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             format!(
                 "shard {id} of bot {:?} has no connected session",
                 bot.config.name
             ),
-        );
+        ));
     }
-    Json(json!({ "shard": id, "action": action, "connections": reached })).into_response()
+    Ok(Json(
+        json!({ "shard": id, "action": action, "connections": reached }),
+    ))
 }

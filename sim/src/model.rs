@@ -124,8 +124,10 @@ pub struct Role {
     pub id: u64,
     /// Name.
     pub name: String,
-    /// RGB colour.
+    /// RGB colour (deprecated by Discord in favour of `colors`, still sent).
     pub color: u32,
+    /// The role's colours.
+    pub colors: RoleColors,
     /// Shown separately in the member list.
     pub hoist: bool,
     /// Icon hash.
@@ -142,6 +144,29 @@ pub struct Role {
     pub mentionable: bool,
     /// Role flags.
     pub flags: u64,
+}
+
+/// A role's colours: a primary one, and two more for gradient and holographic styles.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleColors {
+    /// Primary colour.
+    pub primary_color: u32,
+    /// Second gradient colour.
+    pub secondary_color: Option<u32>,
+    /// Third colour (holographic).
+    pub tertiary_color: Option<u32>,
+}
+
+impl RoleColors {
+    /// A single colour.
+    #[must_use]
+    pub fn solid(color: u32) -> Self {
+        Self {
+            primary_color: color,
+            secondary_color: None,
+            tertiary_color: None,
+        }
+    }
 }
 
 /// A guild channel or thread.

@@ -93,7 +93,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/resume", get(gateway::resume))
         .route("/resume/", get(gateway::resume))
         .nest("/api/v10", rest::router())
-        // .route("/_sim/channels/{id}/messages", get(rest::channel_messages))
+        .route("/_sim/channels/{id}/messages", get(rest::channel_messages))
         .nest("/_sim/rest", rest::control_router())
         .nest("/_sim", control::router())
         .with_state(state)

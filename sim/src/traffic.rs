@@ -421,6 +421,7 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
             let id = *ids.choose(&mut world.rng)?;
             let role = guild.roles.get_mut(&id)?;
             role.color = color;
+            role.colors = crate::model::RoleColors::solid(color);
             guild_event(
                 guild_id,
                 Intents::GUILDS,

@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::model::{Channel, Emoji, Member, Role, StoredMessage, User, channel_kind};
+use crate::model::{Channel, Emoji, Member, Role, RoleColors, StoredMessage, User, channel_kind};
 use crate::snowflake::{SnowflakeGenerator, as_string, compose, iso8601, now_ms};
 
 /// Guilds a single shard may hold before IDENTIFY fails with 4011.
@@ -105,7 +105,9 @@ impl World {
     #[must_use]
     pub fn generate(spec: &WorldSpec) -> Self {
         let mut rng = StdRng::seed_from_u64(spec.seed);
-        let ids = SnowflakeGenerator::new(1);
+        // The worker bits follow the seed, so two bots' worlds (seeds 7919 apart) never hand out
+        // the same channel or message ids.
+        let ids = SnowflakeGenerator::new(u8::try_from(spec.seed % 32).unwrap_or(1));
         let bot_user = User {
             id: spec.application_id,
             username: spec.bot_name.clone(),
@@ -199,6 +201,7 @@ impl World {
                 id,
                 name: "@everyone".into(),
                 color: 0,
+                colors: RoleColors::solid(0),
                 hoist: false,
                 icon: None,
                 unicode_emoji: None,
@@ -304,10 +307,12 @@ impl World {
 
     /// A new role at `position`.
     pub fn new_role(&mut self, position: i64) -> Role {
+        let color = self.rng.random_range(0..0x00ff_ffff);
         Role {
             id: self.ids.next(),
             name: word(&mut self.rng).to_owned(),
-            color: self.rng.random_range(0..0x00ff_ffff),
+            color,
+            colors: RoleColors::solid(color),
             hoist: self.rng.random_bool(0.3),
             icon: None,
             unicode_emoji: None,

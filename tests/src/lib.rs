@@ -1,1 +1,69 @@
+//! The end-to-end test harness: real processes against a real nats-server and the simulator.
+//!
+//! - [`NatsServer`]: a private nats-server with JetStream on free ports and its own store,
+//!   restartable on the same port and store, killed on drop.
+//! - [`SimProcess`]: `shardyard sim` (the Discord simulator) on a free port.
+//! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
+//!   the group is killed on drop, and by a watchdog if the test process itself is killed.
+//! - [`free_port`], [`shardyard_bin`], [`nats_server_bin`], [`eventually`], [`pid_alive`].
+//!
+//! Run the suite with `scripts/test`, which installs nats-server first; see `tests/README.md`.
 
+mod bin;
+mod nats;
+mod ports;
+mod process;
+mod sim;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+pub use bin::{nats_server_bin, repo_root, shardyard_bin};
+pub use nats::{NatsConfig, NatsServer};
+pub use ports::free_port;
+pub use process::{ProcessGuard, pid_alive};
+pub use sim::{SimArgs, SimProcess};
+
+/// Retries `attempt` until it succeeds or `timeout` has passed, and returns its value or, on
+/// timeout, its last error with `what` as context. Each attempt is cut off at the deadline.
+/// Waits grow from 10 ms to 250 ms between attempts.
+///
+/// ```no_run
+/// # async fn example(nats: &shardyard_tests::NatsServer) -> anyhow::Result<()> {
+/// use std::time::Duration;
+/// let js = nats.jetstream().await?;
+/// shardyard_tests::eventually(Duration::from_secs(10), "stream has 3 messages", || async {
+///     let mut stream = js.get_stream("EVENTS").await?;
+///     let n = stream.info().await?.state.messages;
+///     anyhow::ensure!(n == 3, "{n} messages");
+///     Ok(())
+/// })
+/// .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub async fn eventually<T, F, Fut>(
+    timeout: Duration,
+    what: &str,
+    mut attempt: F,
+) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let error = match tokio::time::timeout(remaining, attempt()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => e,
+            Err(_) => anyhow::anyhow!("the last attempt was still running at the deadline"),
+        };
+        if Instant::now() >= deadline {
+            return Err(error.context(format!("{what}: not true within {timeout:?}")));
+        }
+        tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}

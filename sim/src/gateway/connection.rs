@@ -424,43 +424,40 @@ impl Connection {
         if !self.dispatching {
             return Flow::Continue;
         }
-        loop {
-            let batch: Vec<_> = session
-                .log()
-                .after(self.cursor, BATCH)
-                .map(|(seq, e)| (seq, e.clone()))
-                .collect();
-            let Some(&(last, _)) = batch.last() else {
-                return Flow::Continue;
-            };
-            for (seq, event) in &batch {
-                self.frame.clear();
-                self.frame.extend_from_slice(b"{\"t\":\"");
-                self.frame.extend_from_slice(event.kind.as_bytes());
-                self.frame.extend_from_slice(b"\",\"s\":");
-                let _ = write!(self.frame, "{seq}");
-                self.frame.extend_from_slice(b",\"op\":0,\"d\":");
-                self.frame.extend_from_slice(&event.data);
-                self.frame.push(b'}');
-                let frame = std::mem::take(&mut self.frame);
-                let msg = self.encode(&frame);
-                self.frame = frame;
-                if self.socket.feed(msg).await.is_err() {
-                    return Flow::Stop;
-                }
-            }
-            if self.socket.flush().await.is_err() {
+        let batch: Vec<_> = session
+            .log()
+            .after(self.cursor, BATCH)
+            .map(|(seq, e)| (seq, e.clone()))
+            .collect();
+        let Some(&(last, _)) = batch.last() else {
+            return Flow::Continue;
+        };
+        for (seq, event) in &batch {
+            self.frame.clear();
+            self.frame.extend_from_slice(b"{\"t\":\"");
+            self.frame.extend_from_slice(event.kind.as_bytes());
+            self.frame.extend_from_slice(b"\",\"s\":");
+            let _ = write!(self.frame, "{seq}");
+            self.frame.extend_from_slice(b",\"op\":0,\"d\":");
+            self.frame.extend_from_slice(&event.data);
+            self.frame.push(b'}');
+            let frame = std::mem::take(&mut self.frame);
+            let msg = self.encode(&frame);
+            self.frame = frame;
+            if self.socket.feed(msg).await.is_err() {
                 return Flow::Stop;
             }
-            self.record_sent(&session, &batch);
-            self.cursor = last;
-            if batch.len() < BATCH {
-                return Flow::Continue;
-            }
+        }
+        if self.socket.flush().await.is_err() {
+            return Flow::Stop;
+        }
+        self.record_sent(&session, &batch);
+        self.cursor = last;
+        if batch.len() == BATCH {
             // More waiting: come back through the loop so heartbeats and controls interleave.
             session.notify.notify_one();
-            return Flow::Continue;
         }
+        Flow::Continue
     }
 
     fn record_sent(&self, session: &Session, batch: &[(u64, Arc<crate::session::Event>)]) {

@@ -16,15 +16,17 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub const TOKEN: &str = "test-token";
 
 pub fn config(guilds: u32) -> SimConfig {
-    let mut config = SimConfig::default();
-    config.bots = vec![BotConfig {
-        name: "bot".into(),
-        token: shardyard_protocol::Token::new(TOKEN),
-        guilds,
-        members_per_guild: 5,
-        max_concurrency: 16,
-        ..BotConfig::default()
-    }];
+    let mut config = SimConfig {
+        bots: vec![BotConfig {
+            name: "bot".into(),
+            token: shardyard_protocol::Token::new(TOKEN),
+            guilds,
+            members_per_guild: 5,
+            max_concurrency: 16,
+            ..BotConfig::default()
+        }],
+        ..SimConfig::default()
+    };
     config.fill_defaults().unwrap();
     config
 }
