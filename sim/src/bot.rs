@@ -39,6 +39,7 @@ struct Registry {
     by_id: HashMap<String, Arc<Session>>,
     by_shard: HashMap<(u32, u32), Vec<Arc<Session>>>,
     totals: BTreeMap<u32, usize>,
+    without_message_content: usize,
 }
 
 /// Why an IDENTIFY was refused by the identify limits.
@@ -200,6 +201,9 @@ impl BotState {
             .unwrap_or_else(PoisonError::into_inner);
         registry.by_id.insert(session.id.clone(), session.clone());
         *registry.totals.entry(session.total).or_default() += 1;
+        if !session.intents.contains(Intents::MESSAGE_CONTENT) {
+            registry.without_message_content += 1;
+        }
         registry
             .by_shard
             .entry((session.total, session.shard))
@@ -217,6 +221,9 @@ impl BotState {
             return;
         };
         session.link().invalid = true;
+        if !session.intents.contains(Intents::MESSAGE_CONTENT) {
+            registry.without_message_content -= 1;
+        }
         if let Some(list) = registry.by_shard.get_mut(&(session.total, session.shard)) {
             list.retain(|s| s.id != id);
         }
@@ -261,6 +268,16 @@ impl BotState {
             .filter(|((_, shard), _)| *shard == id)
             .flat_map(|(_, list)| list.iter().cloned())
             .collect()
+    }
+
+    /// Whether any live session lacks MESSAGE_CONTENT, so messages need a content-less copy.
+    #[must_use]
+    pub fn needs_content_stripped(&self) -> bool {
+        self.registry
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .without_message_content
+            > 0
     }
 
     /// Drops sessions that were disconnected longer than `window` or invalidated.

@@ -142,6 +142,7 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Answe
     let channel = parse_id(body.channel_id.as_deref(), "channel_id")?;
     let guild = parse_id(body.guild_id.as_deref(), "guild_id")?;
     let author = parse_id(body.author_id.as_deref(), "author_id")?;
+    let strip = bot.needs_content_stripped();
     let made = {
         let mut world = bot.world();
         let channel = match channel {
@@ -171,7 +172,7 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Answe
                 format!("no text channel {channel}"),
             ));
         }
-        traffic::user_message(&mut world, channel, &body.content, author)
+        traffic::user_message(&mut world, channel, &body.content, author, strip)
             .map(|(dispatch, id)| (dispatch, id, channel))
     };
     let Some((dispatch, message_id, channel)) = made else {

@@ -136,6 +136,7 @@ pub async fn run(bot: Arc<BotState>, shutdown: tokio_util::sync::CancellationTok
 
 /// One random dispatch for a random guild of `bot`, with the world updated to match.
 pub fn generate(bot: &BotState) -> Option<Dispatch> {
+    let strip = bot.needs_content_stripped();
     let mut world = bot.world();
     let world = &mut *world;
     let count = world.guild_ids().len();
@@ -147,7 +148,7 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
     let kind = pick_kind(&mut world.rng);
     Some(match kind {
         Kind::MessageCreate | Kind::MessageUpdate => {
-            message(world, guild_id, matches!(kind, Kind::MessageUpdate))?
+            message(world, guild_id, matches!(kind, Kind::MessageUpdate), strip)?
         }
         Kind::MessageDelete => {
             let channel = random_text_channel(world, guild_id)?;
@@ -497,7 +498,7 @@ fn random_member<'a>(
         .or_else(|| guild.members.values().find(|m| m.user.id != bot_id))
 }
 
-fn message(world: &mut World, guild_id: u64, edit: bool) -> Option<Dispatch> {
+fn message(world: &mut World, guild_id: u64, edit: bool, strip: bool) -> Option<Dispatch> {
     let channel = random_text_channel(world, guild_id)?;
     let words = world.rng.random_range(3..30);
     let content = sentence(&mut world.rng, words);
@@ -521,15 +522,23 @@ fn message(world: &mut World, guild_id: u64, edit: bool) -> Option<Dispatch> {
     } else {
         "MESSAGE_CREATE"
     };
-    Some(Dispatch {
+    Some(message_dispatch(kind, guild_id, parts, strip))
+}
+
+/// A message event, plus its content-less copy when some session lacks MESSAGE_CONTENT.
+fn message_dispatch<'a>(
+    kind: &'static str,
+    guild_id: u64,
+    parts: impl Fn() -> MessageParts<'a>,
+    strip: bool,
+) -> Dispatch {
+    Dispatch {
         guild: Some(guild_id),
         intents: Intents::GUILD_MESSAGES,
         event: Event::json(kind, &MessagePayload::new(parts())),
-        without_content: Some(Event::json(
-            kind,
-            &MessagePayload::new(parts()).without_content(),
-        )),
-    })
+        without_content: strip
+            .then(|| Event::json(kind, &MessagePayload::new(parts()).without_content())),
+    }
 }
 
 /// A message a user posts in `channel` (for `/_sim/say`): the dispatch and the message id.
@@ -538,6 +547,7 @@ pub fn user_message(
     channel: u64,
     content: &str,
     author: Option<u64>,
+    strip: bool,
 ) -> Option<(Dispatch, u64)> {
     let guild_id = *world.channel_guild.get(&channel)?;
     let id = world.ids.next();
@@ -558,16 +568,10 @@ pub fn user_message(
         edited_ms: None,
         nonce: Some(id.to_string()),
     };
-    let dispatch = Dispatch {
-        guild: Some(guild_id),
-        intents: Intents::GUILD_MESSAGES,
-        event: Event::json("MESSAGE_CREATE", &MessagePayload::new(parts())),
-        without_content: Some(Event::json(
-            "MESSAGE_CREATE",
-            &MessagePayload::new(parts()).without_content(),
-        )),
-    };
-    Some((dispatch, id))
+    Some((
+        message_dispatch("MESSAGE_CREATE", guild_id, parts, strip),
+        id,
+    ))
 }
 
 /// GUILD_DELETE for a guild the bot was removed from.
