@@ -16,6 +16,8 @@ pub struct SimConfig {
     pub resume_window_secs: u64,
     /// How many dispatches a session keeps for replay; older ones cannot be resumed past.
     pub replay_buffer: usize,
+    /// How many bytes of payload a session keeps for replay (the tighter of the two applies).
+    pub replay_buffer_bytes: usize,
     /// Invalid REST requests (401, 403, non-shared 429) per IP per 10 minutes before the
     /// Cloudflare-style ban (Discord: 10,000).
     pub invalid_request_limit: u32,
@@ -32,6 +34,7 @@ impl Default for SimConfig {
             heartbeat_interval_ms: 41_250,
             resume_window_secs: 180,
             replay_buffer: 200_000,
+            replay_buffer_bytes: 32 << 20,
             invalid_request_limit: 10_000,
             ban_secs: 3600,
             seed: 1,

@@ -82,6 +82,8 @@ pub struct SessionLog {
     /// The highest sequence ever written to a socket.
     pub max_sent: u64,
     capacity: usize,
+    bytes: usize,
+    capacity_bytes: usize,
 }
 
 impl SessionLog {
@@ -142,7 +144,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Session {
-    /// A new session keeping up to `capacity` events for replay.
+    /// A new session keeping up to `capacity` events, and `capacity_bytes` of payload, for replay.
     #[must_use]
     pub fn new(
         id: String,
@@ -152,6 +154,7 @@ impl Session {
         large_threshold: usize,
         stats: Arc<ShardStats>,
         capacity: usize,
+        capacity_bytes: usize,
     ) -> Self {
         Self {
             id,
@@ -166,6 +169,8 @@ impl Session {
                 events: VecDeque::new(),
                 max_sent: 0,
                 capacity: capacity.max(16),
+                bytes: 0,
+                capacity_bytes,
             }),
             link: Mutex::new(Link::default()),
         }
@@ -176,10 +181,17 @@ impl Session {
         let seq = {
             let mut log = lock(&self.log);
             let seq = log.next_seq();
+            log.bytes += event.data.len();
             log.events.push_back(event);
-            if log.events.len() > log.capacity {
-                log.events.pop_front();
-                log.first_seq += 1;
+            // Keep at least 16 events whatever their size, so a resume right after a big
+            // GUILD_CREATE burst still works.
+            while log.events.len() > 16
+                && (log.events.len() > log.capacity || log.bytes > log.capacity_bytes)
+            {
+                if let Some(old) = log.events.pop_front() {
+                    log.bytes -= old.data.len();
+                    log.first_seq += 1;
+                }
             }
             seq
         };
@@ -234,6 +246,7 @@ mod tests {
             50,
             Arc::new(ShardStats::new("b", 0, 1)),
             capacity,
+            usize::MAX,
         )
     }
 
@@ -251,6 +264,26 @@ mod tests {
             vec![1, 2]
         );
         assert_eq!(log.last_seq(), 5);
+    }
+
+    #[test]
+    fn log_is_bounded_by_bytes_too() {
+        let s = Session::new(
+            "s".into(),
+            0,
+            1,
+            Intents::GUILDS,
+            50,
+            Arc::new(ShardStats::new("b", 0, 1)),
+            1000,
+            100 * 20,
+        );
+        for _ in 0..100 {
+            s.push(Event::new("X", vec![b'x'; 100]));
+        }
+        let log = s.log();
+        assert_eq!(log.events.len(), 20);
+        assert_eq!(log.first_seq, 81);
     }
 
     #[test]

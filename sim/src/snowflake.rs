@@ -99,7 +99,7 @@ pub mod as_string {
     /// # Errors
     /// Whatever the serializer returns.
     pub fn serialize<S: Serializer>(id: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(id)
+        s.serialize_str(itoa::Buffer::new().format(*id))
     }
 
     /// Reads an id from a string or a number.
@@ -132,7 +132,7 @@ pub mod opt_string {
     /// Whatever the serializer returns.
     pub fn serialize<S: Serializer>(id: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
         match id {
-            Some(id) => s.collect_str(id),
+            Some(id) => s.serialize_str(itoa::Buffer::new().format(*id)),
             None => s.serialize_none(),
         }
     }
@@ -149,8 +149,9 @@ pub mod vec_string {
     /// Whatever the serializer returns.
     pub fn serialize<S: Serializer>(ids: &[u64], s: S) -> Result<S::Ok, S::Error> {
         let mut seq = s.serialize_seq(Some(ids.len()))?;
+        let mut buffer = itoa::Buffer::new();
         for id in ids {
-            seq.serialize_element(&id.to_string())?;
+            seq.serialize_element(buffer.format(*id))?;
         }
         seq.end()
     }

@@ -8,17 +8,13 @@ use serde::Serialize;
 
 use crate::snowflake::now_ms;
 
-/// FNV-1a (64-bit) of a dispatch's `d` bytes. A shard's `checksum` is the wrapping sum of this
+/// XXH3-64 (seed 0) of a dispatch's `d` bytes. A shard's `checksum` is the wrapping sum of this
 /// over its distinct dispatched events, so a consumer can prove byte-identical delivery of a whole
-/// shard without the simulator keeping every payload.
+/// shard without the simulator keeping every payload. XXH3 has a library in every language and
+/// runs at memory speed, which matters at 100k events/s.
 #[must_use]
 pub fn payload_digest(data: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in data {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    xxhash_rust::xxh3::xxh3_64(data)
 }
 
 /// Counters of one shard (`id` of `total`) of one bot.
@@ -153,8 +149,9 @@ mod tests {
     use super::payload_digest;
 
     #[test]
-    fn digest_is_fnv1a() {
-        assert_eq!(payload_digest(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(payload_digest(b"a"), 0xaf63_dc4c_8601_ec8c);
+    fn digest_is_xxh3_64() {
+        // Reference values from the XXH3 specification's test vectors.
+        assert_eq!(payload_digest(b""), 0x2d06_8005_38d3_94c2);
+        assert_ne!(payload_digest(b"a"), payload_digest(b"b"));
     }
 }

@@ -30,6 +30,10 @@ const SENTENCE_WORDS: &[&str] = &[
 
 const EMOJIS: &[&str] = &["👍", "🔥", "😂", "🎉", "❤️", "👀"];
 
+/// How often the generator wakes: each wake's events reach a connection in one write, so a
+/// longer tick means fewer syscalls per event; 5 ms keeps delivery smooth for people watching.
+const TICK: Duration = Duration::from_millis(5);
+
 /// Kinds of generated traffic with their weight out of 1,000.
 const MIX: &[(Kind, u32)] = &[
     (Kind::MessageCreate, 560),
@@ -109,7 +113,7 @@ pub async fn run(bot: Arc<BotState>, shutdown: tokio_util::sync::CancellationTok
         // rate holds whatever the tick jitter, and a stall is not paid back in a burst.
         let start = Instant::now();
         let mut generated: u64 = 0;
-        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -475,8 +479,10 @@ fn guild_event(guild: u64, intents: Intents, event: Arc<Event>) -> Dispatch {
 
 fn random_text_channel(world: &mut World, guild_id: u64) -> Option<u64> {
     let guild = world.guilds.get(&guild_id)?;
-    let channels: Vec<u64> = guild.text_channels().map(|c| c.id).collect();
-    channels.choose(&mut world.rng).copied()
+    random_entry(guild.channels.values(), &mut world.rng, |c| {
+        c.kind == channel_kind::TEXT
+    })
+    .map(|c| c.id)
 }
 
 fn random_member<'a>(
@@ -484,18 +490,20 @@ fn random_member<'a>(
     rng: &mut impl Rng,
     bot_id: u64,
 ) -> Option<&'a crate::model::Member> {
-    let n = guild.members.len();
-    if n == 0 {
+    random_entry(guild.members.values(), rng, |m| m.user.id != bot_id)
+}
+
+/// A uniformly random item that `accept`s, without allocating (this is the generator's hot path).
+fn random_entry<'a, V: 'a>(
+    items: impl Iterator<Item = &'a V> + Clone,
+    rng: &mut impl Rng,
+    accept: impl Fn(&V) -> bool,
+) -> Option<&'a V> {
+    let count = items.clone().filter(|v| accept(v)).count();
+    if count == 0 {
         return None;
     }
-    // Members are in a BTreeMap; stepping to a random index is fine at these sizes.
-    let skip = rng.random_range(0..n);
-    guild
-        .members
-        .values()
-        .skip(skip)
-        .find(|m| m.user.id != bot_id)
-        .or_else(|| guild.members.values().find(|m| m.user.id != bot_id))
+    items.filter(|v| accept(v)).nth(rng.random_range(0..count))
 }
 
 fn message(world: &mut World, guild_id: u64, edit: bool, strip: bool) -> Option<Dispatch> {

@@ -176,6 +176,7 @@ impl Connection {
             large_threshold,
             stats.clone(),
             self.state.config.replay_buffer,
+            self.state.config.replay_buffer_bytes,
         ));
         session.link().conn = Some((self.id, self.ctl_tx.clone()));
         stats.update(|c| {

@@ -298,6 +298,7 @@ async fn messages_are_stored_dispatched_and_read_back() {
         50,
         Arc::new(ShardStats::new("bot", 0, 1)),
         100,
+        usize::MAX,
     ));
     bot.add_session(session.clone());
 
