@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod close_code;
+pub mod envelope;
 pub mod intents;
 pub mod names;
 pub mod opcode;
@@ -12,6 +13,7 @@ pub mod shard;
 pub mod token;
 
 pub use close_code::{CloseAction, CloseCode, RESUMABLE_CLIENT_CLOSE};
+pub use envelope::{Envelope, EnvelopeError, read_envelope};
 pub use intents::{Intents, UnknownIntent};
 pub use names::{BotKey, InvalidBotKey};
 pub use opcode::OpCode;
