@@ -15,7 +15,7 @@ pub struct MessagePayload<'a> {
     timestamp: String,
     pinned: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    nonce: Option<String>,
+    nonce: Option<Nonce>,
     mentions: [(); 0],
     mention_roles: [(); 0],
     mention_everyone: bool,
@@ -41,6 +41,25 @@ pub struct MessagePayload<'a> {
     guild_id: Option<u64>,
 }
 
+/// A message nonce: generated ones are numbers (written without allocating), a client's may be
+/// any string. Both go out as a JSON string.
+#[derive(Debug, Clone)]
+pub enum Nonce {
+    /// A number, sent as its decimal string.
+    Id(u64),
+    /// A client's own nonce.
+    Text(String),
+}
+
+impl Serialize for Nonce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Id(id) => s.serialize_str(itoa::Buffer::new().format(*id)),
+            Self::Text(text) => s.serialize_str(text),
+        }
+    }
+}
+
 /// The parts of a message.
 pub struct MessageParts<'a> {
     /// Message id.
@@ -60,7 +79,7 @@ pub struct MessageParts<'a> {
     /// When it was edited, for MESSAGE_UPDATE.
     pub edited_ms: Option<u64>,
     /// Client nonce.
-    pub nonce: Option<String>,
+    pub nonce: Option<Nonce>,
 }
 
 impl<'a> MessagePayload<'a> {

@@ -14,8 +14,8 @@ use crate::bot::{BotState, Dispatch};
 use crate::model::channel_kind;
 use crate::payload::{
     Activity, ClientStatus, EmojiRef, GuildDelete, MemberRemove, MemberWithGuild, MessageDelete,
-    MessageParts, MessagePayload, PresenceUpdate, ReactionAdd, RoleDelete, RoleEvent, TypingStart,
-    UserRef, VoiceState, unix_secs,
+    MessageParts, MessagePayload, Nonce, PresenceUpdate, ReactionAdd, RoleDelete, RoleEvent,
+    TypingStart, UserRef, VoiceState, unix_secs,
 };
 use crate::session::Event;
 use crate::snowflake::now_ms;
@@ -147,7 +147,7 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
     if count == 0 {
         return None;
     }
-    let pick = world.rng.random_range(0..count);
+    let pick = skewed_index(&mut world.rng, count);
     let guild_id = world.guild_ids()[pick];
     let kind = pick_kind(&mut world.rng);
     Some(match kind {
@@ -468,6 +468,20 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
     })
 }
 
+/// An index below `count`, skewed like real bot traffic: a few busy guilds carry most events
+/// (the busiest 1% about a fifth of them) while every guild sees some. Busy guilds also stay in
+/// cache, which is what lets one core generate 100k events/s over a large world.
+fn skewed_index(rng: &mut impl Rng, count: usize) -> usize {
+    let u: f64 = rng.random();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = (u * u * u * count as f64) as usize;
+    index.min(count - 1)
+}
+
 fn guild_event(guild: u64, intents: Intents, event: Arc<Event>) -> Dispatch {
     Dispatch {
         guild: Some(guild),
@@ -479,7 +493,7 @@ fn guild_event(guild: u64, intents: Intents, event: Arc<Event>) -> Dispatch {
 
 fn random_text_channel(world: &mut World, guild_id: u64) -> Option<u64> {
     let guild = world.guilds.get(&guild_id)?;
-    random_entry(guild.channels.values(), &mut world.rng, |c| {
+    random_entry(&guild.channels, &mut world.rng, |c| {
         c.kind == channel_kind::TEXT
     })
     .map(|c| c.id)
@@ -490,20 +504,25 @@ fn random_member<'a>(
     rng: &mut impl Rng,
     bot_id: u64,
 ) -> Option<&'a crate::model::Member> {
-    random_entry(guild.members.values(), rng, |m| m.user.id != bot_id)
+    random_entry(&guild.members, rng, |m| m.user.id != bot_id)
 }
 
-/// A uniformly random item that `accept`s, without allocating (this is the generator's hot path).
-fn random_entry<'a, V: 'a>(
-    items: impl Iterator<Item = &'a V> + Clone,
+/// A random entry that `accept`s: a uniformly random position, then the first acceptable entry
+/// from there on (wrapping). One partial pass and no allocation: this is the generator's hot
+/// path, and the slight skew towards entries after rejected ones does not matter for traffic.
+fn random_entry<'a, V>(
+    map: &'a std::collections::BTreeMap<u64, V>,
     rng: &mut impl Rng,
     accept: impl Fn(&V) -> bool,
 ) -> Option<&'a V> {
-    let count = items.clone().filter(|v| accept(v)).count();
-    if count == 0 {
+    if map.is_empty() {
         return None;
     }
-    items.filter(|v| accept(v)).nth(rng.random_range(0..count))
+    let start = rng.random_range(0..map.len());
+    map.values()
+        .skip(start)
+        .chain(map.values().take(start))
+        .find(|v| accept(v))
 }
 
 fn message(world: &mut World, guild_id: u64, edit: bool, strip: bool) -> Option<Dispatch> {
@@ -523,7 +542,7 @@ fn message(world: &mut World, guild_id: u64, edit: bool, strip: bool) -> Option<
         content: &content,
         embeds: &[],
         edited_ms: edit.then(now_ms),
-        nonce: (!edit).then(|| id.to_string()),
+        nonce: (!edit).then_some(Nonce::Id(id)),
     };
     let kind = if edit {
         "MESSAGE_UPDATE"
@@ -574,7 +593,7 @@ pub fn user_message(
         content,
         embeds: &[],
         edited_ms: None,
-        nonce: Some(id.to_string()),
+        nonce: Some(Nonce::Id(id)),
     };
     Some((
         message_dispatch("MESSAGE_CREATE", guild_id, parts, strip),

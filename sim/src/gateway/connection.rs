@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -55,6 +55,7 @@ pub(super) struct Connection {
     socket: WebSocket,
     zlib: Option<ZlibStream>,
     frame: Vec<u8>,
+    out: BytesMut,
     ack_heartbeats: bool,
     pub(super) heartbeat_interval: Duration,
     heartbeat_deadline: Instant,
@@ -100,6 +101,7 @@ impl Connection {
             setup,
             socket,
             frame: Vec::with_capacity(4096),
+            out: BytesMut::new(),
             ack_heartbeats: true,
             heartbeat_interval,
             heartbeat_deadline: Instant::now() + heartbeat_grace(heartbeat_interval),
@@ -389,9 +391,12 @@ impl Connection {
     fn encode(&mut self, payload: &[u8]) -> Message {
         match &mut self.zlib {
             Some(zlib) => {
-                let mut out = Vec::new();
-                zlib.compress(payload, &mut out);
-                Message::Binary(Bytes::from(out))
+                // One growing buffer split per frame: an allocation per block, not per frame.
+                if self.out.capacity() - self.out.len() < payload.len() {
+                    self.out.reserve(64 * 1024);
+                }
+                zlib.compress(payload, &mut self.out);
+                Message::Binary(self.out.split().freeze())
             }
             None => Message::Text(String::from_utf8_lossy(payload).into_owned().into()),
         }

@@ -1,6 +1,7 @@
 //! zlib-stream compression: one deflate context per connection, every message ending with a
 //! sync flush (`00 00 ff ff`), as Discord's `compress=zlib-stream` sends it.
 
+use bytes::BytesMut;
 use flate2::{Compress, Compression, FlushCompress};
 
 /// The compressor of one connection.
@@ -31,23 +32,27 @@ impl ZlibStream {
         }
     }
 
-    /// Compresses one whole message into `out` (cleared first), ending with a sync flush.
-    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        out.clear();
-        out.reserve(input.len() / 2 + 64);
-        let start = self.deflate.total_in();
+    /// Compresses one whole message onto the end of `out`, ending with a sync flush.
+    pub fn compress(&mut self, input: &[u8], out: &mut BytesMut) {
+        let start_in = self.deflate.total_in();
         loop {
-            let consumed = usize::try_from(self.deflate.total_in() - start).unwrap_or(input.len());
-            let status = self
-                .deflate
-                .compress_vec(&input[consumed..], out, FlushCompress::Sync);
-            let done = usize::try_from(self.deflate.total_in() - start).unwrap_or(input.len())
+            let consumed =
+                usize::try_from(self.deflate.total_in() - start_in).unwrap_or(input.len());
+            let filled = out.len();
+            let room = (input.len() - consumed) / 2 + 64;
+            out.resize(filled + room, 0);
+            let before_out = self.deflate.total_out();
+            let status =
+                self.deflate
+                    .compress(&input[consumed..], &mut out[filled..], FlushCompress::Sync);
+            let written = usize::try_from(self.deflate.total_out() - before_out).unwrap_or(0);
+            out.truncate(filled + written);
+            let done = usize::try_from(self.deflate.total_in() - start_in).unwrap_or(input.len())
                 == input.len();
             // With output space left over, the sync flush is complete.
-            if status.is_err() || (done && out.len() < out.capacity()) {
+            if status.is_err() || (done && written < room) {
                 break;
             }
-            out.reserve(out.capacity().max(64));
         }
     }
 }
@@ -58,6 +63,8 @@ pub const CORRUPT_FRAME: [u8; 8] = [0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0xff, 0x
 #[cfg(test)]
 mod tests {
     use flate2::{Decompress, FlushDecompress};
+
+    use bytes::BytesMut;
 
     use super::{CORRUPT_FRAME, ZlibStream};
 
@@ -78,8 +85,8 @@ mod tests {
     fn messages_share_one_context_and_end_with_the_suffix() {
         let mut z = ZlibStream::new();
         let mut d = Decompress::new(true);
-        let mut out = Vec::new();
         for i in 0..50 {
+            let mut out = BytesMut::new();
             let msg = format!("{{\"op\":0,\"s\":{i},\"d\":{}}}", "x".repeat(i * 100));
             z.compress(msg.as_bytes(), &mut out);
             assert_eq!(&out[out.len() - 4..], &[0, 0, 0xff, 0xff]);
@@ -91,7 +98,7 @@ mod tests {
     fn corrupt_frame_breaks_the_inflater() {
         let mut z = ZlibStream::new();
         let mut d = Decompress::new(true);
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         z.compress(b"{\"op\":10}", &mut out);
         inflate(&mut d, &out).unwrap();
         assert!(inflate(&mut d, &CORRUPT_FRAME).is_err());

@@ -256,7 +256,7 @@ fn message_json(
         content: &msg.content,
         embeds: &msg.embeds,
         edited_ms: edited_ms.or_else(|| msg.edited.then(|| timestamp_ms(msg.id))),
-        nonce: extras.nonce.clone(),
+        nonce: extras.nonce.clone().map(crate::payload::Nonce::Text),
     });
     let mut value = serde_json::to_value(&payload).unwrap_or(Value::Null);
     if let Some(obj) = value.as_object_mut() {
