@@ -10,6 +10,7 @@ pub mod bot;
 pub mod config;
 pub mod control;
 pub mod gateway;
+mod json;
 pub mod model;
 pub mod payload;
 pub mod rest;

@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use crate::json;
 use crate::snowflake::{as_string, opt_string, vec_string};
 
 /// Channel types the simulator creates.
@@ -96,6 +97,69 @@ pub struct PartialMember<'a> {
     pub banner: Option<&'a str>,
     /// Guild avatar hash.
     pub avatar: Option<&'a str>,
+}
+
+impl User {
+    /// Writes the user's JSON, exactly as its `Serialize` does (see `json`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::key(out, "id");
+        json::id(out, self.id);
+        json::key(out, "username");
+        json::str(out, &self.username);
+        json::key(out, "global_name");
+        json::opt_str(out, self.global_name.as_deref());
+        json::key(out, "discriminator");
+        json::str(out, self.discriminator);
+        json::key(out, "avatar");
+        json::opt_str(out, self.avatar.as_deref());
+        if self.bot {
+            json::key(out, "bot");
+            json::boolean(out, true);
+        }
+        json::key(out, "public_flags");
+        json::num(out, self.public_flags);
+        json::key(out, "avatar_decoration_data");
+        out.extend_from_slice(b"null");
+        out.push(b'}');
+    }
+}
+
+impl PartialMember<'_> {
+    /// Writes the member's JSON, exactly as its `Serialize` does (see `json`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        json::key(out, "roles");
+        out.push(b'[');
+        for (i, role) in self.roles.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json::id(out, *role);
+        }
+        out.push(b']');
+        json::key(out, "premium_since");
+        json::opt_str(out, self.premium_since);
+        json::key(out, "pending");
+        json::boolean(out, self.pending);
+        json::key(out, "nick");
+        json::opt_str(out, self.nick);
+        json::key(out, "mute");
+        json::boolean(out, self.mute);
+        json::key(out, "joined_at");
+        json::str(out, self.joined_at);
+        json::key(out, "flags");
+        json::num(out, self.flags);
+        json::key(out, "deaf");
+        json::boolean(out, self.deaf);
+        json::key(out, "communication_disabled_until");
+        json::opt_str(out, self.communication_disabled_until);
+        json::key(out, "banner");
+        json::opt_str(out, self.banner);
+        json::key(out, "avatar");
+        json::opt_str(out, self.avatar);
+        out.push(b'}');
+    }
 }
 
 impl<'a> From<&'a Member> for PartialMember<'a> {
@@ -273,4 +337,56 @@ pub struct StoredMessage {
     pub embeds: Vec<serde_json::Value>,
     /// Unix milliseconds of creation.
     pub created_at_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Member, PartialMember, User};
+
+    fn user(bot: bool, name: &str) -> User {
+        User {
+            id: 42,
+            username: name.into(),
+            global_name: if bot {
+                None
+            } else {
+                Some("Ünïcode \"quoted\"".into())
+            },
+            discriminator: "0",
+            avatar: Some("abc".into()),
+            bot,
+            public_flags: 64,
+            avatar_decoration_data: None,
+        }
+    }
+
+    #[test]
+    fn hand_written_json_matches_serde() {
+        for (bot, name) in [(true, "bot"), (false, "back\\slash\ttab")] {
+            let user = user(bot, name);
+            let mut out = Vec::new();
+            user.write_json(&mut out);
+            let hand: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(hand, serde_json::to_value(&user).unwrap());
+            let member = Member {
+                user: user.clone(),
+                nick: Some("n\"ick".into()),
+                avatar: None,
+                roles: vec![1, 2, 3],
+                joined_at: "2026-01-01T00:00:00.000000+00:00".into(),
+                premium_since: None,
+                deaf: false,
+                mute: true,
+                flags: 2,
+                pending: false,
+                communication_disabled_until: None,
+                banner: None,
+            };
+            let partial = PartialMember::from(&member);
+            let mut out = Vec::new();
+            partial.write_json(&mut out);
+            let hand: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(hand, serde_json::to_value(&partial).unwrap());
+        }
+    }
 }

@@ -3,42 +3,40 @@
 
 use serde::Serialize;
 
+use crate::json;
 use crate::model::{PartialMember, User};
 use crate::snowflake::{as_string, iso8601, now_ms, opt_string};
 
-/// A message as sent in MESSAGE_CREATE (and returned by REST).
-#[derive(Serialize)]
+/// A message as sent in MESSAGE_CREATE (and returned by REST). Written by hand
+/// ([`MessagePayload::to_json`]): it is most of the traffic.
 pub struct MessagePayload<'a> {
-    #[serde(rename = "type")]
     kind: u8,
     tts: bool,
     timestamp: String,
     pinned: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<Nonce>,
-    mentions: [(); 0],
-    mention_roles: [(); 0],
     mention_everyone: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     member: Option<PartialMember<'a>>,
-    #[serde(with = "as_string")]
     id: u64,
     flags: u64,
     embeds: &'a [serde_json::Value],
     edited_timestamp: Option<String>,
     content: &'a str,
-    components: [(); 0],
-    #[serde(skip_serializing_if = "Option::is_none")]
     channel_type: Option<u8>,
-    #[serde(with = "as_string")]
     channel_id: u64,
     author: &'a User,
-    attachments: [(); 0],
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "opt_string::serialize"
-    )]
     guild_id: Option<u64>,
+}
+
+impl Serialize for MessagePayload<'_> {
+    /// The hand-written JSON, passed through as a raw value (the simulator serializes only to
+    /// JSON), so REST answers and gateway events share one writer.
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = String::from_utf8(self.to_json()).map_err(serde::ser::Error::custom)?;
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
 }
 
 /// A message nonce: generated ones are numbers (written without allocating), a client's may be
@@ -92,8 +90,6 @@ impl<'a> MessagePayload<'a> {
             timestamp: iso8601(crate::snowflake::timestamp_ms(parts.id)),
             pinned: false,
             nonce: parts.nonce,
-            mentions: [],
-            mention_roles: [],
             mention_everyone: false,
             member: parts.member,
             id: parts.id,
@@ -101,13 +97,71 @@ impl<'a> MessagePayload<'a> {
             embeds: parts.embeds,
             edited_timestamp: parts.edited_ms.map(iso8601),
             content: parts.content,
-            components: [],
             channel_type: parts.guild_id.map(|_| 0),
             channel_id: parts.channel_id,
             author: parts.author,
-            attachments: [],
             guild_id: parts.guild_id,
         }
+    }
+
+    /// The message's JSON.
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1024);
+        out.push(b'{');
+        json::key(&mut out, "type");
+        json::num(&mut out, u64::from(self.kind));
+        json::key(&mut out, "tts");
+        json::boolean(&mut out, self.tts);
+        json::key(&mut out, "timestamp");
+        json::str(&mut out, &self.timestamp);
+        json::key(&mut out, "pinned");
+        json::boolean(&mut out, self.pinned);
+        if let Some(nonce) = &self.nonce {
+            json::key(&mut out, "nonce");
+            match nonce {
+                Nonce::Id(id) => json::id(&mut out, *id),
+                Nonce::Text(text) => json::str(&mut out, text),
+            }
+        }
+        json::key(&mut out, "mentions");
+        out.extend_from_slice(b"[]");
+        json::key(&mut out, "mention_roles");
+        out.extend_from_slice(b"[]");
+        json::key(&mut out, "mention_everyone");
+        json::boolean(&mut out, self.mention_everyone);
+        if let Some(member) = &self.member {
+            json::key(&mut out, "member");
+            member.write_json(&mut out);
+        }
+        json::key(&mut out, "id");
+        json::id(&mut out, self.id);
+        json::key(&mut out, "flags");
+        json::num(&mut out, self.flags);
+        json::key(&mut out, "embeds");
+        let _ = serde_json::to_writer(&mut out, self.embeds);
+        json::key(&mut out, "edited_timestamp");
+        json::opt_str(&mut out, self.edited_timestamp.as_deref());
+        json::key(&mut out, "content");
+        json::str(&mut out, self.content);
+        json::key(&mut out, "components");
+        out.extend_from_slice(b"[]");
+        if let Some(kind) = self.channel_type {
+            json::key(&mut out, "channel_type");
+            json::num(&mut out, u64::from(kind));
+        }
+        json::key(&mut out, "channel_id");
+        json::id(&mut out, self.channel_id);
+        json::key(&mut out, "author");
+        self.author.write_json(&mut out);
+        json::key(&mut out, "attachments");
+        out.extend_from_slice(b"[]");
+        if let Some(guild) = self.guild_id {
+            json::key(&mut out, "guild_id");
+            json::id(&mut out, guild);
+        }
+        out.push(b'}');
+        out
     }
 
     /// The same message with empty content, as sessions without MESSAGE_CONTENT see it.

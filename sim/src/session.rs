@@ -118,6 +118,15 @@ impl SessionLog {
     }
 }
 
+/// How much of its past a session keeps for replay: the tighter limit applies.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayLimits {
+    /// Events.
+    pub events: usize,
+    /// Bytes of payload.
+    pub bytes: usize,
+}
+
 /// A gateway session of one shard.
 #[derive(Debug)]
 pub struct Session {
@@ -153,8 +162,7 @@ impl Session {
         intents: Intents,
         large_threshold: usize,
         stats: Arc<ShardStats>,
-        capacity: usize,
-        capacity_bytes: usize,
+        limits: ReplayLimits,
     ) -> Self {
         Self {
             id,
@@ -168,9 +176,9 @@ impl Session {
                 first_seq: 1,
                 events: VecDeque::new(),
                 max_sent: 0,
-                capacity: capacity.max(16),
+                capacity: limits.events.max(16),
                 bytes: 0,
-                capacity_bytes,
+                capacity_bytes: limits.bytes,
             }),
             link: Mutex::new(Link::default()),
         }
@@ -234,7 +242,7 @@ mod tests {
 
     use shardyard_protocol::Intents;
 
-    use super::{Event, Session};
+    use super::{Event, ReplayLimits, Session};
     use crate::stats::ShardStats;
 
     fn session(capacity: usize) -> Session {
@@ -245,8 +253,10 @@ mod tests {
             Intents::GUILDS,
             50,
             Arc::new(ShardStats::new("b", 0, 1)),
-            capacity,
-            usize::MAX,
+            ReplayLimits {
+                events: capacity,
+                bytes: usize::MAX,
+            },
         )
     }
 
@@ -275,8 +285,10 @@ mod tests {
             Intents::GUILDS,
             50,
             Arc::new(ShardStats::new("b", 0, 1)),
-            1000,
-            100 * 20,
+            ReplayLimits {
+                events: 1000,
+                bytes: 100 * 20,
+            },
         );
         for _ in 0..100 {
             s.push(Event::new("X", vec![b'x'; 100]));

@@ -562,9 +562,13 @@ fn message_dispatch<'a>(
     Dispatch {
         guild: Some(guild_id),
         intents: Intents::GUILD_MESSAGES,
-        event: Event::json(kind, &MessagePayload::new(parts())),
-        without_content: strip
-            .then(|| Event::json(kind, &MessagePayload::new(parts()).without_content())),
+        event: Event::new(kind, MessagePayload::new(parts()).to_json()),
+        without_content: strip.then(|| {
+            Event::new(
+                kind,
+                MessagePayload::new(parts()).without_content().to_json(),
+            )
+        }),
     }
 }
 

@@ -9,7 +9,7 @@ use shardyard_protocol::{CloseCode, Intents, OpCode, shard_for_guild};
 use super::connection::{Connection, Flow};
 use crate::bot::IdentifyRefusal;
 use crate::model::User;
-use crate::session::{Event, Session};
+use crate::session::{Event, ReplayLimits, Session};
 use crate::snowflake::as_string;
 use crate::world::MAX_GUILDS_PER_SHARD;
 
@@ -175,8 +175,10 @@ impl Connection {
             intents,
             large_threshold,
             stats.clone(),
-            self.state.config.replay_buffer,
-            self.state.config.replay_buffer_bytes,
+            ReplayLimits {
+                events: self.state.config.replay_buffer,
+                bytes: self.state.config.replay_buffer_bytes,
+            },
         ));
         session.link().conn = Some((self.id, self.ctl_tx.clone()));
         stats.update(|c| {

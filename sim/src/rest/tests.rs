@@ -297,8 +297,10 @@ async fn messages_are_stored_dispatched_and_read_back() {
         Intents::GUILD_MESSAGES,
         50,
         Arc::new(ShardStats::new("bot", 0, 1)),
-        100,
-        usize::MAX,
+        crate::session::ReplayLimits {
+            events: 100,
+            bytes: usize::MAX,
+        },
     ));
     bot.add_session(session.clone());
 
