@@ -527,7 +527,7 @@ fn random_entry<'a, V>(
 
 fn message(world: &mut World, guild_id: u64, edit: bool, strip: bool) -> Option<Dispatch> {
     let channel = random_text_channel(world, guild_id)?;
-    let words = world.rng.random_range(3..30);
+    let words = world.rng.random_range(2..18);
     let content = sentence(&mut world.rng, words);
     let id = world.ids.next();
     let bot_id = world.bot_user.id;
