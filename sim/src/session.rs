@@ -111,6 +111,18 @@ impl SessionLog {
             .map(move |(i, e)| (start + i as u64, e))
     }
 
+    fn over(&self, factor: usize) -> bool {
+        self.events.len() > self.capacity.saturating_mul(factor)
+            || self.bytes > self.capacity_bytes.saturating_mul(factor)
+    }
+
+    /// Whether events after `cursor` were dropped before being sent: the reader fell too far
+    /// behind to be served without loss.
+    #[must_use]
+    pub fn lost_after(&self, cursor: u64) -> bool {
+        cursor + 1 < self.first_seq
+    }
+
     /// Whether a client that has seen up to `seq` can still be replayed everything after it.
     #[must_use]
     pub fn can_resume_from(&self, seq: u64) -> bool {
@@ -192,10 +204,13 @@ impl Session {
             log.bytes += event.data.len();
             log.events.push_back(event);
             // Keep at least 16 events whatever their size, so a resume right after a big
-            // GUILD_CREATE burst still works.
-            while log.events.len() > 16
-                && (log.events.len() > log.capacity || log.bytes > log.capacity_bytes)
-            {
+            // GUILD_CREATE burst still works. Events not yet sent are kept up to four times the
+            // limits (a reader that falls further behind loses its session, as on Discord).
+            while log.events.len() > 16 && log.over(1) {
+                let unsent = log.first_seq > log.max_sent;
+                if unsent && !log.over(4) {
+                    break;
+                }
                 if let Some(old) = log.events.pop_front() {
                     log.bytes -= old.data.len();
                     log.first_seq += 1;
@@ -290,6 +305,7 @@ mod tests {
                 bytes: 100 * 20,
             },
         );
+        s.log().max_sent = u64::MAX; // everything counts as sent
         for _ in 0..100 {
             s.push(Event::new("X", vec![b'x'; 100]));
         }
@@ -299,8 +315,42 @@ mod tests {
     }
 
     #[test]
+    fn unsent_events_are_kept_past_the_limit_until_four_times_it() {
+        let s = Session::new(
+            "s".into(),
+            0,
+            1,
+            Intents::GUILDS,
+            50,
+            Arc::new(ShardStats::new("b", 0, 1)),
+            ReplayLimits {
+                events: 20,
+                bytes: usize::MAX,
+            },
+        );
+        for _ in 0..60 {
+            s.push(Event::new("X", &b"{}"[..]));
+        }
+        assert_eq!(
+            s.log().first_seq,
+            1,
+            "nothing sent yet: nothing dropped below 4x"
+        );
+        for _ in 0..40 {
+            s.push(Event::new("X", &b"{}"[..]));
+        }
+        let log = s.log();
+        assert_eq!(log.events.len(), 80);
+        assert!(
+            log.lost_after(0),
+            "a reader that never read has lost events"
+        );
+    }
+
+    #[test]
     fn trimmed_log_cannot_resume_from_before_its_start() {
         let s = session(16);
+        s.log().max_sent = u64::MAX;
         for _ in 0..20 {
             s.push(Event::new("X", &b"{}"[..]));
         }

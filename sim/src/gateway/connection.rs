@@ -429,6 +429,19 @@ impl Connection {
         if !self.dispatching {
             return Flow::Continue;
         }
+        if session.log().lost_after(self.cursor) {
+            // Fell so far behind that events were dropped unsent: Discord ends such sessions.
+            self.violation(
+                "gateway_reader_too_slow",
+                "the client read too slowly and the session's buffer overflowed".into(),
+            );
+            self.close(
+                CloseCode::SessionTimedOut.code(),
+                "Session timed out: reading too slowly",
+            )
+            .await;
+            return Flow::Stop;
+        }
         let batch: Vec<_> = session
             .log()
             .after(self.cursor, BATCH)
