@@ -5,11 +5,13 @@
 //! - [`SimProcess`]: `shardyard sim` (the Discord simulator) on a free port.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
+//! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
 //! - [`free_port`], [`shardyard_bin`], [`nats_server_bin`], [`eventually`], [`pid_alive`].
 //!
 //! Run the suite with `scripts/test`, which installs nats-server first; see `tests/README.md`.
 
 mod bin;
+pub mod ground_truth;
 mod nats;
 mod ports;
 mod process;
