@@ -200,14 +200,15 @@ pub async fn http_post(base: &str, path: &str, body: Value) -> Value {
     http("POST", base, path, Some(body)).await
 }
 
-/// A tiny HTTP/1.1 client so these tests need no HTTP client crate.
+/// A tiny HTTP/1.1 client so these tests need no HTTP client crate. It authenticates as the
+/// test bot (`/_sim/` ignores the header).
 pub async fn http(method: &str, base: &str, path: &str, body: Option<Value>) -> Value {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(host).await.unwrap();
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAuthorization: Bot {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
