@@ -23,6 +23,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/stats", get(stats))
         .route("/traffic", post(set_traffic))
         .route("/say", post(say))
+        .route("/interactions", post(interact))
         .route("/guilds", post(set_guild_count))
         .route("/guilds/{id}", get(guild))
         .route("/sessions", get(sessions))
@@ -186,6 +187,107 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Answe
         "channel_id": channel.to_string(),
         "guild_id": dispatch.guild.map(|g| g.to_string()),
         "message_id": message_id.to_string(),
+        "sessions": sessions,
+    })))
+}
+
+#[derive(Deserialize)]
+struct Interact {
+    name: String,
+    options: Option<Value>,
+    channel_id: Option<String>,
+    guild_id: Option<String>,
+    user_id: Option<String>,
+    bot: Option<String>,
+}
+
+/// A user runs a slash command: INTERACTION_CREATE on the owning shard, with a token the
+/// simulator registers so the callback is checked (known token, once, within 3 s).
+async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>) -> Answer {
+    let bot = find_bot(&state, body.bot.as_deref())?;
+    let channel = parse_id(body.channel_id.as_deref(), "channel_id")?;
+    let guild = parse_id(body.guild_id.as_deref(), "guild_id")?;
+    let user = parse_id(body.user_id.as_deref(), "user_id")?;
+    let (dispatch, id, token, channel) = {
+        let world = bot.world();
+        let guild_id = match (channel, guild) {
+            (Some(channel), _) => *world
+                .channel_guild
+                .get(&channel)
+                .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no channel {channel}")))?,
+            (None, Some(guild)) => guild,
+            (None, None) => *world
+                .guild_ids()
+                .first()
+                .ok_or_else(|| error(StatusCode::NOT_FOUND, "the bot has no guild"))?,
+        };
+        let id = world.ids.next();
+        let command_id = world.ids.next();
+        let token = format!("aW50ZXJhY3Rpb24{:032x}", rand::random::<u128>());
+        let application_id = world.application_id;
+        let bot_id = world.bot_user.id;
+        let g = world
+            .guilds
+            .get(&guild_id)
+            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no guild {guild_id}")))?;
+        let channel = match channel {
+            Some(c) => g.channels.get(&c),
+            None => g.text_channels().next(),
+        }
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no text channel"))?;
+        let member = match user {
+            Some(u) => g.members.get(&u),
+            None => g.members.values().find(|m| m.user.id != bot_id),
+        }
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, "no member to run the command"))?;
+        let payload = crate::payload::InteractionCreate {
+            id,
+            application_id,
+            kind: 2,
+            data: crate::payload::CommandData {
+                id: command_id,
+                name: &body.name,
+                kind: 1,
+                options: body.options.as_ref(),
+            },
+            guild_id,
+            channel: crate::payload::PartialChannel {
+                id: channel.id,
+                kind: channel.kind,
+                name: &channel.name,
+                guild_id,
+                permissions: "2248473465835073",
+            },
+            channel_id: channel.id,
+            member: crate::payload::InteractionMember {
+                member,
+                permissions: "2248473465835073",
+            },
+            token: &token,
+            version: 1,
+            app_permissions: "2248473465835073",
+            locale: "en-US",
+            guild_locale: "en-US",
+            entitlements: [],
+            authorizing_integration_owners: [("0", guild_id.to_string())].into_iter().collect(),
+            context: 0,
+            attachment_size_limit: 10_485_760,
+        };
+        let dispatch = Dispatch {
+            guild: Some(guild_id),
+            intents: Intents::EMPTY,
+            event: Event::json("INTERACTION_CREATE", &payload),
+            without_content: None,
+        };
+        (dispatch, id, token, channel.id)
+    };
+    state.rest.register_interaction(id, &token);
+    let sessions = bot.dispatch(&dispatch);
+    Ok(Json(json!({
+        "id": id.to_string(),
+        "token": token,
+        "channel_id": channel.to_string(),
+        "guild_id": dispatch.guild.map(|g| g.to_string()),
         "sessions": sessions,
     })))
 }

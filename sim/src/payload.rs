@@ -378,3 +378,91 @@ pub struct VoiceState<'a> {
 pub fn unix_secs() -> u64 {
     now_ms() / 1000
 }
+
+/// INTERACTION_CREATE for a slash command a user ran (`type` 2, APPLICATION_COMMAND).
+#[derive(Serialize)]
+pub struct InteractionCreate<'a> {
+    /// Interaction id.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// The bot's application.
+    #[serde(with = "as_string")]
+    pub application_id: u64,
+    /// 2: an application command.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// The command.
+    pub data: CommandData<'a>,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// Channel, partial.
+    pub channel: PartialChannel<'a>,
+    /// Channel id.
+    #[serde(with = "as_string")]
+    pub channel_id: u64,
+    /// The member who ran it, with the user.
+    pub member: InteractionMember<'a>,
+    /// The token to answer with.
+    pub token: &'a str,
+    /// Always 1.
+    pub version: u8,
+    /// The bot's permissions in the channel.
+    pub app_permissions: &'static str,
+    /// The user's locale.
+    pub locale: &'static str,
+    /// The guild's locale.
+    pub guild_locale: &'static str,
+    /// Entitlements; none.
+    pub entitlements: [(); 0],
+    /// Installation contexts: guild install, keyed `"0"`.
+    pub authorizing_integration_owners: std::collections::BTreeMap<&'static str, String>,
+    /// 0: in a guild.
+    pub context: u8,
+    /// Attachment size limit in bytes.
+    pub attachment_size_limit: u64,
+}
+
+/// The command of an interaction.
+#[derive(Serialize)]
+pub struct CommandData<'a> {
+    /// Command id.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// Command name.
+    pub name: &'a str,
+    /// 1: a slash command.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Options as the client sent them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<&'a serde_json::Value>,
+}
+
+/// A channel as embedded in an interaction.
+#[derive(Serialize)]
+pub struct PartialChannel<'a> {
+    /// Id.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: u8,
+    /// Name.
+    pub name: &'a str,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// The user's permissions there.
+    pub permissions: &'static str,
+}
+
+/// The member who ran an interaction: the guild member plus their permissions.
+#[derive(Serialize)]
+pub struct InteractionMember<'a> {
+    /// The member.
+    #[serde(flatten)]
+    pub member: &'a crate::model::Member,
+    /// Their permissions in the channel.
+    pub permissions: &'static str,
+}

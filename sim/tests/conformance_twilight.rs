@@ -96,6 +96,21 @@ async fn twilight_gateway_identifies_receives_typed_events_and_resumes() {
     http_post(&base, "/_sim/traffic", json!({"events_per_second": 0})).await;
     assert!(kinds.len() >= 5, "only {kinds:?}");
 
+    // A slash command arrives as a typed interaction.
+    http_post(
+        &base,
+        "/_sim/interactions",
+        json!({"name": "ping", "options": [{"name": "loud", "type": 5, "value": true}]}),
+    )
+    .await;
+    let interaction = loop {
+        if let Event::InteractionCreate(interaction) = next_event(&mut shard).await {
+            break interaction;
+        }
+    };
+    assert!(interaction.guild_id.is_some());
+    assert!(interaction.member.is_some());
+
     // A forced RECONNECT: twilight resumes on resume_gateway_url and gets what it missed.
     http_post(&base, "/_sim/shards/0/reconnect", json!({})).await;
     http_post(

@@ -792,3 +792,59 @@ async fn session_events_expose_the_ground_truth_log() {
     assert_eq!(sessions.as_array().unwrap().len(), 1);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn interactions_reach_the_owning_shard_and_their_callbacks_are_checked() {
+    let sim = start(config(4)).await;
+    let b = base(&sim);
+    let (mut client, _) = identified(&sim, false, [0, 1]).await;
+    let issued = http_post(&b, "/_sim/interactions", json!({"name": "ping"})).await;
+    let (interaction, _) = client.until_dispatch("INTERACTION_CREATE").await;
+    assert_eq!(interaction["d"]["id"], issued["id"]);
+    assert_eq!(interaction["d"]["token"], issued["token"]);
+    assert_eq!(interaction["d"]["data"]["name"], "ping");
+    assert_eq!(interaction["d"]["type"], 2);
+    let path = format!(
+        "/api/v10/interactions/{}/{}/callback",
+        issued["id"].as_str().unwrap(),
+        issued["token"].as_str().unwrap()
+    );
+    let answer = common::http(
+        "POST",
+        &b,
+        &path,
+        Some(json!({"type": 4, "data": {"content": "pong"}})),
+    )
+    .await;
+    assert!(
+        matches!(answer["_status"].as_u64(), None | Some(204)),
+        "{answer}"
+    );
+    let again = common::http(
+        "POST",
+        &b,
+        &path,
+        Some(json!({"type": 4, "data": {"content": "pong"}})),
+    )
+    .await;
+    assert_eq!(
+        again["_status"], 400,
+        "an interaction is answered once: {again}"
+    );
+    let bogus = common::http(
+        "POST",
+        &b,
+        &format!(
+            "/api/v10/interactions/{}/not-the-token/callback",
+            issued["id"].as_str().unwrap()
+        ),
+        Some(json!({"type": 4, "data": {"content": "pong"}})),
+    )
+    .await;
+    assert_eq!(bogus["_status"], 404);
+    let callbacks = http_get(&b, "/_sim/rest/interactions").await;
+    let first = &callbacks.as_array().unwrap()[0];
+    assert_eq!(first["id"], issued["id"]);
+    assert!(first["response_ms"].as_u64().unwrap() < 3000);
+    sim.shutdown().await;
+}
