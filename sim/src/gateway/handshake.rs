@@ -87,24 +87,37 @@ fn new_session_id() -> String {
 }
 
 impl Connection {
-    pub(super) async fn on_identify(&mut self, data: &str) -> Flow {
-        let Ok(identify) = serde_json::from_str::<Identify>(data) else {
+    /// Parses an IDENTIFY or RESUME and finds the bot its token belongs to, closing with 4002
+    /// (unreadable) or 4004 (unknown token) otherwise.
+    async fn authenticate<T: serde::de::DeserializeOwned>(
+        &mut self,
+        data: &str,
+        token: impl Fn(&T) -> &str,
+    ) -> Option<(T, Arc<crate::bot::BotState>)> {
+        let Ok(payload) = serde_json::from_str::<T>(data) else {
             self.close(
                 CloseCode::DecodeError.code(),
                 "Error while decoding payload",
             )
             .await;
-            return Flow::Stop;
+            return None;
         };
-        let Some(bot) = self.state.bot_by_token(&identify.token).cloned() else {
+        let Some(bot) = self.state.bot_by_token(token(&payload)).cloned() else {
             self.close(
                 CloseCode::AuthenticationFailed.code(),
                 "Authentication failed.",
             )
             .await;
-            return Flow::Stop;
+            return None;
         };
         self.bot = Some(bot.clone());
+        Some((payload, bot))
+    }
+
+    pub(super) async fn on_identify(&mut self, data: &str) -> Flow {
+        let Some((identify, bot)) = self.authenticate::<Identify>(data, |i| &i.token).await else {
+            return Flow::Stop;
+        };
         let [shard, total] = identify.shard.unwrap_or([0, 1]);
         let (Ok(shard), Ok(total)) = (u32::try_from(shard), u32::try_from(total)) else {
             self.close(CloseCode::InvalidShard.code(), "Invalid shard")
@@ -255,23 +268,9 @@ impl Connection {
     }
 
     pub(super) async fn on_resume(&mut self, data: &str) -> Flow {
-        let Ok(resume) = serde_json::from_str::<Resume>(data) else {
-            self.close(
-                CloseCode::DecodeError.code(),
-                "Error while decoding payload",
-            )
-            .await;
+        let Some((resume, bot)) = self.authenticate::<Resume>(data, |r| &r.token).await else {
             return Flow::Stop;
         };
-        let Some(bot) = self.state.bot_by_token(&resume.token).cloned() else {
-            self.close(
-                CloseCode::AuthenticationFailed.code(),
-                "Authentication failed.",
-            )
-            .await;
-            return Flow::Stop;
-        };
-        self.bot = Some(bot.clone());
         let session = bot
             .session(&resume.session_id)
             .filter(|s| s.is_alive(self.state.resume_window()));
