@@ -331,29 +331,11 @@ fn free_ports_are_not_repeated() {
 
 /// Set in the environment of the helper process of
 /// `watchdog_kills_what_a_killed_test_process_started`.
-const WATCHDOG_HELPER: &str = "SHARDYARD_TESTS_WATCHDOG_HELPER";
-
-#[test]
-#[ignore = "helper process of watchdog_kills_what_a_killed_test_process_started"]
-fn watchdog_helper() {
-    if std::env::var_os(WATCHDOG_HELPER).is_none() {
-        return;
-    }
-    let mut command = Command::new("sleep");
-    command.arg("300");
-    let guard = ProcessGuard::spawn("orphan-to-be", command).expect("spawn");
-    println!("orphan={}", guard.pid());
-    std::thread::sleep(Duration::from_secs(300));
-}
-
 #[tokio::test]
 async fn watchdog_kills_what_a_killed_test_process_started() -> anyhow::Result<()> {
-    // Run this test binary's helper test as a separate "test process", and SIGKILL it: no
-    // destructor runs, so only the watchdog can kill the process the helper started.
-    let mut command = Command::new(std::env::current_exe()?);
-    command
-        .args(["--exact", "watchdog_helper", "--ignored", "--nocapture"])
-        .env(WATCHDOG_HELPER, "1");
+    // Run a helper as a separate "test process", and SIGKILL it: no destructor runs, so only
+    // the watchdog can kill the process the helper started.
+    let command = Command::new(env!("CARGO_BIN_EXE_watchdog-helper"));
     let mut helper = ProcessGuard::spawn("watchdog-helper", command)?;
     helper
         .wait_for_log("orphan=", Duration::from_secs(30))
