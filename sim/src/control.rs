@@ -360,9 +360,11 @@ async fn guild(
 
 async fn sessions(State(state): State<Arc<SimState>>, Query(query): Query<BotQuery>) -> Answer {
     let bot = find_bot(&state, query.bot.as_deref())?;
+    let window = state.resume_window();
     let list: Vec<Value> = bot
         .sessions()
         .iter()
+        .filter(|s| s.is_alive(window))
         .map(|s| {
             let log = s.log();
             let link = s.link();

@@ -848,3 +848,30 @@ async fn interactions_reach_the_owning_shard_and_their_callbacks_are_checked() {
     assert!(first["response_ms"].as_u64().unwrap() < 3000);
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn sessions_expire_after_the_resume_window() {
+    let mut cfg = config(1);
+    cfg.resume_window_secs = 1;
+    let sim = start(cfg).await;
+    let (client, ready) = identified(&sim, false, [0, 1]).await;
+    let session_id = ready["d"]["session_id"].as_str().unwrap().to_owned();
+    let seq = client.seq;
+    client.drop_tcp();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut c = Client::connect(&format!("ws://{}/resume", sim.addr()), false).await;
+    c.next().await;
+    c.resume(&session_id, seq).await;
+    let answer = c.next().await;
+    assert_eq!(
+        (answer["op"].clone(), answer["d"].clone()),
+        (json!(9), json!(false)),
+        "expired"
+    );
+    assert_eq!(
+        http_get(&base(&sim), "/_sim/sessions").await,
+        json!([]),
+        "pruned"
+    );
+    sim.shutdown().await;
+}

@@ -271,12 +271,13 @@ impl Connection {
         let Some((resume, bot)) = self.authenticate::<Resume>(data, |r| &r.token).await else {
             return Flow::Stop;
         };
-        let session = bot
-            .session(&resume.session_id)
-            .filter(|s| s.is_alive(self.state.resume_window()));
-        let Some(session) = session else {
+        let Some(session) = bot.session(&resume.session_id) else {
             return self.send_op(OpCode::InvalidSession, "false").await;
         };
+        if !session.is_alive(self.state.resume_window()) {
+            bot.remove_session(&session.id);
+            return self.send_op(OpCode::InvalidSession, "false").await;
+        }
         let seq = resume.seq.unwrap_or(0);
         let (resumable, beyond) = {
             let log = session.log();
