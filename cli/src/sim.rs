@@ -15,8 +15,8 @@ pub(crate) struct SimArgs {
     #[arg(long, env = "SHARDYARD_SIM_ADDR", default_value = "127.0.0.1:8450")]
     addr: SocketAddr,
     /// The bot token clients must present (first bot).
-    #[arg(long, env = "SHARDYARD_SIM_TOKEN", hide_env_values = true)]
-    token: Option<String>,
+    #[arg(long, env = "SHARDYARD_SIM_TOKEN", hide_env_values = true, value_parser = parse_token)]
+    token: Option<Token>,
     /// Guilds the bot is in; `/gateway/bot` recommends one shard per 1,000.
     #[arg(long)]
     guilds: Option<u32>,
@@ -87,7 +87,7 @@ impl SimArgs {
             .first_mut()
             .context("the simulator needs at least one bot")?;
         if let Some(token) = token {
-            first.token = Token::new(&token);
+            first.token = token;
         }
         set(&mut first.guilds, guilds);
         set(&mut first.max_concurrency, max_concurrency);
@@ -107,6 +107,11 @@ impl SimArgs {
             .context("invalid simulator configuration")?;
         Ok((addr, sim))
     }
+}
+
+/// Wraps the flag in [`Token`] at once, so no `Debug` of the arguments can print it.
+fn parse_token(raw: &str) -> Result<Token, std::convert::Infallible> {
+    Ok(Token::new(raw))
 }
 
 fn set<T>(slot: &mut T, value: Option<T>) {

@@ -24,6 +24,16 @@ pub mod headers {
 
 /// The durable pull consumer of the default worker group.
 pub const WORKER_CONSUMER: &str = "workers";
+
+/// The durable pull consumer of a worker group: [`WORKER_CONSUMER`] for the default group,
+/// `workers-<group>` for a named one (consumer names allow `-`; a group is a DNS label).
+#[must_use]
+pub fn worker_consumer(group: Option<&str>) -> String {
+    match group {
+        None | Some("") => WORKER_CONSUMER.to_owned(),
+        Some(group) => format!("{WORKER_CONSUMER}-{group}"),
+    }
+}
 /// The durable consumer of the cache service.
 pub const CACHE_CONSUMER: &str = "cache";
 /// The key in the control bucket holding the active shard generation.
@@ -371,6 +381,13 @@ mod tests {
         assert_eq!(bot.event_subject(0, ""), "shardyard.b.events.0.UNKNOWN");
         assert!(is_subject_token("GUILD_CREATE"));
         assert!(!is_subject_token("A B"));
+    }
+
+    #[test]
+    fn worker_groups_get_their_own_consumer() {
+        assert_eq!(super::worker_consumer(None), "workers");
+        assert_eq!(super::worker_consumer(Some("")), "workers");
+        assert_eq!(super::worker_consumer(Some("commands")), "workers-commands");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod bot;
 pub mod config;
 pub mod control;
 pub mod gateway;
+pub mod health;
 mod json;
 pub mod model;
 pub mod payload;

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::SimConfig;
 use crate::state::SimState;
-use crate::{control, gateway, rest, traffic};
+use crate::{control, gateway, health, rest, traffic};
 
 /// A simulator serving on a socket.
 #[derive(Debug)]
@@ -96,6 +96,7 @@ pub fn router(state: Arc<SimState>) -> Router {
         .route("/_sim/channels/{id}/messages", get(rest::channel_messages))
         .nest("/_sim/rest", rest::control_router())
         .nest("/_sim", control::router())
+        .merge(health::router())
         .with_state(state)
 }
 

@@ -875,3 +875,35 @@ async fn sessions_expire_after_the_resume_window() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn health_and_metrics_are_served() {
+    let sim = start(config(3)).await;
+    let b = base(&sim);
+    assert_eq!(http_get(&b, "/healthz").await, json!("ok\n"));
+    assert_eq!(http_get(&b, "/readyz").await, json!("ready\n"));
+    let (client, _) = identified(&sim, false, [0, 1]).await;
+    let dispatched = shard_stats(&b, 0, 1).await["dispatched"].as_u64().unwrap();
+    let metrics = http_get(&b, "/metrics").await;
+    let text = metrics.as_str().unwrap();
+    assert!(
+        text.contains(&format!(
+            "shardyard_sim_events_dispatched_total{{bot=\"bot\"}} {dispatched}"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains("shardyard_sim_identifies_total{bot=\"bot\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("shardyard_sim_sessions{bot=\"bot\"} 1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(common::TOKEN),
+        "the token never reaches metrics"
+    );
+    drop(client);
+    sim.shutdown().await;
+}
