@@ -1,5 +1,7 @@
 //! `shardyard`: one binary, every service a subcommand.
 
+mod gateway;
+mod signal;
 mod sim;
 
 use clap::{Parser, Subcommand};
@@ -16,10 +18,14 @@ struct Cli {
 enum Command {
     /// Run the Discord simulator (gateway + REST) for tests and local development.
     Sim(sim::SimArgs),
+    /// Hold a bot's Discord shards and publish every event to JetStream.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // TLS (Discord's gateway and API are wss:// and https://) uses ring, installed once here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -28,5 +34,6 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Gateway(args) => gateway::run(args),
     }
 }

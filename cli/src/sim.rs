@@ -137,29 +137,9 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         println!("shardyard sim listening on http://{addr}  (REST http://{addr}/api/v10, gateway ws://{addr}/gateway, stats http://{addr}/_sim/stats)");
         let shutdown = sim.state().shutdown.clone();
         tokio::spawn(async move {
-            shutdown_signal().await;
+            crate::signal::shutdown_signal().await;
             shutdown.cancel();
         });
         sim.wait().await.context("serving the simulator")
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }

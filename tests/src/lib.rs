@@ -3,6 +3,7 @@
 //! - [`NatsServer`]: a private nats-server with JetStream on free ports and its own store,
 //!   restartable on the same port and store, killed on drop.
 //! - [`SimProcess`]: `shardyard sim` (the Discord simulator) on a free port.
+//! - [`GatewayProcess`]: `shardyard gateway` against a simulator and a nats-server.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
 //! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
@@ -11,6 +12,7 @@
 //! Run the suite with `scripts/test`, which installs nats-server first; see `tests/README.md`.
 
 mod bin;
+mod gateway;
 pub mod ground_truth;
 mod nats;
 mod ports;
@@ -21,10 +23,17 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use bin::{nats_server_bin, repo_root, shardyard_bin};
+pub use gateway::GatewayProcess;
 pub use nats::{NatsConfig, NatsServer};
 pub use ports::free_port;
 pub use process::{ProcessGuard, pid_alive};
 pub use sim::{SimArgs, SimProcess};
+
+/// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default
+/// provider, as the services install theirs at start-up. The harness calls it before any HTTP.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Retries `attempt` until it succeeds or `timeout` has passed, and returns its value or, on
 /// timeout, its last error with `what` as context. Each attempt is cut off at the deadline.

@@ -65,6 +65,7 @@ impl NatsServer {
 
     /// [`start`](Self::start) with options.
     pub async fn start_with(config: NatsConfig) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let bin = match &config.bin {
             Some(bin) => bin.clone(),
             None => nats_server_bin()?,

@@ -57,6 +57,7 @@ impl SimProcess {
     /// Starts `shardyard sim --addr 127.0.0.1:PORT --token … --guilds … --max-concurrency …
     /// --events-per-second … EXTRA…` and waits until it serves HTTP.
     pub async fn start(args: SimArgs) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let bin = shardyard_bin()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))

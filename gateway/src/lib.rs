@@ -1,0 +1,167 @@
+//! The gateway service: a bot's Discord websocket shards, every dispatch published to JetStream
+//! per the contract in `shared/DESIGN.md` (subject, headers, `Nats-Msg-Id`, the raw bytes of
+//! `d`), a shard's sequence advancing only past what JetStream acknowledged, and reconnects that
+//! follow Discord's close codes.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod admin;
+pub mod config;
+pub mod discord;
+pub mod inflate;
+pub mod pacer;
+pub mod publisher;
+pub mod shard;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{Compression, GatewayConfig};
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `GET /gateway/bot` failed.
+    #[error("asking Discord for the gateway")]
+    Discord(#[from] discord::DiscordError),
+    /// NATS could not be reached.
+    #[error("connecting to NATS at {url}")]
+    Nats {
+        /// The URL.
+        url: String,
+        /// Why.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The event stream could not be ensured.
+    #[error("preparing the event stream")]
+    Stream(#[from] publisher::PublishError),
+    /// The admin address could not be bound.
+    #[error("binding the admin server on {addr}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A shard range outside the bot's shard count.
+    #[error("shards {start}..{end} are not within 0..{total}")]
+    ShardsOutOfRange {
+        /// First shard.
+        start: u32,
+        /// Past the last shard.
+        end: u32,
+        /// Shard count.
+        total: u32,
+    },
+}
+
+/// Runs the gateway until `shutdown` is cancelled (then closes every shard resumably) or every
+/// shard failed.
+///
+/// # Errors
+/// [`GatewayError`] when it cannot start.
+pub async fn run(
+    config: GatewayConfig,
+    admin_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    if config.shards.end > config.total || config.shards.is_empty() {
+        return Err(GatewayError::ShardsOutOfRange {
+            start: config.shards.start,
+            end: config.shards.end,
+            total: config.total,
+        });
+    }
+    let status = Arc::new(status::GatewayStatus {
+        shards: config
+            .shards
+            .clone()
+            .map(status::ShardStatus::new)
+            .map(Arc::new)
+            .collect(),
+    });
+    if let Some(addr) = admin_addr {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| GatewayError::Admin { addr, source })?;
+        let app = admin::router(status.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await;
+        });
+    }
+    // TLS for https:// and wss:// uses ring; a no-op when the binary installed it already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .map_err(|source| discord::DiscordError::Request {
+            url: config.api_base.clone(),
+            source,
+        })?;
+    let info = loop {
+        match discord::gateway_bot(&http, &config.api_base, &config.token).await {
+            Ok(info) => break info,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "asking for the gateway failed; retrying in 5 s");
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    tracing::info!(
+        url = %info.url,
+        recommended_shards = info.shards,
+        total = config.total,
+        max_concurrency = info.session_start_limit.max_concurrency,
+        remaining = info.session_start_limit.remaining,
+        "gateway found"
+    );
+    let nats = async_nats::ConnectOptions::new()
+        .name("shardyard-gateway")
+        .retry_on_initial_connect()
+        .connect(&config.nats_url)
+        .await
+        .map_err(|source| GatewayError::Nats {
+            url: config.nats_url.clone(),
+            source,
+        })?;
+    let js = async_nats::jetstream::new(nats.clone());
+    let publisher = publisher::Publisher::new(js, config.bot.clone(), config.total);
+    publisher.ensure_stream().await?;
+    let limit = &info.session_start_limit;
+    let pacer = Arc::new(pacer::IdentifyPacer::new(
+        limit.max_concurrency,
+        limit.remaining,
+        limit.total,
+        Duration::from_millis(limit.reset_after),
+    ));
+    let ctx = shard::ShardContext {
+        config: Arc::new(config),
+        gateway_url: info.url.clone(),
+        publisher,
+        pacer,
+        shutdown: shutdown.clone(),
+    };
+    let mut tasks = tokio::task::JoinSet::new();
+    for status in &status.shards {
+        let span = tracing::info_span!("shard", id = status.id);
+        tasks.spawn(tracing::Instrument::instrument(
+            shard::run(ctx.clone(), status.clone()),
+            span,
+        ));
+    }
+    while tasks.join_next().await.is_some() {}
+    // Every publish was awaited by its shard; flush what the client still buffers.
+    let _ = nats.flush().await;
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! One shard: connect, HELLO, IDENTIFY or RESUME, heartbeats, and every dispatch published to
+//! JetStream before its sequence counts as done. Reconnects follow Discord's close codes: resume
+//! when the session lives, identify anew when it doesn't, stop for good on fatal codes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{SinkExt as _, StreamExt as _};
+use rand::Rng as _;
+use serde::Deserialize;
+use shardyard_protocol::{CloseAction, CloseCode, OpCode, RESUMABLE_CLIENT_CLOSE, read_envelope};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Compression, GatewayConfig};
+use crate::inflate::ZlibInflater;
+use crate::pacer::IdentifyPacer;
+use crate::publisher::Publisher;
+use crate::status::{ShardState, ShardStatus};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type AckFuture = Pin<Box<dyn Future<Output = (u64, bool)> + Send>>;
+
+/// How long a connection may take to say HELLO.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long shutdown and reconnects wait for outstanding publishes to be acknowledged.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Everything a shard needs, shared with its siblings.
+#[derive(Debug, Clone)]
+pub struct ShardContext {
+    /// The process's configuration.
+    pub config: Arc<GatewayConfig>,
+    /// Where to connect for a new session (from `GET /gateway/bot`).
+    pub gateway_url: String,
+    /// Where dispatches go.
+    pub publisher: Publisher,
+    /// Identify pacing shared by the process's shards.
+    pub pacer: Arc<IdentifyPacer>,
+    /// Cancelled on SIGTERM.
+    pub shutdown: CancellationToken,
+}
+
+/// A session that can be resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `session_id` from READY.
+    pub id: String,
+    /// `resume_gateway_url` from READY.
+    pub resume_url: String,
+    /// The highest sequence JetStream acknowledged: a resume starts after it.
+    pub acked_seq: u64,
+}
+
+/// How a connection ended, and so what the shard does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Shutting down on purpose.
+    Shutdown,
+    /// Reconnect and resume (or identify, if there is no session yet).
+    Reconnect,
+    /// The session is gone: identify a new one after `delay`.
+    NewSession { delay: Duration },
+    /// Never reconnect: the configuration is wrong.
+    Fatal(u16),
+    /// Could not connect or talk: back off and try again.
+    Failed(String),
+}
+
+#[derive(Deserialize)]
+struct Hello {
+    heartbeat_interval: u64,
+}
+
+#[derive(Deserialize)]
+struct Ready {
+    session_id: String,
+    resume_gateway_url: String,
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Runs shard `status.id` until shutdown or a fatal close.
+pub async fn run(ctx: ShardContext, status: Arc<ShardStatus>) {
+    let shard = status.id;
+    let mut session: Option<Session> = None;
+    let mut failures: u32 = 0;
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            break;
+        }
+        if session.is_none() {
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => break,
+                waited = ctx.pacer.wait_turn(shard) => {
+                    if waited > Duration::from_millis(100) {
+                        tracing::debug!(shard, ?waited, "waited for an identify turn");
+                    }
+                }
+            }
+        }
+        let outcome = connection(&ctx, &status, &mut session).await;
+        status.set_state(ShardState::Disconnected);
+        let pause = match outcome {
+            Outcome::Shutdown => break,
+            Outcome::Fatal(code) => {
+                let reason = CloseCode::from_u16(code).map_or("unknown", CloseCode::reason);
+                tracing::error!(
+                    shard,
+                    code,
+                    reason,
+                    "fatal close code: this shard stops and will not reconnect"
+                );
+                status.set_state(ShardState::Failed);
+                return;
+            }
+            Outcome::Reconnect => {
+                failures = 0;
+                Duration::ZERO
+            }
+            Outcome::NewSession { delay } => {
+                failures = 0;
+                session = None;
+                delay
+            }
+            Outcome::Failed(why) => {
+                failures = failures.saturating_add(1);
+                let pause = backoff(failures);
+                tracing::warn!(shard, %why, ?pause, "connection failed; retrying");
+                pause
+            }
+        };
+        status.reconnects.fetch_add(1, Ordering::Relaxed);
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => break,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+    status.set_state(ShardState::Stopped);
+}
+
+/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to a minute, each scaled by [0.5, 1).
+fn backoff(failures: u32) -> Duration {
+    let base = Duration::from_millis(500)
+        .saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(7)));
+    base.min(MAX_BACKOFF)
+        .mul_f64(rand::rng().random_range(0.5..1.0))
+}
+
+async fn connection(
+    ctx: &ShardContext,
+    status: &ShardStatus,
+    session: &mut Option<Session>,
+) -> Outcome {
+    let shard = status.id;
+    let config = &ctx.config;
+    let base = session
+        .as_ref()
+        .map_or(ctx.gateway_url.as_str(), |s| s.resume_url.as_str());
+    let compress = match config.compression {
+        Compression::ZlibStream => "&compress=zlib-stream",
+        Compression::None => "",
+    };
+    let url = format!(
+        "{}/?v=10&encoding=json{compress}",
+        base.trim_end_matches('/')
+    );
+    status.set_state(ShardState::Connecting);
+    let mut ws =
+        match tokio::time::timeout(HELLO_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => return Outcome::Failed(format!("connecting: {e}")),
+            Err(_) => return Outcome::Failed("connecting timed out".into()),
+        };
+    let mut inflater = (config.compression == Compression::ZlibStream).then(ZlibInflater::new);
+
+    // HELLO.
+    let hello = tokio::time::timeout(
+        HELLO_TIMEOUT,
+        next_payload(&mut ws, inflater.as_mut(), status),
+    )
+    .await;
+    let interval = match hello {
+        Ok(Ok(Some(Frame(payload)))) => match read_envelope(&payload) {
+            Ok(env) if env.op == OpCode::Hello.code() => env
+                .data_bytes(&payload)
+                .and_then(|d| serde_json::from_slice::<Hello>(d).ok())
+                .map(|h| Duration::from_millis(h.heartbeat_interval.max(1))),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(interval) = interval else {
+        return Outcome::Failed("no HELLO".into());
+    };
+
+    // IDENTIFY or RESUME.
+    let first = match session.as_ref() {
+        Some(s) => {
+            serde_json::json!({"op": 6, "d": {"token": config.token.expose(), "session_id": s.id, "seq": s.acked_seq}})
+        }
+        None => {
+            let mut d = serde_json::json!({
+                "token": config.token.expose(),
+                "properties": {"os": std::env::consts::OS, "browser": "shardyard", "device": "shardyard"},
+                "large_threshold": config.large_threshold,
+                "shard": [shard, config.total],
+                "intents": config.intents.bits(),
+            });
+            if let Some(presence) = &config.presence {
+                d["presence"] = presence.clone();
+            }
+            serde_json::json!({"op": 2, "d": d})
+        }
+    };
+    if ws
+        .send(Message::Text(first.to_string().into()))
+        .await
+        .is_err()
+    {
+        return Outcome::Failed("sending IDENTIFY/RESUME".into());
+    }
+
+    let mut last_seq: Option<u64> = session.as_ref().map(|s| s.acked_seq);
+    let mut next_beat = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..1.0));
+    let mut beat_sent_at: Option<Instant> = None;
+    let mut window: FuturesOrdered<AckFuture> = FuturesOrdered::new();
+    let window_limit = config.publish_window.max(1);
+
+    loop {
+        let step = tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => Step::Shutdown,
+            Some((seq, ok)) = window.next(), if !window.is_empty() => Step::Acked(seq, ok),
+            () = tokio::time::sleep_until(next_beat) => Step::Beat,
+            // Backpressure: with the window full the socket is not read, so a slow or absent
+            // NATS slows the shard instead of filling memory.
+            payload = next_payload(&mut ws, inflater.as_mut(), status), if window.len() < window_limit => Step::Payload(payload),
+        };
+        match step {
+            Step::Shutdown => {
+                drain(&mut window, session, status).await;
+                close(&mut ws, RESUMABLE_CLIENT_CLOSE, "shardyard restarting").await;
+                return Outcome::Shutdown;
+            }
+            Step::Acked(seq, ok) => {
+                if !ok {
+                    // Not acknowledged: resume from the last acknowledged event, and Discord
+                    // replays the rest (JetStream drops the duplicates by message id).
+                    status.count_close("publish_failed");
+                    close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
+                    return Outcome::Failed("JetStream did not acknowledge a publish".into());
+                }
+                if let Some(s) = session.as_mut() {
+                    s.acked_seq = s.acked_seq.max(seq);
+                    status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
+                }
+                status.published.fetch_add(1, Ordering::Relaxed);
+            }
+            Step::Beat => {
+                if beat_sent_at.is_some() {
+                    // No ACK since the last beat: a zombie connection. Close with a code that
+                    // keeps the session, and resume.
+                    status.count_close("zombie");
+                    drain(&mut window, session, status).await;
+                    close(&mut ws, RESUMABLE_CLIENT_CLOSE, "zombie connection").await;
+                    return Outcome::Reconnect;
+                }
+                if send_heartbeat(&mut ws, last_seq).await.is_err() {
+                    return lost(&mut window, session, status).await;
+                }
+                beat_sent_at = Some(Instant::now());
+                next_beat += interval;
+            }
+            Step::Payload(Err(e)) => {
+                tracing::warn!(shard, error = %e, "unreadable frame: reconnecting");
+                status.count_close("corrupt_frame");
+                drain(&mut window, session, status).await;
+                close(&mut ws, RESUMABLE_CLIENT_CLOSE, "corrupt frame").await;
+                return Outcome::Reconnect;
+            }
+            Step::Payload(Ok(None)) => return lost(&mut window, session, status).await,
+            Step::Payload(Ok(Some(Closed(code)))) => {
+                let reason = CloseCode::from_u16(code).map_or("other", CloseCode::reason);
+                status.count_close(reason);
+                drain(&mut window, session, status).await;
+                return match shardyard_protocol::close_code::action_for(code) {
+                    CloseAction::Resume => Outcome::Reconnect,
+                    CloseAction::NewSession => Outcome::NewSession {
+                        delay: Duration::ZERO,
+                    },
+                    CloseAction::Fatal => Outcome::Fatal(code),
+                };
+            }
+            Step::Payload(Ok(Some(Frame(payload)))) => {
+                let received_at = unix_micros();
+                let envelope = match read_envelope(&payload) {
+                    Ok(envelope) => envelope,
+                    Err(e) => {
+                        tracing::warn!(shard, error = %e, "malformed gateway payload skipped");
+                        continue;
+                    }
+                };
+                match OpCode::from_u8(envelope.op) {
+                    Some(OpCode::Dispatch) => {
+                        let (Some(seq), Some(event)) = (envelope.seq, envelope.event_type) else {
+                            continue;
+                        };
+                        let data = envelope.data_bytes(&payload).unwrap_or(b"null");
+                        last_seq = Some(seq);
+                        if event == "READY" {
+                            match serde_json::from_slice::<Ready>(data) {
+                                Ok(ready) => {
+                                    *session = Some(Session {
+                                        id: ready.session_id,
+                                        resume_url: ready.resume_gateway_url,
+                                        acked_seq: 0,
+                                    });
+                                }
+                                Err(e) => {
+                                    tracing::error!(shard, error = %e, "READY without a session");
+                                    return Outcome::Failed("READY without a session".into());
+                                }
+                            }
+                        }
+                        if matches!(event, "READY" | "RESUMED") {
+                            status.set_state(ShardState::Ready);
+                            tracing::info!(shard, event, "shard ready");
+                        }
+                        let Some(s) = session.as_ref() else { continue };
+                        status.count_event(event);
+                        match ctx
+                            .publisher
+                            .publish(
+                                shard,
+                                &s.id,
+                                seq,
+                                event,
+                                received_at,
+                                Bytes::copy_from_slice(data),
+                            )
+                            .await
+                        {
+                            Ok(ack) => {
+                                window.push_back(Box::pin(async move { (seq, ack.await.is_ok()) }))
+                            }
+                            Err(e) => {
+                                tracing::warn!(shard, error = %e, "publish failed: resuming from the last acknowledged event");
+                                status.count_close("publish_failed");
+                                drain(&mut window, session, status).await;
+                                close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
+                                return Outcome::Failed("publish failed".into());
+                            }
+                        }
+                    }
+                    Some(OpCode::Heartbeat) => {
+                        // Discord asks for a beat now; the schedule stays as it is.
+                        let sent = send_heartbeat(&mut ws, last_seq).await;
+                        if sent.is_err() {
+                            return lost(&mut window, session, status).await;
+                        }
+                    }
+                    Some(OpCode::HeartbeatAck) => {
+                        if let Some(sent) = beat_sent_at.take() {
+                            status.heartbeat_rtt_us.store(
+                                u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX),
+                                Ordering::Relaxed,
+                            );
+                        }
+                    }
+                    Some(OpCode::Reconnect) => {
+                        status.count_close("reconnect_requested");
+                        drain(&mut window, session, status).await;
+                        close(&mut ws, RESUMABLE_CLIENT_CLOSE, "reconnect requested").await;
+                        return Outcome::Reconnect;
+                    }
+                    Some(OpCode::InvalidSession) => {
+                        let resumable = envelope.data_bytes(&payload) == Some(b"true");
+                        status.count_close(if resumable {
+                            "invalid_session_resumable"
+                        } else {
+                            "invalid_session"
+                        });
+                        drain(&mut window, session, status).await;
+                        close(&mut ws, RESUMABLE_CLIENT_CLOSE, "invalid session").await;
+                        if resumable && session.is_some() {
+                            return Outcome::Reconnect;
+                        }
+                        // Discord asks for a pause of 1–5 s before identifying again.
+                        let delay = Duration::from_millis(rand::rng().random_range(1000..5000));
+                        return Outcome::NewSession { delay };
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+enum Step {
+    Shutdown,
+    Acked(u64, bool),
+    Beat,
+    Payload(Result<Option<Incoming>, crate::inflate::InflateError>),
+}
+
+enum Incoming {
+    Frame(Vec<u8>),
+    Closed(u16),
+}
+use Incoming::{Closed, Frame};
+
+/// The next whole payload: `Ok(None)` when the connection is gone without a close frame.
+async fn next_payload(
+    ws: &mut Socket,
+    inflater: Option<&mut ZlibInflater>,
+    status: &ShardStatus,
+) -> Result<Option<Incoming>, crate::inflate::InflateError> {
+    let mut inflater = inflater;
+    loop {
+        let message = match ws.next().await {
+            None | Some(Err(_)) => return Ok(None),
+            Some(Ok(message)) => message,
+        };
+        match message {
+            Message::Binary(bytes) => match inflater.as_deref_mut() {
+                Some(inflater) => {
+                    status
+                        .bytes_compressed
+                        .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                    if let Some(payload) = inflater.push(&bytes)? {
+                        status
+                            .bytes_raw
+                            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+                        return Ok(Some(Frame(payload.to_vec())));
+                    }
+                }
+                None => return Ok(Some(Frame(bytes.to_vec()))),
+            },
+            Message::Text(text) => {
+                status
+                    .bytes_raw
+                    .fetch_add(text.len() as u64, Ordering::Relaxed);
+                return Ok(Some(Frame(text.as_bytes().to_vec())));
+            }
+            Message::Close(frame) => {
+                return Ok(Some(Closed(frame.map_or(1005, |f| u16::from(f.code)))));
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn send_heartbeat(
+    ws: &mut Socket,
+    last_seq: Option<u64>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let d = last_seq.map_or_else(|| "null".to_owned(), |s| s.to_string());
+    ws.send(Message::Text(format!("{{\"op\":1,\"d\":{d}}}").into()))
+        .await
+}
+
+async fn close(ws: &mut Socket, code: u16, reason: &str) {
+    let frame = CloseFrame {
+        code: code.into(),
+        reason: reason.to_owned().into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(Some(frame))).await;
+}
+
+/// Waits (briefly) for outstanding publishes, so the session's sequence is as far as it can be.
+async fn drain(
+    window: &mut FuturesOrdered<AckFuture>,
+    session: &mut Option<Session>,
+    status: &ShardStatus,
+) {
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    while let Ok(Some((seq, ok))) = tokio::time::timeout_at(deadline, window.next()).await {
+        if !ok {
+            break;
+        }
+        if let Some(s) = session.as_mut() {
+            s.acked_seq = s.acked_seq.max(seq);
+            status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
+        }
+        status.published.fetch_add(1, Ordering::Relaxed);
+    }
+    window.clear();
+}
+
+async fn lost(
+    window: &mut FuturesOrdered<AckFuture>,
+    session: &mut Option<Session>,
+    status: &ShardStatus,
+) -> Outcome {
+    status.count_close("connection_lost");
+    drain(window, session, status).await;
+    Outcome::Reconnect
+}

@@ -1,0 +1,247 @@
+//! What each shard is doing, and the counters `/metrics` serves. Labels stay bounded: shard ids
+//! come from the process's own range, event types from Discord's set (an unknown type counts as
+//! `UNKNOWN` once a hundred types were seen).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+/// The state of one shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ShardState {
+    /// Not connected yet, or between connections.
+    Disconnected = 0,
+    /// Connected, waiting for READY or RESUMED.
+    Connecting = 1,
+    /// READY or RESUMED: receiving events.
+    Ready = 2,
+    /// Stopped for good after a fatal close code; never retried.
+    Failed = 3,
+    /// Shut down on purpose.
+    Stopped = 4,
+}
+
+impl ShardState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Connecting,
+            2 => Self::Ready,
+            3 => Self::Failed,
+            4 => Self::Stopped,
+            _ => Self::Disconnected,
+        }
+    }
+
+    /// The label used in metrics.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Disconnected => "disconnected",
+            Self::Connecting => "connecting",
+            Self::Ready => "ready",
+            Self::Failed => "failed",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+const MAX_EVENT_TYPES: usize = 100;
+
+/// One shard's status and counters.
+#[derive(Debug)]
+pub struct ShardStatus {
+    /// Shard id.
+    pub id: u32,
+    state: AtomicU8,
+    /// Dispatches published and acknowledged by JetStream.
+    pub published: AtomicU64,
+    /// Times the shard reconnected.
+    pub reconnects: AtomicU64,
+    /// Sequence acknowledged by JetStream (what a resume starts from).
+    pub acked_seq: AtomicU64,
+    /// Last heartbeat round trip, in microseconds.
+    pub heartbeat_rtt_us: AtomicU64,
+    /// Compressed bytes received.
+    pub bytes_compressed: AtomicU64,
+    /// Inflated bytes received.
+    pub bytes_raw: AtomicU64,
+    events: Mutex<BTreeMap<String, u64>>,
+    closes: Mutex<BTreeMap<String, u64>>,
+}
+
+impl ShardStatus {
+    /// A shard that has not connected yet.
+    #[must_use]
+    pub fn new(id: u32) -> Self {
+        Self {
+            id,
+            state: AtomicU8::new(ShardState::Disconnected as u8),
+            published: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            acked_seq: AtomicU64::new(0),
+            heartbeat_rtt_us: AtomicU64::new(0),
+            bytes_compressed: AtomicU64::new(0),
+            bytes_raw: AtomicU64::new(0),
+            events: Mutex::default(),
+            closes: Mutex::default(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ShardState {
+        ShardState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Moves to `state`.
+    pub fn set_state(&self, state: ShardState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Counts a dispatch of `event` (bounded: past 100 types, new ones count as `UNKNOWN`).
+    pub fn count_event(&self, event: &str) {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = events.get_mut(event) {
+            *count += 1;
+        } else if events.len() < MAX_EVENT_TYPES {
+            events.insert(event.to_owned(), 1);
+        } else {
+            *events.entry("UNKNOWN".to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Counts a connection end by reason (a bounded set: close-code reasons and a few causes).
+    pub fn count_close(&self, reason: &str) {
+        *self
+            .closes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(reason.to_owned())
+            .or_default() += 1;
+    }
+}
+
+/// Every shard of the process.
+#[derive(Debug)]
+pub struct GatewayStatus {
+    /// Shards, in id order.
+    pub shards: Vec<std::sync::Arc<ShardStatus>>,
+}
+
+impl GatewayStatus {
+    /// Ready when every shard is READY (a failed shard makes the process not ready).
+    #[must_use]
+    pub fn ready(&self) -> bool {
+        !self.shards.is_empty() && self.shards.iter().all(|s| s.state() == ShardState::Ready)
+    }
+
+    /// Prometheus text.
+    #[must_use]
+    pub fn metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP shardyard_gateway_shard_state 1 for the state each shard is in.\n# TYPE shardyard_gateway_shard_state gauge"
+        );
+        for shard in &self.shards {
+            let current = shard.state();
+            for state in [
+                ShardState::Disconnected,
+                ShardState::Connecting,
+                ShardState::Ready,
+                ShardState::Failed,
+                ShardState::Stopped,
+            ] {
+                let _ = writeln!(
+                    out,
+                    "shardyard_gateway_shard_state{{shard=\"{}\",state=\"{}\"}} {}",
+                    shard.id,
+                    state.name(),
+                    u8::from(current == state)
+                );
+            }
+        }
+        let counter =
+            |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ShardStatus) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for shard in &self.shards {
+                    let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.id, get(shard));
+                }
+            };
+        counter(
+            &mut out,
+            "shardyard_gateway_published_total",
+            "Dispatches acknowledged by JetStream.",
+            &|s| s.published.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "shardyard_gateway_reconnects_total",
+            "Reconnections.",
+            &|s| s.reconnects.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "shardyard_gateway_bytes_compressed_total",
+            "Compressed bytes received.",
+            &|s| s.bytes_compressed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "shardyard_gateway_bytes_raw_total",
+            "Inflated bytes received.",
+            &|s| s.bytes_raw.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shardyard_gateway_heartbeat_rtt_seconds Last heartbeat round trip.\n# TYPE shardyard_gateway_heartbeat_rtt_seconds gauge"
+        );
+        for shard in &self.shards {
+            #[allow(clippy::cast_precision_loss)]
+            let rtt = shard.heartbeat_rtt_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "shardyard_gateway_heartbeat_rtt_seconds{{shard=\"{}\"}} {rtt}",
+                shard.id
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP shardyard_gateway_events_total Dispatches received, by type.\n# TYPE shardyard_gateway_events_total counter"
+        );
+        for shard in &self.shards {
+            for (event, n) in shard
+                .events
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                let _ = writeln!(
+                    out,
+                    "shardyard_gateway_events_total{{shard=\"{}\",event=\"{event}\"}} {n}",
+                    shard.id
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP shardyard_gateway_closes_total Connections ended, by reason.\n# TYPE shardyard_gateway_closes_total counter"
+        );
+        for shard in &self.shards {
+            for (reason, n) in shard
+                .closes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+            {
+                let _ = writeln!(
+                    out,
+                    "shardyard_gateway_closes_total{{shard=\"{}\",reason=\"{reason}\"}} {n}",
+                    shard.id
+                );
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,181 @@
+//! `shardyard gateway` end to end: the simulator's dispatches reach JetStream, byte for byte,
+//! in order, once — checked against the simulator's ground truth — through reconnects and
+//! resumes; fatal close codes stop a shard for good.
+
+use std::time::Duration;
+
+use serde_json::json;
+use shardyard_protocol::BotKey;
+use shardyard_tests::ground_truth::{read_stream_shard, shard_truth};
+use shardyard_tests::{GatewayProcess, NatsServer, SimArgs, SimProcess, eventually};
+
+async fn stream_equals_ground_truth(
+    nats: &NatsServer,
+    sim: &SimProcess,
+    bot: &BotKey,
+    total: u32,
+) -> anyhow::Result<()> {
+    let js = nats.jetstream().await?;
+    for shard in 0..total {
+        eventually(
+            Duration::from_secs(30),
+            "stream equals the simulator's record",
+            || {
+                let (js, sim) = (&js, sim);
+                async move {
+                    let truth = shard_truth(&sim.stats().await?, "bot", shard, total)?
+                        .ok_or_else(|| anyhow::anyhow!("shard {shard} never connected"))?;
+                    let stream = read_stream_shard(js, bot, shard).await?;
+                    anyhow::ensure!(
+                        stream.malformed.is_empty(),
+                        "malformed: {:?}",
+                        stream.malformed
+                    );
+                    anyhow::ensure!(
+                        stream.disorder.is_empty(),
+                        "out of order: {:?}",
+                        stream.disorder
+                    );
+                    anyhow::ensure!(
+                        stream.duplicates == 0,
+                        "{} duplicates in the stream",
+                        stream.duplicates
+                    );
+                    anyhow::ensure!(
+                        stream.truth() == truth,
+                        "shard {shard}: stream {:?} != simulator {truth:?}",
+                        stream.truth()
+                    );
+                    Ok(())
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 40,
+        max_concurrency: 2,
+        events_per_second: 300.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "e2e", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Discord asks shard 0 to reconnect, and drops shard 1's TCP connection.
+    sim.post_json("/_sim/shards/0/reconnect", &json!({}))
+        .await?;
+    sim.post_json("/_sim/shards/1/drop", &json!({})).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    // A session invalidated for good: the shard identifies a new one (after 1–5 s).
+    sim.post_json("/_sim/shards/1/invalidate", &json!({"resumable": false}))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.post_json("/_sim/say", &json!({"content": "during the storm"}))
+        .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("e2e")?, 2).await?;
+    let stats = sim.stats().await?;
+    let shards = stats["shards"].as_array().cloned().unwrap_or_default();
+    let shard0 = shards
+        .iter()
+        .find(|s| s["id"] == 0)
+        .cloned()
+        .unwrap_or_default();
+    let shard1 = shards
+        .iter()
+        .find(|s| s["id"] == 1)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(shard0["resumes"], 1, "RECONNECT resumes: {shard0}");
+    assert_eq!(shard0["identifies"], 1, "and never re-identifies: {shard0}");
+    assert!(
+        shard1["resumes"].as_u64().unwrap_or(0) >= 1,
+        "a dropped connection resumes: {shard1}"
+    );
+    assert_eq!(
+        shard1["identifies"], 2,
+        "op 9 false means a new session: {shard1}"
+    );
+    assert_eq!(
+        stats["violations"],
+        json!([]),
+        "the gateway broke no Discord rule"
+    );
+    let metrics = gateway.admin_get("/metrics").await?;
+    assert!(
+        metrics.contains("shardyard_gateway_published_total{shard=\"0\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(sim.token()),
+        "the token never reaches metrics"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 4,
+        max_concurrency: 2,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "fatal", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    sim.post_json("/_sim/shards/1/close", &json!({"code": 4004}))
+        .await?;
+    eventually(
+        Duration::from_secs(10),
+        "readyz reports the failed shard",
+        || async {
+            let answer = reqwest::get(format!("{}/readyz", gateway_admin(&gateway).await?)).await?;
+            anyhow::ensure!(
+                answer.status().as_u16() == 503,
+                "readyz {}",
+                answer.status()
+            );
+            let body = answer.text().await?;
+            anyhow::ensure!(body.contains("shard 1 failed"), "{body}");
+            Ok(())
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stats = sim.stats().await?;
+    let shard1 = stats["shards"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == 1).cloned())
+        .unwrap_or_default();
+    assert_eq!(shard1["identifies"], 1, "no retry after 4004: {shard1}");
+    assert_eq!(shard1["resumes"], 0, "no resume after 4004: {shard1}");
+    let metrics = gateway.admin_get("/metrics").await?;
+    assert!(
+        metrics.contains("shardyard_gateway_shard_state{shard=\"1\",state=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shardyard_gateway_shard_state{shard=\"0\",state=\"ready\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+async fn gateway_admin(gateway: &GatewayProcess) -> anyhow::Result<String> {
+    // /healthz answers on the admin address; find it from a metrics call's URL.
+    let _ = gateway.admin_get("/healthz").await?;
+    Ok(format!("http://{}", gateway.admin_addr()))
+}
