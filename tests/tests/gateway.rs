@@ -125,6 +125,106 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
     Ok(())
 }
 
+async fn shard(sim: &SimProcess, id: u32) -> anyhow::Result<serde_json::Value> {
+    let stats = sim.stats().await?;
+    Ok(stats["shards"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["id"] == id).cloned())
+        .unwrap_or_default())
+}
+
+#[tokio::test]
+async fn zombies_corrupt_frames_and_close_codes_lose_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        max_concurrency: 2,
+        events_per_second: 200.0,
+        extra: vec!["--heartbeat-interval-ms".into(), "1000".into()],
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "faults", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+
+    // Heartbeats stop being acknowledged: the gateway sees a zombie and resumes.
+    sim.post_json("/_sim/shards/0/heartbeat-acks", &json!({"enabled": false}))
+        .await?;
+    eventually(
+        Duration::from_secs(10),
+        "shard 0 resumed after the zombie",
+        || async {
+            anyhow::ensure!(shard(&sim, 0).await?["resumes"] == 1, "not yet");
+            Ok(())
+        },
+    )
+    .await?;
+    // A frame no inflater accepts: reconnect and resume.
+    sim.post_json("/_sim/shards/1/corrupt", &json!({})).await?;
+    eventually(
+        Duration::from_secs(10),
+        "shard 1 resumed after the corrupt frame",
+        || async {
+            anyhow::ensure!(shard(&sim, 1).await?["resumes"] == 1, "not yet");
+            Ok(())
+        },
+    )
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    // 4000 resumes; 4009 needs a new session.
+    sim.post_json("/_sim/shards/0/close", &json!({"code": 4000}))
+        .await?;
+    sim.post_json("/_sim/shards/1/close", &json!({"code": 4009}))
+        .await?;
+    eventually(Duration::from_secs(20), "both shards back", || async {
+        anyhow::ensure!(
+            shard(&sim, 0).await?["resumes"] == 2,
+            "shard 0 not resumed yet"
+        );
+        anyhow::ensure!(
+            shard(&sim, 1).await?["identifies"] == 2,
+            "shard 1 not re-identified yet"
+        );
+        Ok(())
+    })
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("faults")?, 2).await?;
+    assert_eq!(
+        shard(&sim, 0).await?["identifies"],
+        1,
+        "shard 0 only ever resumed"
+    );
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        max_concurrency: 2,
+        events_per_second: 200.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "natsdown", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.restart().await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    gateway.wait_ready(Duration::from_secs(60)).await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("natsdown")?, 2).await?;
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
 #[tokio::test]
 async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
