@@ -82,11 +82,6 @@ impl GatewayArgs {
             admin_addr,
             publish_window,
         } = self;
-        if generation.is_some() {
-            anyhow::bail!(
-                "--generation (publishing gated on the active shard generation) is not implemented yet"
-            );
-        }
         let shards = match (shards, shards_per_pod) {
             (Some(range), _) => range,
             (None, Some(per_pod)) => {
@@ -133,6 +128,7 @@ impl GatewayArgs {
             large_threshold,
             presence,
             publish_window,
+            generation,
         };
         Ok((config, admin_addr))
     }

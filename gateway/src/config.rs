@@ -51,6 +51,8 @@ pub struct GatewayConfig {
     pub presence: Option<serde_json::Value>,
     /// Unacknowledged JetStream publishes allowed per shard before the shard stops reading.
     pub publish_window: usize,
+    /// The shard generation this process belongs to; `None` always publishes.
+    pub generation: Option<u64>,
 }
 
 /// A `--shards` value that is not `A..B` with `A < B`.

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod discord;
+pub mod generation;
 pub mod inflate;
 pub mod pacer;
 pub mod publisher;
@@ -47,6 +48,9 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The active generation could not be read.
+    #[error("reading the active shard generation")]
+    Generation(#[from] generation::GenerationError),
     /// A shard range outside the bot's shard count.
     #[error("shards {start}..{end} are not within 0..{total}")]
     ShardsOutOfRange {
@@ -136,8 +140,12 @@ pub async fn run(
             source,
         })?;
     let js = async_nats::jetstream::new(nats.clone());
-    let publisher = publisher::Publisher::new(js, config.bot.clone(), config.total);
+    let publisher = publisher::Publisher::new(js.clone(), config.bot.clone(), config.total);
     publisher.ensure_stream().await?;
+    let generation = match config.generation {
+        Some(g) => generation::GenerationGate::watch(&js, &config.bot, g, shutdown.clone()).await?,
+        None => generation::GenerationGate::always(),
+    };
     let limit = &info.session_start_limit;
     let pacer = Arc::new(pacer::IdentifyPacer::new(
         limit.max_concurrency,
@@ -150,6 +158,7 @@ pub async fn run(
         gateway_url: info.url.clone(),
         publisher,
         pacer,
+        generation,
         shutdown: shutdown.clone(),
     };
     let mut tasks = tokio::task::JoinSet::new();

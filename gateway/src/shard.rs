@@ -22,13 +22,25 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Compression, GatewayConfig};
+use crate::generation::GenerationGate;
 use crate::inflate::ZlibInflater;
 use crate::pacer::IdentifyPacer;
 use crate::publisher::Publisher;
 use crate::status::{ShardState, ShardStatus};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type AckFuture = Pin<Box<dyn Future<Output = (u64, bool)> + Send>>;
+type AckFuture = Pin<Box<dyn Future<Output = (u64, Ack)> + Send>>;
+
+/// What became of a dispatch, in sequence order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// JetStream acknowledged it.
+    Published,
+    /// Not published on purpose: another generation is active.
+    Suppressed,
+    /// JetStream did not acknowledge it.
+    Failed,
+}
 
 /// How long a connection may take to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
@@ -48,6 +60,8 @@ pub struct ShardContext {
     pub publisher: Publisher,
     /// Identify pacing shared by the process's shards.
     pub pacer: Arc<IdentifyPacer>,
+    /// Whether this generation publishes.
+    pub generation: GenerationGate,
     /// Cancelled on SIGTERM.
     pub shutdown: CancellationToken,
 }
@@ -246,7 +260,7 @@ async fn connection(
         let step = tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => Step::Shutdown,
-            Some((seq, ok)) = window.next(), if !window.is_empty() => Step::Acked(seq, ok),
+            Some((seq, ack)) = window.next(), if !window.is_empty() => Step::Acked(seq, ack),
             () = tokio::time::sleep_until(next_beat) => Step::Beat,
             // Backpressure: with the window full the socket is not read, so a slow or absent
             // NATS slows the shard instead of filling memory.
@@ -258,19 +272,15 @@ async fn connection(
                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "shardyard restarting").await;
                 return Outcome::Shutdown;
             }
-            Step::Acked(seq, ok) => {
-                if !ok {
+            Step::Acked(seq, ack) => {
+                if ack == Ack::Failed {
                     // Not acknowledged: resume from the last acknowledged event, and Discord
                     // replays the rest (JetStream drops the duplicates by message id).
                     status.count_close("publish_failed");
                     close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
                     return Outcome::Failed("JetStream did not acknowledge a publish".into());
                 }
-                if let Some(s) = session.as_mut() {
-                    s.acked_seq = s.acked_seq.max(seq);
-                    status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
-                }
-                status.published.fetch_add(1, Ordering::Relaxed);
+                record_ack(session, status, seq, ack);
             }
             Step::Beat => {
                 if beat_sent_at.is_some() {
@@ -344,6 +354,11 @@ async fn connection(
                         }
                         let Some(s) = session.as_ref() else { continue };
                         status.count_event(event);
+                        if !ctx.generation.is_active() {
+                            // Another generation publishes this one; in order, it counts as done.
+                            window.push_back(Box::pin(async move { (seq, Ack::Suppressed) }));
+                            continue;
+                        }
                         match ctx
                             .publisher
                             .publish(
@@ -357,7 +372,14 @@ async fn connection(
                             .await
                         {
                             Ok(ack) => {
-                                window.push_back(Box::pin(async move { (seq, ack.await.is_ok()) }))
+                                window.push_back(Box::pin(async move {
+                                    let ack = if ack.await.is_ok() {
+                                        Ack::Published
+                                    } else {
+                                        Ack::Failed
+                                    };
+                                    (seq, ack)
+                                }));
                             }
                             Err(e) => {
                                 tracing::warn!(shard, error = %e, "publish failed: resuming from the last acknowledged event");
@@ -414,7 +436,7 @@ async fn connection(
 
 enum Step {
     Shutdown,
-    Acked(u64, bool),
+    Acked(u64, Ack),
     Beat,
     Payload(Result<Option<Incoming>, crate::inflate::InflateError>),
 }
@@ -490,17 +512,26 @@ async fn drain(
     status: &ShardStatus,
 ) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while let Ok(Some((seq, ok))) = tokio::time::timeout_at(deadline, window.next()).await {
-        if !ok {
+    while let Ok(Some((seq, ack))) = tokio::time::timeout_at(deadline, window.next()).await {
+        if ack == Ack::Failed {
             break;
         }
-        if let Some(s) = session.as_mut() {
-            s.acked_seq = s.acked_seq.max(seq);
-            status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
-        }
-        status.published.fetch_add(1, Ordering::Relaxed);
+        record_ack(session, status, seq, ack);
     }
     window.clear();
+}
+
+/// A dispatch is done (published or suppressed): the session may resume after it.
+fn record_ack(session: &mut Option<Session>, status: &ShardStatus, seq: u64, ack: Ack) {
+    if let Some(s) = session.as_mut() {
+        s.acked_seq = s.acked_seq.max(seq);
+        status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
+    }
+    match ack {
+        Ack::Published => status.published.fetch_add(1, Ordering::Relaxed),
+        Ack::Suppressed => status.suppressed.fetch_add(1, Ordering::Relaxed),
+        Ack::Failed => 0,
+    };
 }
 
 async fn lost(

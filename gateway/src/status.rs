@@ -57,6 +57,8 @@ pub struct ShardStatus {
     state: AtomicU8,
     /// Dispatches published and acknowledged by JetStream.
     pub published: AtomicU64,
+    /// Dispatches not published because another generation is active.
+    pub suppressed: AtomicU64,
     /// Times the shard reconnected.
     pub reconnects: AtomicU64,
     /// Sequence acknowledged by JetStream (what a resume starts from).
@@ -79,6 +81,7 @@ impl ShardStatus {
             id,
             state: AtomicU8::new(ShardState::Disconnected as u8),
             published: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             acked_seq: AtomicU64::new(0),
             heartbeat_rtt_us: AtomicU64::new(0),

@@ -279,3 +279,60 @@ async fn gateway_admin(gateway: &GatewayProcess) -> anyhow::Result<String> {
     let _ = gateway.admin_get("/healthz").await?;
     Ok(format!("http://{}", gateway.admin_addr()))
 }
+
+#[tokio::test]
+async fn publishing_follows_the_active_generation() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 10,
+        events_per_second: 200.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway =
+        GatewayProcess::start(&sim, &nats, "gen", 1, 0..1, &["--generation", "2"]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let bot = BotKey::local("gen")?;
+    let js = nats.jetstream().await?;
+    let count = || {
+        let js = js.clone();
+        let stream = bot.stream();
+        async move { anyhow::Ok(js.get_stream(stream).await?.info().await?.state.messages) }
+    };
+    // No key: every generation is active.
+    eventually(Duration::from_secs(10), "events published", || async {
+        anyhow::ensure!(count().await? > 50, "not yet");
+        Ok(())
+    })
+    .await?;
+    let control = js.get_key_value(bot.control_bucket()).await?;
+    control
+        .put(shardyard_protocol::names::ACTIVE_GENERATION_KEY, "1".into())
+        .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let paused = count().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        count().await?,
+        paused,
+        "generation 2 must not publish while 1 is active"
+    );
+    let metrics = gateway.admin_get("/metrics").await?;
+    assert!(
+        !metrics.contains("shardyard_gateway_suppressed_total{shard=\"0\"} 0"),
+        "{metrics}"
+    );
+    control
+        .put(shardyard_protocol::names::ACTIVE_GENERATION_KEY, "2".into())
+        .await?;
+    eventually(
+        Duration::from_secs(10),
+        "publishing again once 2 is active",
+        || async {
+            anyhow::ensure!(count().await? > paused + 50, "not yet");
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(())
+}
