@@ -5,12 +5,16 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod commands;
 pub mod config;
+pub mod coordinator;
 pub mod discord;
 pub mod generation;
 pub mod inflate;
 pub mod pacer;
 pub mod publisher;
+pub mod send_limit;
+pub mod sessions;
 pub mod shard;
 pub mod status;
 
@@ -48,6 +52,12 @@ pub enum GatewayError {
         #[source]
         source: std::io::Error,
     },
+    /// The sessions bucket could not be opened.
+    #[error("opening the sessions bucket")]
+    Sessions(#[from] sessions::SessionStoreError),
+    /// The identify coordinator could not start.
+    #[error("starting the identify coordinator")]
+    Identify(#[from] coordinator::CoordinatorError),
     /// The active generation could not be read.
     #[error("reading the active shard generation")]
     Generation(#[from] generation::GenerationError),
@@ -146,26 +156,41 @@ pub async fn run(
         Some(g) => generation::GenerationGate::watch(&js, &config.bot, g, shutdown.clone()).await?,
         None => generation::GenerationGate::always(),
     };
-    let limit = &info.session_start_limit;
-    let pacer = Arc::new(pacer::IdentifyPacer::new(
-        limit.max_concurrency,
-        limit.remaining,
-        limit.total,
-        Duration::from_millis(limit.reset_after),
-    ));
+    let sessions = sessions::SessionStore::open(&js, &config.bot).await?;
+    let gate = Arc::new(coordinator::IdentifyGate::Nats(Box::new(
+        coordinator::Coordinator::open(
+            &js,
+            &config.bot,
+            coordinator::CoordinatorConfig::new(&info.session_start_limit),
+        )
+        .await?,
+    )));
     let ctx = shard::ShardContext {
         config: Arc::new(config),
         gateway_url: info.url.clone(),
         publisher,
-        pacer,
+        gate,
+        sessions,
         generation,
         shutdown: shutdown.clone(),
     };
     let mut tasks = tokio::task::JoinSet::new();
     for status in &status.shards {
-        let span = tracing::info_span!("shard", id = status.id);
+        let shard = status.id;
+        // Commands from workers: validated by `serve`, sent by the shard within its send limit.
+        let (command_tx, command_rx) = tokio::sync::mpsc::channel(32);
+        let (client, bot, stop) = (nats.clone(), ctx.config.bot.clone(), shutdown.clone());
+        let (total, intents) = (ctx.config.total, ctx.config.intents);
+        tokio::spawn(async move {
+            if let Err(e) =
+                commands::serve(client, bot, shard, total, intents, command_tx, stop).await
+            {
+                tracing::error!(shard, error = %e, "gateway commands unavailable");
+            }
+        });
+        let span = tracing::info_span!("shard", id = shard);
         tasks.spawn(tracing::Instrument::instrument(
-            shard::run(ctx.clone(), status.clone()),
+            shard::run(ctx.clone(), status.clone(), command_rx),
             span,
         ));
     }

@@ -15,17 +15,21 @@ use rand::Rng as _;
 use serde::Deserialize;
 use shardyard_protocol::{CloseAction, CloseCode, OpCode, RESUMABLE_CLIENT_CLOSE, read_envelope};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::commands::{ClaimedCommand, CommandReply, CommandRequest};
 use crate::config::{Compression, GatewayConfig};
+use crate::coordinator::IdentifyGate;
 use crate::generation::GenerationGate;
 use crate::inflate::ZlibInflater;
-use crate::pacer::IdentifyPacer;
 use crate::publisher::Publisher;
+use crate::send_limit::SendLimiter;
+use crate::sessions::{self, SavedSession, SessionStore};
 use crate::status::{ShardState, ShardStatus};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -58,8 +62,10 @@ pub struct ShardContext {
     pub gateway_url: String,
     /// Where dispatches go.
     pub publisher: Publisher,
-    /// Identify pacing shared by the process's shards.
-    pub pacer: Arc<IdentifyPacer>,
+    /// Identify turns, shared by every gateway process of the bot.
+    pub gate: Arc<IdentifyGate>,
+    /// Where sessions are saved for the next process.
+    pub sessions: SessionStore,
     /// Whether this generation publishes.
     pub generation: GenerationGate,
     /// Cancelled on SIGTERM.
@@ -75,6 +81,12 @@ pub struct Session {
     pub resume_url: String,
     /// The highest sequence JetStream acknowledged: a resume starts after it.
     pub acked_seq: u64,
+}
+
+impl Session {
+    fn to_saved(&self) -> SavedSession {
+        SavedSession::now(self.id.clone(), self.acked_seq, self.resume_url.clone())
+    }
 }
 
 /// How a connection ended, and so what the shard does next.
@@ -110,26 +122,66 @@ fn unix_micros() -> u64 {
 }
 
 /// Runs shard `status.id` until shutdown or a fatal close.
-pub async fn run(ctx: ShardContext, status: Arc<ShardStatus>) {
+pub async fn run(
+    ctx: ShardContext,
+    status: Arc<ShardStatus>,
+    mut commands: mpsc::Receiver<CommandRequest>,
+) {
     let shard = status.id;
-    let mut session: Option<Session> = None;
+    let total = ctx.config.total;
+    // A fresh session saved by an earlier process (a restart, a rolling update) is resumed.
+    let mut session: Option<Session> =
+        match ctx.sessions.load(total, shard, sessions::FRESH_FOR).await {
+            Ok(saved) => saved.map(|s| {
+                tracing::info!(shard, seq = s.seq, "resuming the saved session");
+                Session {
+                    id: s.session_id,
+                    resume_url: s.resume_url,
+                    acked_seq: s.seq,
+                }
+            }),
+            Err(e) => {
+                tracing::warn!(shard, error = %e, "cannot read the saved session; identifying");
+                None
+            }
+        };
+    let (save_tx, save_rx) = watch::channel(session.as_ref().map(Session::to_saved));
+    let saver = tokio::spawn(saver(
+        ctx.sessions.clone(),
+        total,
+        shard,
+        save_rx,
+        ctx.shutdown.clone(),
+    ));
     let mut failures: u32 = 0;
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
         }
         if session.is_none() {
-            tokio::select! {
+            let waited = tokio::select! {
                 () = ctx.shutdown.cancelled() => break,
-                waited = ctx.pacer.wait_turn(shard) => {
-                    if waited > Duration::from_millis(100) {
-                        tracing::debug!(shard, ?waited, "waited for an identify turn");
+                waited = ctx.gate.wait_turn(shard) => waited,
+            };
+            match waited {
+                Ok(waited) if waited > Duration::from_millis(100) => {
+                    tracing::debug!(shard, ?waited, "waited for an identify turn");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    // Never identify without a turn: that is how a token gets reset.
+                    failures = failures.saturating_add(1);
+                    tracing::error!(shard, error = %e, "cannot get an identify turn; retrying");
+                    tokio::select! {
+                        () = ctx.shutdown.cancelled() => break,
+                        () = tokio::time::sleep(backoff(failures)) => continue,
                     }
                 }
             }
         }
-        let outcome = connection(&ctx, &status, &mut session).await;
+        let outcome = connection(&ctx, &status, &mut session, &save_tx, &mut commands).await;
         status.set_state(ShardState::Disconnected);
+        save_tx.send_replace(session.as_ref().map(Session::to_saved));
         let pause = match outcome {
             Outcome::Shutdown => break,
             Outcome::Fatal(code) => {
@@ -141,6 +193,10 @@ pub async fn run(ctx: ShardContext, status: Arc<ShardStatus>) {
                     "fatal close code: this shard stops and will not reconnect"
                 );
                 status.set_state(ShardState::Failed);
+                saver.abort();
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(2), ctx.sessions.clear(total, shard))
+                        .await;
                 return;
             }
             Outcome::Reconnect => {
@@ -150,6 +206,7 @@ pub async fn run(ctx: ShardContext, status: Arc<ShardStatus>) {
             Outcome::NewSession { delay } => {
                 failures = 0;
                 session = None;
+                save_tx.send_replace(None);
                 delay
             }
             Outcome::Failed(why) => {
@@ -165,7 +222,63 @@ pub async fn run(ctx: ShardContext, status: Arc<ShardStatus>) {
             () = tokio::time::sleep(pause) => {}
         }
     }
+    // Shutting down: the final sequence goes to KV so the next process resumes right here.
+    saver.abort();
+    if let Some(s) = &session {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            ctx.sessions.save(total, shard, &s.to_saved()),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::info!(
+                shard,
+                seq = s.acked_seq,
+                "session saved for the next process"
+            ),
+            Ok(Err(e)) => tracing::warn!(shard, error = %e, "could not save the session"),
+            Err(_) => tracing::warn!(shard, "saving the session timed out"),
+        }
+    }
     status.set_state(ShardState::Stopped);
+}
+
+/// Keeps the shard's session in KV: after every change (at most once a second) and every
+/// 15 s regardless, so a quiet shard's record stays fresh; `None` clears it.
+async fn saver(
+    store: SessionStore,
+    total: u32,
+    shard: u32,
+    mut rx: watch::Receiver<Option<SavedSession>>,
+    shutdown: CancellationToken,
+) {
+    const REFRESH: Duration = Duration::from_secs(15);
+    loop {
+        let current = rx.borrow_and_update().clone();
+        let result = match &current {
+            Some(saved) => {
+                let stamped = SavedSession::now(
+                    saved.session_id.clone(),
+                    saved.seq,
+                    saved.resume_url.clone(),
+                );
+                store.save(total, shard, &stamped).await
+            }
+            None => store.clear(total, shard).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(shard, error = %e, "saving the session to KV failed");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = rx.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(REFRESH) => {}
+        }
+    }
 }
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to a minute, each scaled by [0.5, 1).
@@ -180,6 +293,8 @@ async fn connection(
     ctx: &ShardContext,
     status: &ShardStatus,
     session: &mut Option<Session>,
+    save: &watch::Sender<Option<SavedSession>>,
+    commands: &mut mpsc::Receiver<CommandRequest>,
 ) -> Outcome {
     let shard = status.id;
     let config = &ctx.config;
@@ -223,6 +338,18 @@ async fn connection(
         return Outcome::Failed("no HELLO".into());
     };
 
+    if session.is_none() {
+        // The turn was granted before connecting; stamp it again now that IDENTIFY is imminent,
+        // so connect time never lets two identifies of a bucket land within 5 s.
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return Outcome::Shutdown,
+            renewed = ctx.gate.renew_turn(shard) => if let Err(e) = renewed {
+                return Outcome::Failed(format!("renewing the identify turn: {e}"));
+            }
+        }
+    }
+    let mut limiter = SendLimiter::new(interval);
+
     // IDENTIFY or RESUME.
     let first = match session.as_ref() {
         Some(s) => {
@@ -249,6 +376,8 @@ async fn connection(
     {
         return Outcome::Failed("sending IDENTIFY/RESUME".into());
     }
+    limiter.record_other(Instant::now());
+    let mut identified = false;
 
     let mut last_seq: Option<u64> = session.as_ref().map(|s| s.acked_seq);
     let mut next_beat = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..1.0));
@@ -262,6 +391,8 @@ async fn connection(
             () = ctx.shutdown.cancelled() => Step::Shutdown,
             Some((seq, ack)) = window.next(), if !window.is_empty() => Step::Acked(seq, ack),
             () = tokio::time::sleep_until(next_beat) => Step::Beat,
+            // Before the socket: busy traffic must not starve commands.
+            Some(request) = commands.recv(), if identified => Step::Command(request),
             // Backpressure: with the window full the socket is not read, so a slow or absent
             // NATS slows the shard instead of filling memory.
             payload = next_payload(&mut ws, inflater.as_mut(), status), if window.len() < window_limit => Step::Payload(payload),
@@ -281,6 +412,35 @@ async fn connection(
                     return Outcome::Failed("JetStream did not acknowledge a publish".into());
                 }
                 record_ack(session, status, seq, ack);
+                if let Some(s) = session.as_ref() {
+                    let acked = s.acked_seq;
+                    save.send_modify(|saved| {
+                        if let Some(saved) = saved {
+                            saved.seq = acked;
+                        }
+                    });
+                }
+            }
+            Step::Command(request) => {
+                // `None`: the requester gave up already (it was told `unavailable`).
+                let Some(ClaimedCommand {
+                    payload, responder, ..
+                }) = request.claim()
+                else {
+                    continue;
+                };
+                match limiter.try_command(Instant::now()) {
+                    Err(wait) => responder.respond(CommandReply::retry_after(wait)),
+                    Ok(()) => {
+                        if ws.send(Message::Text(payload.into())).await.is_err() {
+                            responder.respond(CommandReply::unavailable(format!(
+                                "shard {shard} lost its connection while sending; the command may have been sent"
+                            )));
+                            return lost(&mut window, session, status).await;
+                        }
+                        responder.respond(CommandReply::Sent);
+                    }
+                }
             }
             Step::Beat => {
                 if beat_sent_at.is_some() {
@@ -294,6 +454,7 @@ async fn connection(
                 if send_heartbeat(&mut ws, last_seq).await.is_err() {
                     return lost(&mut window, session, status).await;
                 }
+                limiter.record_heartbeat(Instant::now());
                 beat_sent_at = Some(Instant::now());
                 next_beat += interval;
             }
@@ -336,11 +497,13 @@ async fn connection(
                         if event == "READY" {
                             match serde_json::from_slice::<Ready>(data) {
                                 Ok(ready) => {
-                                    *session = Some(Session {
+                                    let new = Session {
                                         id: ready.session_id,
                                         resume_url: ready.resume_gateway_url,
                                         acked_seq: 0,
-                                    });
+                                    };
+                                    save.send_replace(Some(new.to_saved()));
+                                    *session = Some(new);
                                 }
                                 Err(e) => {
                                     tracing::error!(shard, error = %e, "READY without a session");
@@ -349,6 +512,7 @@ async fn connection(
                             }
                         }
                         if matches!(event, "READY" | "RESUMED") {
+                            identified = true;
                             status.set_state(ShardState::Ready);
                             tracing::info!(shard, event, "shard ready");
                         }
@@ -396,6 +560,7 @@ async fn connection(
                         if sent.is_err() {
                             return lost(&mut window, session, status).await;
                         }
+                        limiter.record_heartbeat(Instant::now());
                     }
                     Some(OpCode::HeartbeatAck) => {
                         if let Some(sent) = beat_sent_at.take() {
@@ -435,6 +600,7 @@ async fn connection(
 }
 
 enum Step {
+    Command(CommandRequest),
     Shutdown,
     Acked(u64, Ack),
     Beat,
