@@ -336,3 +336,219 @@ async fn publishing_follows_the_active_generation() -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// Every shard of `sim`: identifies and resumes.
+async fn shards_summary(sim: &SimProcess) -> anyhow::Result<Vec<(u64, u64)>> {
+    let stats = sim.stats().await?;
+    let mut shards: Vec<_> = stats["shards"].as_array().cloned().unwrap_or_default();
+    shards.sort_by_key(|s| s["id"].as_u64());
+    Ok(shards
+        .iter()
+        .map(|s| {
+            (
+                s["identifies"].as_u64().unwrap_or(0),
+                s["resumes"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn a_killed_gateway_resumes_from_kv_losing_and_duplicating_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        max_concurrency: 2,
+        events_per_second: 300.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let mut gateway = GatewayProcess::start(&sim, &nats, "crash", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gateway.process().kill_9()?;
+    // Traffic goes on while nothing holds the shards.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let restarted = GatewayProcess::start(&sim, &nats, "crash", 2, 0..2, &[]).await?;
+    restarted.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("crash")?, 2).await?;
+    for (shard, (identifies, resumes)) in shards_summary(&sim).await?.into_iter().enumerate() {
+        assert_eq!(
+            identifies, 1,
+            "shard {shard} resumed from KV instead of identifying"
+        );
+        assert_eq!(resumes, 1, "shard {shard}");
+    }
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_and_a_rolling_restart_of_two_processes_resume_every_shard() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 40,
+        max_concurrency: 4,
+        events_per_second: 300.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let mut a = GatewayProcess::start(&sim, &nats, "rolling", 4, 0..2, &[]).await?;
+    let mut b = GatewayProcess::start(&sim, &nats, "rolling", 4, 2..4, &[]).await?;
+    a.wait_ready(Duration::from_secs(30)).await?;
+    b.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Roll: one process at a time gets SIGTERM and is replaced.
+    let status = a.process().terminate(Duration::from_secs(10)).await?;
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    let a2 = GatewayProcess::start(&sim, &nats, "rolling", 4, 0..2, &[]).await?;
+    a2.wait_ready(Duration::from_secs(30)).await?;
+    let status = b.process().terminate(Duration::from_secs(10)).await?;
+    assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    let b2 = GatewayProcess::start(&sim, &nats, "rolling", 4, 2..4, &[]).await?;
+    b2.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("rolling")?, 4).await?;
+    for (shard, (identifies, resumes)) in shards_summary(&sim).await?.into_iter().enumerate() {
+        assert_eq!(
+            (identifies, resumes),
+            (1, 1),
+            "shard {shard}: one identify, one resume"
+        );
+    }
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn commands_reach_discord_or_are_refused_with_a_reason() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 3,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "cmd", 1, 0..1, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let client = nats.connect().await?;
+    let subject = BotKey::local("cmd")?.command_subject(0);
+    let ask = |body: serde_json::Value| {
+        let (client, subject) = (client.clone(), subject.clone());
+        async move {
+            let reply = client.request(subject, body.to_string().into()).await?;
+            anyhow::Ok(serde_json::from_slice::<serde_json::Value>(&reply.payload)?)
+        }
+    };
+    let presence = json!({"op": "presence_update", "d": {"since": null, "activities": [], "status": "idle", "afk": false}});
+    assert_eq!(ask(presence.clone()).await?, json!({"status": "sent"}));
+    let guild = sim
+        .post_json("/_sim/say", &json!({"content": "hello"}))
+        .await?["guild_id"]
+        .clone();
+    let members = json!({"op": "request_guild_members", "d": {"guild_id": guild, "query": "", "limit": 0, "nonce": "n1"}});
+    assert_eq!(ask(members).await?, json!({"status": "sent"}));
+    eventually(
+        Duration::from_secs(5),
+        "the simulator got the member request",
+        || async {
+            let stats = sim.stats().await?;
+            anyhow::ensure!(
+                stats["shards"][0]["commands"]["request_guild_members"] == 1,
+                "not yet"
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    let unknown = ask(json!({"op": "launch_rockets", "d": {}})).await?;
+    assert_eq!(unknown["status"], "rejected", "{unknown}");
+    let huge = json!({"op": "presence_update", "d": {"since": null, "activities": [{"name": "x".repeat(5000), "type": 0}], "status": "online", "afk": false}});
+    let refused = ask(huge).await?;
+    assert_eq!(refused["status"], "rejected", "{refused}");
+    assert!(
+        refused["reason"].as_str().unwrap_or("").contains("4096"),
+        "{refused}"
+    );
+    // 200 commands in a burst: each sent or told when to retry, and Discord never closes 4008.
+    let mut sent = 0;
+    let mut retry = 0;
+    for _ in 0..200 {
+        match ask(presence.clone()).await?["status"].as_str() {
+            Some("sent") => sent += 1,
+            Some("retry_after") => retry += 1,
+            other => panic!("unexpected reply {other:?}"),
+        }
+    }
+    assert!(
+        sent >= 50 && sent + retry == 200,
+        "sent {sent}, retry {retry}"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the simulator counted every sent presence",
+        || async {
+            let stats = sim.stats().await?;
+            let got = stats["shards"][0]["commands"]["presence_update"]
+                .as_u64()
+                .unwrap_or(0);
+            anyhow::ensure!(
+                got == sent + 1,
+                "simulator saw {got}, gateway sent {}",
+                sent + 1
+            );
+            Ok(())
+        },
+    )
+    .await?;
+    let stats = sim.stats().await?;
+    assert_eq!(stats["shards"][0]["last_presence_status"], "idle");
+    assert_eq!(
+        stats["shards"][0]["closes"],
+        json!({}),
+        "no 4008 or any other close"
+    );
+    assert_eq!(stats["violations"], json!([]));
+    gateway.wait_ready(Duration::from_secs(1)).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn two_processes_pace_32_identifies_without_a_violation() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 64,
+        max_concurrency: 4,
+        extra: vec!["--members-per-guild".into(), "2".into()],
+        ..SimArgs::default()
+    })
+    .await?;
+    let a = GatewayProcess::start(&sim, &nats, "pace", 32, 0..16, &[]).await?;
+    let b = GatewayProcess::start(&sim, &nats, "pace", 32, 16..32, &[]).await?;
+    // 8 shards per bucket at one identify per 5.5 s: about 40 s.
+    a.wait_ready(Duration::from_secs(90)).await?;
+    b.wait_ready(Duration::from_secs(90)).await?;
+    let stats = sim.stats().await?;
+    assert_eq!(
+        stats["violations"],
+        json!([]),
+        "identify pacing across processes"
+    );
+    let summary = shards_summary(&sim).await?;
+    assert_eq!(summary.len(), 32);
+    assert!(
+        summary.iter().all(|(identifies, _)| *identifies == 1),
+        "{summary:?}"
+    );
+    let limit = &stats["bots"][0]["session_start_limit"];
+    assert_eq!(
+        limit["total"].as_u64().unwrap_or(0) - limit["remaining"].as_u64().unwrap_or(0),
+        32,
+        "32 session starts spent"
+    );
+    Ok(())
+}
