@@ -65,7 +65,7 @@ pub const IDENTIFY_WINDOW: Duration =
     Duration::from_secs(IDENTIFY_WINDOW_SECS).saturating_add(SAFETY_MARGIN);
 
 /// The key of the shared daily session-start budget in the identify bucket.
-pub const BUDGET_KEY: &str = "budget";
+pub const BUDGET_KEY: &str = shardyard_protocol::names::keys::IDENTIFY_BUDGET;
 
 /// How long Discord's session-start budget lasts once reset.
 pub const BUDGET_PERIOD: Duration = Duration::from_secs(24 * 3600);

@@ -262,6 +262,9 @@ pub mod keys {
         format!("bucket.{bucket}")
     }
 
+    /// Identify bucket: the bot's shared daily session-start budget.
+    pub const IDENTIFY_BUDGET: &str = "budget";
+
     /// Cache: a guild.
     #[must_use]
     pub fn guild(guild: u64) -> String {
@@ -399,6 +402,7 @@ mod tests {
         assert_eq!(parse_shard_header("x/16"), None);
         assert_eq!(keys::session(16, 3), "shard.16.3");
         assert_eq!(keys::identify_lease(2), "bucket.2");
+        assert_eq!(keys::IDENTIFY_BUDGET, "budget");
         assert_eq!(keys::guild(1), "guild.1");
         assert_eq!(keys::channel(2), "channel.2");
         assert_eq!(keys::role(1, 3), "role.1.3");
