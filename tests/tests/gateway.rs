@@ -552,3 +552,37 @@ async fn two_processes_pace_32_identifies_without_a_violation() -> anyhow::Resul
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_daily_session_budget_is_waited_for_not_burnt() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 16,
+        max_concurrency: 8,
+        extra: vec!["--session-start-limit".into(), "6".into()],
+        ..SimArgs::default()
+    })
+    .await?;
+    let a = GatewayProcess::start(&sim, &nats, "budget", 8, 0..4, &[]).await?;
+    let b = GatewayProcess::start(&sim, &nats, "budget", 8, 4..8, &[]).await?;
+    eventually(Duration::from_secs(20), "six shards identified", || async {
+        let identified: u64 = shards_summary(&sim).await?.iter().map(|(i, _)| i).sum();
+        anyhow::ensure!(identified == 6, "{identified} identified");
+        Ok(())
+    })
+    .await?;
+    // The other two wait for tomorrow's reset instead of identifying with no budget left.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let identified: u64 = shards_summary(&sim).await?.iter().map(|(i, _)| i).sum();
+    assert_eq!(identified, 6);
+    assert_eq!(
+        sim.stats().await?["violations"],
+        json!([]),
+        "the budget was never exceeded"
+    );
+    assert!(
+        a.admin_get("/readyz").await.is_err() || b.admin_get("/readyz").await.is_err(),
+        "two shards are still waiting"
+    );
+    Ok(())
+}
