@@ -164,3 +164,53 @@ pub async fn read_stream_shard(
     }
     Ok(out)
 }
+
+/// Waits (up to `timeout` per shard) until, for every shard `0..total`, the stream holds exactly
+/// what the simulator says it dispatched to `sim_bot`'s shard: same distinct events, same
+/// payload checksum, same types, in order within each session, and no duplicate message ids.
+///
+/// # Errors
+/// The last difference seen, when a shard does not match in time.
+pub async fn wait_until_stream_matches(
+    js: &jetstream::Context,
+    sim: &crate::SimProcess,
+    sim_bot: &str,
+    bot: &BotKey,
+    total: u32,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    for shard in 0..total {
+        crate::eventually(
+            timeout,
+            "stream equals the simulator's record",
+            || async move {
+                let truth = shard_truth(&sim.stats().await?, sim_bot, shard, total)?
+                    .with_context(|| format!("shard {shard} never connected"))?;
+                let stream = read_stream_shard(js, bot, shard).await?;
+                anyhow::ensure!(
+                    stream.malformed.is_empty(),
+                    "malformed: {:?}",
+                    stream.malformed
+                );
+                anyhow::ensure!(
+                    stream.disorder.is_empty(),
+                    "out of order: {:?}",
+                    stream.disorder
+                );
+                anyhow::ensure!(
+                    stream.duplicates == 0,
+                    "{} duplicates in the stream",
+                    stream.duplicates
+                );
+                anyhow::ensure!(
+                    stream.truth() == truth,
+                    "shard {shard}: stream {:?} != simulator {truth:?}",
+                    stream.truth()
+                );
+                Ok(())
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use shardyard_protocol::BotKey;
-use shardyard_tests::ground_truth::{read_stream_shard, shard_truth};
+use shardyard_tests::ground_truth::wait_until_stream_matches;
 use shardyard_tests::{GatewayProcess, NatsServer, SimArgs, SimProcess, eventually};
 
 async fn stream_equals_ground_truth(
@@ -16,43 +16,7 @@ async fn stream_equals_ground_truth(
     total: u32,
 ) -> anyhow::Result<()> {
     let js = nats.jetstream().await?;
-    for shard in 0..total {
-        eventually(
-            Duration::from_secs(30),
-            "stream equals the simulator's record",
-            || {
-                let (js, sim) = (&js, sim);
-                async move {
-                    let truth = shard_truth(&sim.stats().await?, "bot", shard, total)?
-                        .ok_or_else(|| anyhow::anyhow!("shard {shard} never connected"))?;
-                    let stream = read_stream_shard(js, bot, shard).await?;
-                    anyhow::ensure!(
-                        stream.malformed.is_empty(),
-                        "malformed: {:?}",
-                        stream.malformed
-                    );
-                    anyhow::ensure!(
-                        stream.disorder.is_empty(),
-                        "out of order: {:?}",
-                        stream.disorder
-                    );
-                    anyhow::ensure!(
-                        stream.duplicates == 0,
-                        "{} duplicates in the stream",
-                        stream.duplicates
-                    );
-                    anyhow::ensure!(
-                        stream.truth() == truth,
-                        "shard {shard}: stream {:?} != simulator {truth:?}",
-                        stream.truth()
-                    );
-                    Ok(())
-                }
-            },
-        )
-        .await?;
-    }
-    Ok(())
+    wait_until_stream_matches(&js, sim, "bot", bot, total, Duration::from_secs(30)).await
 }
 
 #[tokio::test]

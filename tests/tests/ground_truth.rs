@@ -13,8 +13,8 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::{Value, json};
 use shardyard_protocol::names::{self, headers};
 use shardyard_protocol::{BotKey, read_envelope};
-use shardyard_tests::ground_truth::{read_stream_shard, shard_truth};
-use shardyard_tests::{NatsServer, SimArgs, SimProcess, eventually};
+use shardyard_tests::ground_truth::wait_until_stream_matches;
+use shardyard_tests::{NatsServer, SimArgs, SimProcess};
 use tokio_tungstenite::tungstenite::Message;
 
 const TOTAL: u32 = 2;
@@ -153,37 +153,7 @@ async fn stream_matches_the_simulators_ground_truth_across_a_drop_and_resume() -
         .await?;
 
     // The stream catches up with the simulator's record, shard by shard.
-    for shard in 0..TOTAL {
-        eventually(
-            Duration::from_secs(20),
-            "stream equals the simulator's record",
-            || {
-                let (js, bot, sim) = (&js, &bot, &sim);
-                async move {
-                    let truth = shard_truth(&sim.stats().await?, "bot", shard, TOTAL)?
-                        .context("shard never connected")?;
-                    let stream = read_stream_shard(js, bot, shard).await?;
-                    anyhow::ensure!(
-                        stream.malformed.is_empty(),
-                        "malformed: {:?}",
-                        stream.malformed
-                    );
-                    anyhow::ensure!(
-                        stream.disorder.is_empty(),
-                        "out of order: {:?}",
-                        stream.disorder
-                    );
-                    anyhow::ensure!(
-                        stream.truth() == truth,
-                        "shard {shard}: stream {:?} != simulator {truth:?}",
-                        stream.truth()
-                    );
-                    Ok(())
-                }
-            },
-        )
-        .await?;
-    }
+    wait_until_stream_matches(&js, &sim, "bot", &bot, TOTAL, Duration::from_secs(20)).await?;
     let stats = sim.stats().await?;
     for shard in stats["shards"].as_array().context("shards")? {
         assert_eq!(shard["resumes"], 1, "each shard resumed once: {shard}");
