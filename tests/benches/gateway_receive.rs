@@ -1,0 +1,433 @@
+//! The gateway's receive path against twilight-gateway 0.18, both release builds, in one run
+//! against one simulator with zlib-stream (see `BENCHMARKS.md`, "Gateway (receive path)").
+//!
+//! 1. CPU per event: `shardyard gateway` (inflate, envelope, publish to JetStream and wait for
+//!    the acks) and `twilight-receiver` (`src/bin/twilight-receiver.rs`: inflate and twilight's
+//!    scan, no publish) each hold the same shards of the same bot, one after the other, at the
+//!    same simulator traffic rate. CPU is the process's utime + stime from `/proc/PID/stat` over
+//!    a steady window; events are what the receiver counted in that window (the gateway's
+//!    `shardyard_gateway_published_total`, twilight's own count), checked against the
+//!    simulator's `dispatched`.
+//! 2. Memory: VmRSS of each holding 1,000 idle shards once all are READY, minus the same
+//!    process holding 1 shard of the same 1,000.
+//!
+//! ```sh
+//! cargo bench -p shardyard-tests --bench gateway_receive
+//! ```
+//!
+//! It builds the release binaries itself (`cargo build --release -p shardyard -p
+//! shardyard-tests --bins`) and runs again with `SHARDYARD_BIN` pointing at the release
+//! `shardyard`. Knobs (environment): `BENCH_SHARDS` (16), `BENCH_RATE` events/s (10000),
+//! `BENCH_WINDOW_SECS` (10), `BENCH_ROUNDS` (2), `BENCH_MEMORY_SHARDS` (1000),
+//! `BENCH_SKIP_CPU`, `BENCH_SKIP_MEMORY`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use shardyard_tests::{
+    GatewayProcess, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port, repo_root,
+};
+use tokio::io::AsyncReadExt as _;
+
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+const TOKEN: &str = "bench-token";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `<target>/release`: this bench binary lives in `<target>/release/deps/`.
+fn release_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| repo_root().join("target/release"))
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    if std::env::var_os("SHARDYARD_BIN").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("gateway_receive: cargo build --release -p shardyard -p shardyard-tests --bins");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "shardyard",
+                "-p",
+                "shardyard-tests",
+                "--bins",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!("the release build failed: {status}");
+        }
+        // The harness finds `shardyard` through SHARDYARD_BIN: run again with it set.
+        let status = Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env("SHARDYARD_BIN", release_dir().join("shardyard"))
+            .status()
+            .context("cannot run the bench again")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    if std::env::var_os("BENCH_SKIP_CPU").is_none() {
+        cpu(&nats).await?;
+    }
+    if std::env::var_os("BENCH_SKIP_MEMORY").is_none() {
+        memory(&nats).await?;
+    }
+    Ok(())
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').context("no comm in stat")?.1;
+    // After the comm: state (field 3), …, utime (14), stime (15).
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
+}
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .context("no VmRSS")?;
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("bad VmRSS")?
+        .parse()?)
+}
+
+async fn sim_dispatched(sim: &SimProcess) -> anyhow::Result<u64> {
+    let stats = sim.stats().await?;
+    Ok(stats["shards"]
+        .as_array()
+        .context("no shards in stats")?
+        .iter()
+        .filter_map(|s| s["dispatched"].as_u64())
+        .sum())
+}
+
+async fn gateway_published(gateway: &GatewayProcess) -> anyhow::Result<u64> {
+    let metrics = gateway.admin_get("/metrics").await?;
+    Ok(metrics
+        .lines()
+        .filter(|l| l.starts_with("shardyard_gateway_published_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// The twilight receiver as a process, with its control port.
+struct Twilight {
+    process: ProcessGuard,
+    control: SocketAddr,
+}
+
+impl Twilight {
+    fn start(
+        sim: &SimProcess,
+        total: u32,
+        shards: u32,
+        max_concurrency: u32,
+    ) -> anyhow::Result<Self> {
+        let control: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut command = Command::new(release_dir().join("twilight-receiver"));
+        command.args([
+            "--addr",
+            &sim.addr().to_string(),
+            "--token",
+            sim.token(),
+            "--total",
+            &total.to_string(),
+            "--shards",
+            &shards.to_string(),
+            "--max-concurrency",
+            &max_concurrency.to_string(),
+            "--control",
+            &control.to_string(),
+        ]);
+        let process = ProcessGuard::spawn(format!("twilight-{shards}"), command)?;
+        Ok(Self { process, control })
+    }
+
+    /// (dispatches, READY events) so far.
+    async fn counts(&self) -> anyhow::Result<(u64, u64)> {
+        let mut socket = tokio::net::TcpStream::connect(self.control).await?;
+        let mut line = String::new();
+        socket.read_to_string(&mut line).await?;
+        let mut dispatches = None;
+        let mut ready = None;
+        for part in line.split_whitespace() {
+            match part.split_once('=') {
+                Some(("dispatches", n)) => dispatches = Some(n.parse()?),
+                Some(("ready", n)) => ready = Some(n.parse()?),
+                _ => {}
+            }
+        }
+        Ok((
+            dispatches.context("no dispatches")?,
+            ready.context("no ready")?,
+        ))
+    }
+
+    async fn wait_ready(&self, shards: u64, timeout: Duration) -> anyhow::Result<()> {
+        eventually(timeout, "twilight shards READY", || async {
+            let (_, ready) = self.counts().await?;
+            anyhow::ensure!(ready >= shards, "{ready} of {shards} READY");
+            Ok(())
+        })
+        .await
+        .with_context(|| self.process.log_tail(20))
+    }
+}
+
+/// One receiver's measured window.
+struct Window {
+    secs: f64,
+    cpu_secs: f64,
+    events: u64,
+    sim_events: u64,
+}
+
+impl Window {
+    fn us_per_event(&self) -> f64 {
+        self.cpu_secs * 1e6 / self.events as f64
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.1} s, {} events ({:.0}/s; simulator dispatched {}), CPU {:.2} s = {:.1} % of a core, {:.2} µs/event",
+            self.secs,
+            self.events,
+            self.events as f64 / self.secs,
+            self.sim_events,
+            self.cpu_secs,
+            self.cpu_secs / self.secs * 100.0,
+            self.us_per_event()
+        )
+    }
+}
+
+/// Turns traffic on, warms up, and measures `pid` over the window with `events` counting what
+/// the receiver got.
+async fn measure<F, Fut>(
+    sim: &SimProcess,
+    pid: u32,
+    nats_pid: u32,
+    events: F,
+) -> anyhow::Result<(Window, f64)>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<u64>>,
+{
+    let rate: f64 = env_or("BENCH_RATE", 10_000.0);
+    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
+    sim.post_json("/_sim/traffic", &json!({ "events_per_second": rate }))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (c0, n0, e0, s0, t0) = (
+        cpu_secs(pid)?,
+        cpu_secs(nats_pid)?,
+        events().await?,
+        sim_dispatched(sim).await?,
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (c1, n1, e1, s1, t1) = (
+        cpu_secs(pid)?,
+        cpu_secs(nats_pid)?,
+        events().await?,
+        sim_dispatched(sim).await?,
+        Instant::now(),
+    );
+    sim.post_json("/_sim/traffic", &json!({ "events_per_second": 0 }))
+        .await?;
+    // Let the last events drain before the next receiver starts.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((
+        Window {
+            secs: (t1 - t0).as_secs_f64(),
+            cpu_secs: c1 - c0,
+            events: e1 - e0,
+            sim_events: s1 - s0,
+        },
+        n1 - n0,
+    ))
+}
+
+async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
+    let shards: u32 = env_or("BENCH_SHARDS", 16);
+    let rounds: u32 = env_or("BENCH_ROUNDS", 2);
+    let nats_pid = nats.pid().context("nats-server not running")?;
+    let sim = SimProcess::start(SimArgs {
+        token: TOKEN.to_owned(),
+        guilds: 10_000,
+        max_concurrency: shards,
+        events_per_second: 0.0,
+        extra: [
+            "--members-per-guild",
+            "10",
+            "--session-start-limit",
+            "1000000",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        ..SimArgs::default()
+    })
+    .await?;
+    println!(
+        "CPU per event: {shards} shards, zlib-stream, {} events/s asked of the simulator",
+        env_or("BENCH_RATE", 10_000.0)
+    );
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        // One identify per bucket per 5 s: leave the simulator's buckets time between receivers.
+        // A new bot key per gateway run: none resumes a session an earlier run saved in KV.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let gateway = GatewayProcess::start(
+            &sim,
+            nats,
+            &format!("bench-cpu-{round}"),
+            shards,
+            0..shards,
+            &[],
+        )
+        .await?;
+        gateway.wait_ready(Duration::from_secs(60)).await?;
+        let mut gateway = gateway;
+        let pid = gateway.process().pid();
+        let (ours, nats_cpu) = measure(&sim, pid, nats_pid, || gateway_published(&gateway)).await?;
+        drop(gateway);
+        println!("  round {round} shardyard gateway: {}", ours.describe());
+        println!(
+            "  round {round}   (nats-server meanwhile: {:.2} s CPU = {:.2} µs/event, not counted)",
+            nats_cpu,
+            nats_cpu * 1e6 / ours.events as f64
+        );
+
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let twilight = Twilight::start(&sim, shards, shards, shards)?;
+        twilight
+            .wait_ready(u64::from(shards), Duration::from_secs(60))
+            .await?;
+        let pid = twilight.process.pid();
+        let (theirs, _) = measure(&sim, pid, nats_pid, || async {
+            Ok(twilight.counts().await?.0)
+        })
+        .await?;
+        drop(twilight);
+        println!("  round {round} twilight-gateway:  {}", theirs.describe());
+        let ratio = ours.us_per_event() / theirs.us_per_event();
+        println!("  round {round} ratio shardyard / twilight: {ratio:.2}× (goal ≤ 0.8×)");
+        ratios.push(ratio);
+    }
+    let violations = &sim.stats().await?["violations"];
+    println!("  simulator violations: {violations}");
+    println!("  ratios: {ratios:.2?}");
+    Ok(())
+}
+
+async fn memory(nats: &NatsServer) -> anyhow::Result<()> {
+    let shards: u32 = env_or("BENCH_MEMORY_SHARDS", 1000);
+    let sim = SimProcess::start(SimArgs {
+        token: TOKEN.to_owned(),
+        guilds: 2 * shards,
+        max_concurrency: shards,
+        events_per_second: 0.0,
+        extra: [
+            "--members-per-guild",
+            "1",
+            "--session-start-limit",
+            "1000000",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        startup_timeout: Duration::from_secs(60),
+    })
+    .await?;
+    let idle = Duration::from_secs(5);
+    println!(
+        "Memory: {shards} idle shards (guilds {}, 1 member each), zlib-stream",
+        2 * shards
+    );
+
+    let mut gateway_rss = [0_u64; 2];
+    for (i, held) in [1, shards].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let started = Instant::now();
+        let mut gateway = GatewayProcess::start(
+            &sim,
+            nats,
+            &format!("bench-mem-{held}"),
+            shards,
+            0..held,
+            &[],
+        )
+        .await?;
+        gateway.wait_ready(Duration::from_secs(300)).await?;
+        let ready_after = started.elapsed();
+        tokio::time::sleep(idle).await;
+        gateway_rss[i] = rss_kib(gateway.process().pid())?;
+        println!(
+            "  shardyard gateway, {held} shard(s): all READY after {ready_after:.1?}, VmRSS {} KiB",
+            gateway_rss[i]
+        );
+    }
+    let mut twilight_rss = [0_u64; 2];
+    for (i, held) in [1, shards].into_iter().enumerate() {
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let started = Instant::now();
+        let twilight = Twilight::start(&sim, shards, held, shards)?;
+        twilight
+            .wait_ready(u64::from(held), Duration::from_secs(300))
+            .await?;
+        let ready_after = started.elapsed();
+        tokio::time::sleep(idle).await;
+        twilight_rss[i] = rss_kib(twilight.process.pid())?;
+        println!(
+            "  twilight-gateway, {held} shard(s): all READY after {ready_after:.1?}, VmRSS {} KiB",
+            twilight_rss[i]
+        );
+    }
+    let per_shard = |rss: [u64; 2]| {
+        (
+            rss[1] as f64 / f64::from(shards),
+            (rss[1] as f64 - rss[0] as f64) / f64::from(shards - 1),
+        )
+    };
+    let (ours_total, ours_marginal) = per_shard(gateway_rss);
+    let (theirs_total, theirs_marginal) = per_shard(twilight_rss);
+    println!(
+        "  shardyard gateway: {ours_total:.1} KiB/shard (total / {shards}), {ours_marginal:.1} KiB/shard above the 1-shard baseline (goal ≤ 100)"
+    );
+    println!(
+        "  twilight-gateway:  {theirs_total:.1} KiB/shard (total / {shards}), {theirs_marginal:.1} KiB/shard above the 1-shard baseline"
+    );
+    let violations = &sim.stats().await?["violations"];
+    println!("  simulator violations: {violations}");
+    Ok(())
+}
