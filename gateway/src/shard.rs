@@ -492,10 +492,13 @@ async fn connection(
                         let (Some(seq), Some(event)) = (envelope.seq, envelope.event_type) else {
                             continue;
                         };
-                        let data = envelope.data_bytes(&payload).unwrap_or(b"null");
+                        let data = envelope.data.clone().map_or_else(
+                            || Bytes::from_static(b"null"),
+                            |range| payload.slice(range),
+                        );
                         last_seq = Some(seq);
                         if event == "READY" {
-                            match serde_json::from_slice::<Ready>(data) {
+                            match serde_json::from_slice::<Ready>(&data) {
                                 Ok(ready) => {
                                     let new = Session {
                                         id: ready.session_id,
@@ -525,14 +528,7 @@ async fn connection(
                         }
                         match ctx
                             .publisher
-                            .publish(
-                                shard,
-                                &s.id,
-                                seq,
-                                event,
-                                received_at,
-                                Bytes::copy_from_slice(data),
-                            )
+                            .publish(shard, &s.id, seq, event, received_at, data)
                             .await
                         {
                             Ok(ack) => {
@@ -608,7 +604,8 @@ enum Step {
 }
 
 enum Incoming {
-    Frame(Vec<u8>),
+    /// A whole payload; dispatches publish a slice of it, so `d` is never copied again.
+    Frame(Bytes),
     Closed(u16),
 }
 use Incoming::{Closed, Frame};
@@ -635,16 +632,16 @@ async fn next_payload(
                         status
                             .bytes_raw
                             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        return Ok(Some(Frame(payload.to_vec())));
+                        return Ok(Some(Frame(Bytes::copy_from_slice(payload))));
                     }
                 }
-                None => return Ok(Some(Frame(bytes.to_vec()))),
+                None => return Ok(Some(Frame(bytes))),
             },
             Message::Text(text) => {
                 status
                     .bytes_raw
                     .fetch_add(text.len() as u64, Ordering::Relaxed);
-                return Ok(Some(Frame(text.as_bytes().to_vec())));
+                return Ok(Some(Frame(Bytes::from(text))));
             }
             Message::Close(frame) => {
                 return Ok(Some(Closed(frame.map_or(1005, |f| u16::from(f.code)))));
