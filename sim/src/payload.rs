@@ -341,20 +341,25 @@ pub struct GuildDelete {
     pub unavailable: Option<bool>,
 }
 
-/// VOICE_STATE_UPDATE.
+/// A voice state: VOICE_STATE_UPDATE's payload, and (without `guild_id` and `member`) an entry
+/// of GUILD_CREATE's `voice_states`.
 #[derive(Serialize)]
 pub struct VoiceState<'a> {
-    /// Guild.
-    #[serde(with = "as_string")]
-    pub guild_id: u64,
+    /// Guild; absent inside GUILD_CREATE.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "opt_string::serialize"
+    )]
+    pub guild_id: Option<u64>,
     /// Channel, `null` when leaving.
     #[serde(serialize_with = "opt_string::serialize")]
     pub channel_id: Option<u64>,
     /// User.
     #[serde(with = "as_string")]
     pub user_id: u64,
-    /// The member.
-    pub member: &'a crate::model::Member,
+    /// The member; absent inside GUILD_CREATE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub member: Option<&'a crate::model::Member>,
     /// Voice session id.
     pub session_id: String,
     /// Server-deafened.
@@ -371,6 +376,36 @@ pub struct VoiceState<'a> {
     pub suppress: bool,
     /// Request to speak.
     pub request_to_speak_timestamp: Option<()>,
+}
+
+impl<'a> VoiceState<'a> {
+    /// `user` in `channel` (or leaving, with `None`), nothing muted; the voice session id is
+    /// derived from the user unless set after.
+    #[must_use]
+    pub fn new(user_id: u64, channel_id: Option<u64>) -> Self {
+        Self {
+            guild_id: None,
+            channel_id,
+            user_id,
+            member: None,
+            session_id: format!("{user_id:x}"),
+            deaf: false,
+            mute: false,
+            self_deaf: false,
+            self_mute: false,
+            self_video: false,
+            suppress: false,
+            request_to_speak_timestamp: None,
+        }
+    }
+
+    /// The same state as VOICE_STATE_UPDATE sends it: with the guild and the member.
+    #[must_use]
+    pub fn in_guild(mut self, guild_id: u64, member: &'a crate::model::Member) -> Self {
+        self.guild_id = Some(guild_id);
+        self.member = Some(member);
+        self
+    }
 }
 
 /// A unix-seconds timestamp now.

@@ -288,20 +288,7 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
                 Intents::GUILD_VOICE_STATES,
                 Event::json(
                     "VOICE_STATE_UPDATE",
-                    &VoiceState {
-                        guild_id,
-                        channel_id: channel,
-                        user_id: user,
-                        member,
-                        session_id: format!("{user:x}"),
-                        deaf: false,
-                        mute: false,
-                        self_deaf: false,
-                        self_mute: false,
-                        self_video: false,
-                        suppress: false,
-                        request_to_speak_timestamp: None,
-                    },
+                    &VoiceState::new(user, channel).in_guild(guild_id, member),
                 ),
             )
         }

@@ -8,6 +8,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::model::{Channel, Emoji, Member, Role, RoleColors, StoredMessage, User, channel_kind};
+use crate::payload::VoiceState;
 use crate::snowflake::{SnowflakeGenerator, as_string, compose, iso8601, now_ms};
 
 /// Guilds a single shard may hold before IDENTIFY fails with 4011.
@@ -376,7 +377,7 @@ pub struct GuildCreate<'a> {
     large: bool,
     unavailable: bool,
     member_count: usize,
-    voice_states: Vec<VoiceStateView>,
+    voice_states: Vec<VoiceState<'a>>,
     members: Vec<&'a Member>,
     channels: Vec<&'a Channel>,
     threads: Vec<&'a Channel>,
@@ -384,23 +385,6 @@ pub struct GuildCreate<'a> {
     stage_instances: [(); 0],
     guild_scheduled_events: [(); 0],
     soundboard_sounds: [(); 0],
-}
-
-/// A voice state as sent inside GUILD_CREATE.
-#[derive(Serialize)]
-pub struct VoiceStateView {
-    #[serde(with = "as_string")]
-    user_id: u64,
-    #[serde(with = "as_string")]
-    channel_id: u64,
-    session_id: String,
-    deaf: bool,
-    mute: bool,
-    self_deaf: bool,
-    self_mute: bool,
-    self_video: bool,
-    suppress: bool,
-    request_to_speak_timestamp: Option<()>,
 }
 
 /// The guild object as REST returns it (`GET /guilds/{id}`).
@@ -511,18 +495,7 @@ impl GuildState {
             voice_states: self
                 .voice_states
                 .iter()
-                .map(|(user, channel)| VoiceStateView {
-                    user_id: *user,
-                    channel_id: *channel,
-                    session_id: format!("{user:x}"),
-                    deaf: false,
-                    mute: false,
-                    self_deaf: false,
-                    self_mute: false,
-                    self_video: false,
-                    suppress: false,
-                    request_to_speak_timestamp: None,
-                })
+                .map(|(user, channel)| VoiceState::new(*user, Some(*channel)))
                 .collect(),
             members,
             channels: self

@@ -298,18 +298,10 @@ impl Connection {
                 event: Event::json(
                     "VOICE_STATE_UPDATE",
                     &VoiceState {
-                        guild_id: update.guild_id,
-                        channel_id: channel,
-                        user_id: bot_id,
-                        member,
                         session_id: session.id.clone(),
-                        deaf: false,
-                        mute: false,
                         self_deaf: update.self_deaf,
                         self_mute: update.self_mute,
-                        self_video: false,
-                        suppress: false,
-                        request_to_speak_timestamp: None,
+                        ..VoiceState::new(bot_id, channel).in_guild(update.guild_id, member)
                     },
                 ),
                 without_content: None,
