@@ -17,6 +17,7 @@ pub mod send_limit;
 pub mod sessions;
 pub mod shard;
 pub mod status;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -72,6 +73,9 @@ pub enum GatewayError {
         total: u32,
     },
 }
+
+/// How long shutdown waits for the NATS client's last flush.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Runs the gateway until `shutdown` is cancelled (then closes every shard resumably) or every
 /// shard failed.
@@ -195,7 +199,13 @@ pub async fn run(
         ));
     }
     while tasks.join_next().await.is_some() {}
-    // Every publish was awaited by its shard; flush what the client still buffers.
-    let _ = nats.flush().await;
+    // Every publish was awaited by its shard; flush what the client still buffers. Bounded: with
+    // NATS gone the flush would wait for a reconnect forever, and a stopping pod must exit.
+    if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, nats.flush())
+        .await
+        .is_err()
+    {
+        tracing::warn!("NATS did not take the final flush in time; exiting anyway");
+    }
     Ok(())
 }

@@ -1,12 +1,11 @@
-//! Publishing dispatches to JetStream per the contract: subject, headers and `Nats-Msg-Id`, the
-//! payload the raw bytes of `d`.
+//! The bot's event stream, and a [`PublishWindow`] per shard that publishes to it.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, context::PublishAckFuture};
-use bytes::Bytes;
+use async_nats::jetstream;
 use shardyard_protocol::BotKey;
-use shardyard_protocol::names::{self, headers};
+
+use crate::window::{PublishWindow, SubscribeError};
 
 /// Publishes one bot's events.
 #[derive(Debug, Clone)]
@@ -28,9 +27,6 @@ pub enum PublishError {
         #[source]
         source: async_nats::jetstream::context::CreateStreamError,
     },
-    /// The message was not sent or not acknowledged.
-    #[error("publish to JetStream failed")]
-    Publish(#[source] async_nats::jetstream::context::PublishError),
 }
 
 /// How long a replayed message id is recognized as a duplicate: longer than any resume.
@@ -62,35 +58,11 @@ impl Publisher {
             .map_err(|source| PublishError::Stream { stream, source })
     }
 
-    /// Sends one dispatch; the returned future resolves when JetStream acknowledged it.
+    /// A publish window for one of the bot's shards.
     ///
     /// # Errors
-    /// [`PublishError::Publish`] when the message could not be sent.
-    pub async fn publish(
-        &self,
-        shard: u32,
-        session_id: &str,
-        seq: u64,
-        event: &str,
-        received_at_us: u64,
-        data: Bytes,
-    ) -> Result<PublishAckFuture, PublishError> {
-        let mut h = async_nats::HeaderMap::new();
-        h.insert(headers::MSG_ID, names::msg_id(session_id, seq).as_str());
-        h.insert(
-            headers::SHARD,
-            names::shard_header(shard, self.total).as_str(),
-        );
-        h.insert(headers::SEQ, itoa_u64(seq).as_str());
-        h.insert(headers::EVENT, event);
-        h.insert(headers::RECEIVED_AT, itoa_u64(received_at_us).as_str());
-        self.js
-            .publish_with_headers(self.bot.event_subject(shard, event), h, data)
-            .await
-            .map_err(PublishError::Publish)
+    /// [`SubscribeError`] when NATS refuses the window's reply subscription.
+    pub async fn window(&self, shard: u32) -> Result<PublishWindow, SubscribeError> {
+        PublishWindow::open(self.js.client(), &self.bot, shard, self.total).await
     }
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }

@@ -2,14 +2,11 @@
 //! JetStream before its sequence counts as done. Reconnects follow Discord's close codes: resume
 //! when the session lives, identify anew when it doesn't, stop for good on fatal codes.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::Rng as _;
 use serde::Deserialize;
@@ -18,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -31,21 +28,9 @@ use crate::publisher::Publisher;
 use crate::send_limit::SendLimiter;
 use crate::sessions::{self, SavedSession, SessionStore};
 use crate::status::{ShardState, ShardStatus};
+use crate::window::{Ack, Acked, PublishWindow};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-type AckFuture = Pin<Box<dyn Future<Output = (u64, Ack)> + Send>>;
-
-/// What became of a dispatch, in sequence order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ack {
-    /// JetStream acknowledged it.
-    Published,
-    /// Not published on purpose: another generation is active.
-    Suppressed,
-    /// JetStream did not acknowledge it.
-    Failed,
-}
-
 /// How long a connection may take to say HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long shutdown and reconnects wait for outstanding publishes to be acknowledged.
@@ -154,6 +139,11 @@ pub async fn run(
         ctx.shutdown.clone(),
     ));
     let mut failures: u32 = 0;
+    let Some(mut window) = open_window(&ctx, shard).await else {
+        saver.abort();
+        status.set_state(ShardState::Stopped);
+        return;
+    };
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
@@ -164,10 +154,12 @@ pub async fn run(
                 waited = ctx.gate.wait_turn(shard) => waited,
             };
             match waited {
-                Ok(waited) if waited > Duration::from_millis(100) => {
-                    tracing::debug!(shard, ?waited, "waited for an identify turn");
+                Ok(waited) => {
+                    status.identify_wait.observe(waited);
+                    if waited > Duration::from_millis(100) {
+                        tracing::debug!(shard, ?waited, "waited for an identify turn");
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     // Never identify without a turn: that is how a token gets reset.
                     failures = failures.saturating_add(1);
@@ -179,7 +171,18 @@ pub async fn run(
                 }
             }
         }
-        let outcome = connection(&ctx, &status, &mut session, &save_tx, &mut commands).await;
+        let outcome = connection(
+            &ctx,
+            &status,
+            &mut session,
+            &save_tx,
+            &mut commands,
+            &mut window,
+        )
+        .await;
+        // Whatever was not acknowledged by now is replayed by the resume.
+        window.clear();
+        status.window.store(0, Ordering::Relaxed);
         status.set_state(ShardState::Disconnected);
         save_tx.send_replace(session.as_ref().map(Session::to_saved));
         let pause = match outcome {
@@ -243,6 +246,25 @@ pub async fn run(
     status.set_state(ShardState::Stopped);
 }
 
+/// The shard's publish window; `None` when shutdown came first. Retried with backoff: it only
+/// fails while the NATS client is closing.
+async fn open_window(ctx: &ShardContext, shard: u32) -> Option<PublishWindow> {
+    let mut failures = 0;
+    loop {
+        match ctx.publisher.window(shard).await {
+            Ok(window) => return Some(window),
+            Err(e) => {
+                failures += 1;
+                tracing::error!(shard, error = %e, "cannot open the publish window; retrying");
+            }
+        }
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return None,
+            () = tokio::time::sleep(backoff(failures)) => {}
+        }
+    }
+}
+
 /// Keeps the shard's session in KV: after every change (at most once a second) and every
 /// 15 s regardless, so a quiet shard's record stays fresh; `None` clears it.
 async fn saver(
@@ -281,6 +303,19 @@ async fn saver(
     }
 }
 
+/// The websocket's buffers. tungstenite's default read buffer (128 KiB) is zeroed on every
+/// read and stays resident per connection: with a few hundred compressed bytes per dispatch that
+/// was a sixth of the gateway's CPU and over half its memory per shard. Large frames still
+/// arrive whole: the buffer grows to a frame's announced length when needed.
+fn websocket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0)
+}
+
+/// Bytes read from the socket at a time.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to a minute, each scaled by [0.5, 1).
 fn backoff(failures: u32) -> Duration {
     let base = Duration::from_millis(500)
@@ -295,6 +330,7 @@ async fn connection(
     session: &mut Option<Session>,
     save: &watch::Sender<Option<SavedSession>>,
     commands: &mut mpsc::Receiver<CommandRequest>,
+    window: &mut PublishWindow,
 ) -> Outcome {
     let shard = status.id;
     let config = &ctx.config;
@@ -310,12 +346,16 @@ async fn connection(
         base.trim_end_matches('/')
     );
     status.set_state(ShardState::Connecting);
-    let mut ws =
-        match tokio::time::timeout(HELLO_TIMEOUT, tokio_tungstenite::connect_async(&url)).await {
-            Ok(Ok((ws, _))) => ws,
-            Ok(Err(e)) => return Outcome::Failed(format!("connecting: {e}")),
-            Err(_) => return Outcome::Failed("connecting timed out".into()),
-        };
+    let mut ws = match tokio::time::timeout(
+        HELLO_TIMEOUT,
+        tokio_tungstenite::connect_async_with_config(&url, Some(websocket_config()), true),
+    )
+    .await
+    {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => return Outcome::Failed(format!("connecting: {e}")),
+        Err(_) => return Outcome::Failed("connecting timed out".into()),
+    };
     let mut inflater = (config.compression == Compression::ZlibStream).then(ZlibInflater::new);
 
     // HELLO.
@@ -382,15 +422,20 @@ async fn connection(
     let mut last_seq: Option<u64> = session.as_ref().map(|s| s.acked_seq);
     let mut next_beat = Instant::now() + interval.mul_f64(rand::rng().random_range(0.0..1.0));
     let mut beat_sent_at: Option<Instant> = None;
-    let mut window: FuturesOrdered<AckFuture> = FuturesOrdered::new();
     let window_limit = config.publish_window.max(1);
+    // Made once, not per event: a fresh timer or cancellation future every turn of the loop
+    // was a measurable share of the receive path.
+    let shutdown = ctx.shutdown.cancelled();
+    tokio::pin!(shutdown);
+    let beat = tokio::time::sleep_until(next_beat);
+    tokio::pin!(beat);
 
     loop {
         let step = tokio::select! {
             biased;
-            () = ctx.shutdown.cancelled() => Step::Shutdown,
-            Some((seq, ack)) = window.next(), if !window.is_empty() => Step::Acked(seq, ack),
-            () = tokio::time::sleep_until(next_beat) => Step::Beat,
+            () = &mut shutdown => Step::Shutdown,
+            acked = window.next(), if !window.is_empty() => Step::Acked(acked),
+            () = &mut beat => Step::Beat,
             // Before the socket: busy traffic must not starve commands.
             Some(request) = commands.recv(), if identified => Step::Command(request),
             // Backpressure: with the window full the socket is not read, so a slow or absent
@@ -399,11 +444,11 @@ async fn connection(
         };
         match step {
             Step::Shutdown => {
-                drain(&mut window, session, status).await;
+                drain(window, session, status).await;
                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "shardyard restarting").await;
                 return Outcome::Shutdown;
             }
-            Step::Acked(seq, ack) => {
+            Step::Acked(Acked { seq, ack, received }) => {
                 if ack == Ack::Failed {
                     // Not acknowledged: resume from the last acknowledged event, and Discord
                     // replays the rest (JetStream drops the duplicates by message id).
@@ -412,6 +457,10 @@ async fn connection(
                     return Outcome::Failed("JetStream did not acknowledge a publish".into());
                 }
                 record_ack(session, status, seq, ack);
+                status.window.store(window.len() as u64, Ordering::Relaxed);
+                if ack == Ack::Published {
+                    status.publish_latency.observe(received.elapsed());
+                }
                 if let Some(s) = session.as_ref() {
                     let acked = s.acked_seq;
                     save.send_modify(|saved| {
@@ -436,7 +485,7 @@ async fn connection(
                             responder.respond(CommandReply::unavailable(format!(
                                 "shard {shard} lost its connection while sending; the command may have been sent"
                             )));
-                            return lost(&mut window, session, status).await;
+                            return lost(window, session, status).await;
                         }
                         responder.respond(CommandReply::Sent);
                     }
@@ -447,29 +496,30 @@ async fn connection(
                     // No ACK since the last beat: a zombie connection. Close with a code that
                     // keeps the session, and resume.
                     status.count_close("zombie");
-                    drain(&mut window, session, status).await;
+                    drain(window, session, status).await;
                     close(&mut ws, RESUMABLE_CLIENT_CLOSE, "zombie connection").await;
                     return Outcome::Reconnect;
                 }
                 if send_heartbeat(&mut ws, last_seq).await.is_err() {
-                    return lost(&mut window, session, status).await;
+                    return lost(window, session, status).await;
                 }
                 limiter.record_heartbeat(Instant::now());
                 beat_sent_at = Some(Instant::now());
                 next_beat += interval;
+                beat.as_mut().reset(next_beat);
             }
             Step::Payload(Err(e)) => {
                 tracing::warn!(shard, error = %e, "unreadable frame: reconnecting");
                 status.count_close("corrupt_frame");
-                drain(&mut window, session, status).await;
+                drain(window, session, status).await;
                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "corrupt frame").await;
                 return Outcome::Reconnect;
             }
-            Step::Payload(Ok(None)) => return lost(&mut window, session, status).await,
+            Step::Payload(Ok(None)) => return lost(window, session, status).await,
             Step::Payload(Ok(Some(Closed(code)))) => {
                 let reason = CloseCode::from_u16(code).map_or("other", CloseCode::reason);
                 status.count_close(reason);
-                drain(&mut window, session, status).await;
+                drain(window, session, status).await;
                 return match shardyard_protocol::close_code::action_for(code) {
                     CloseAction::Resume => Outcome::Reconnect,
                     CloseAction::NewSession => Outcome::NewSession {
@@ -479,6 +529,7 @@ async fn connection(
                 };
             }
             Step::Payload(Ok(Some(Frame(payload)))) => {
+                let received = Instant::now();
                 let received_at = unix_micros();
                 let envelope = match read_envelope(&payload) {
                     Ok(envelope) => envelope,
@@ -499,6 +550,13 @@ async fn connection(
                         last_seq = Some(seq);
                         if event == "READY" {
                             match serde_json::from_slice::<Ready>(&data) {
+                                // It becomes part of every message id (a header).
+                                Ok(ready) if ready.session_id.chars().any(char::is_control) => {
+                                    tracing::error!(shard, "READY with an unusable session id");
+                                    return Outcome::Failed(
+                                        "READY with an unusable session id".into(),
+                                    );
+                                }
                                 Ok(ready) => {
                                     let new = Session {
                                         id: ready.session_id,
@@ -523,28 +581,20 @@ async fn connection(
                         status.count_event(event);
                         if !ctx.generation.is_active() {
                             // Another generation publishes this one; in order, it counts as done.
-                            window.push_back(Box::pin(async move { (seq, Ack::Suppressed) }));
+                            window.suppress(seq, received);
                             continue;
                         }
-                        match ctx
-                            .publisher
-                            .publish(shard, &s.id, seq, event, received_at, data)
+                        match window
+                            .publish(&s.id, seq, event, received, received_at, data)
                             .await
                         {
-                            Ok(ack) => {
-                                window.push_back(Box::pin(async move {
-                                    let ack = if ack.await.is_ok() {
-                                        Ack::Published
-                                    } else {
-                                        Ack::Failed
-                                    };
-                                    (seq, ack)
-                                }));
+                            Ok(()) => {
+                                status.window.store(window.len() as u64, Ordering::Relaxed);
                             }
                             Err(e) => {
                                 tracing::warn!(shard, error = %e, "publish failed: resuming from the last acknowledged event");
                                 status.count_close("publish_failed");
-                                drain(&mut window, session, status).await;
+                                drain(window, session, status).await;
                                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
                                 return Outcome::Failed("publish failed".into());
                             }
@@ -554,7 +604,7 @@ async fn connection(
                         // Discord asks for a beat now; the schedule stays as it is.
                         let sent = send_heartbeat(&mut ws, last_seq).await;
                         if sent.is_err() {
-                            return lost(&mut window, session, status).await;
+                            return lost(window, session, status).await;
                         }
                         limiter.record_heartbeat(Instant::now());
                     }
@@ -568,7 +618,7 @@ async fn connection(
                     }
                     Some(OpCode::Reconnect) => {
                         status.count_close("reconnect_requested");
-                        drain(&mut window, session, status).await;
+                        drain(window, session, status).await;
                         close(&mut ws, RESUMABLE_CLIENT_CLOSE, "reconnect requested").await;
                         return Outcome::Reconnect;
                     }
@@ -579,7 +629,7 @@ async fn connection(
                         } else {
                             "invalid_session"
                         });
-                        drain(&mut window, session, status).await;
+                        drain(window, session, status).await;
                         close(&mut ws, RESUMABLE_CLIENT_CLOSE, "invalid session").await;
                         if resumable && session.is_some() {
                             return Outcome::Reconnect;
@@ -598,7 +648,7 @@ async fn connection(
 enum Step {
     Command(CommandRequest),
     Shutdown,
-    Acked(u64, Ack),
+    Acked(Acked),
     Beat,
     Payload(Result<Option<Incoming>, crate::inflate::InflateError>),
 }
@@ -669,13 +719,13 @@ async fn close(ws: &mut Socket, code: u16, reason: &str) {
 }
 
 /// Waits (briefly) for outstanding publishes, so the session's sequence is as far as it can be.
-async fn drain(
-    window: &mut FuturesOrdered<AckFuture>,
-    session: &mut Option<Session>,
-    status: &ShardStatus,
-) {
+async fn drain(window: &mut PublishWindow, session: &mut Option<Session>, status: &ShardStatus) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
-    while let Ok(Some((seq, ack))) = tokio::time::timeout_at(deadline, window.next()).await {
+    while !window.is_empty() {
+        let Ok(Acked { seq, ack, .. }) = tokio::time::timeout_at(deadline, window.next()).await
+        else {
+            break;
+        };
         if ack == Ack::Failed {
             break;
         }
@@ -698,7 +748,7 @@ fn record_ack(session: &mut Option<Session>, status: &ShardStatus, seq: u64, ack
 }
 
 async fn lost(
-    window: &mut FuturesOrdered<AckFuture>,
+    window: &mut PublishWindow,
     session: &mut Option<Session>,
     status: &ShardStatus,
 ) -> Outcome {

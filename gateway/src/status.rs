@@ -69,6 +69,12 @@ pub struct ShardStatus {
     pub bytes_compressed: AtomicU64,
     /// Inflated bytes received.
     pub bytes_raw: AtomicU64,
+    /// Publishes awaiting JetStream's acknowledgement.
+    pub window: AtomicU64,
+    /// From receiving a dispatch to JetStream acknowledging it.
+    pub publish_latency: Histogram,
+    /// Waiting for an identify turn (the shared concurrency buckets and the daily budget).
+    pub identify_wait: Histogram,
     events: Mutex<BTreeMap<String, u64>>,
     closes: Mutex<BTreeMap<String, u64>>,
 }
@@ -87,6 +93,9 @@ impl ShardStatus {
             heartbeat_rtt_us: AtomicU64::new(0),
             bytes_compressed: AtomicU64::new(0),
             bytes_raw: AtomicU64::new(0),
+            window: AtomicU64::new(0),
+            publish_latency: Histogram::default(),
+            identify_wait: Histogram::default(),
             events: Mutex::default(),
             closes: Mutex::default(),
         }
@@ -123,6 +132,70 @@ impl ShardStatus {
             .entry(reason.to_owned())
             .or_default() += 1;
     }
+}
+
+/// Upper bounds of the histograms' buckets, in seconds: sub-millisecond publishes up to identify
+/// waits of minutes (a daily budget reset can be hours: those land in `+Inf`).
+const BUCKETS: [f64; 16] = [
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0,
+    60.0, 300.0,
+];
+
+/// A Prometheus histogram with fixed buckets, updated without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Observations at or below each bound (not cumulative; summed when rendered).
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// How many durations were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes `name` as one histogram summing `histograms` (one per shard: the process's view).
+fn write_histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    histograms: impl Iterator<Item = &'a Histogram>,
+) {
+    let mut counts = [0u64; BUCKETS.len()];
+    let (mut count, mut sum_us) = (0u64, 0u64);
+    for h in histograms {
+        for (total, c) in counts.iter_mut().zip(&h.counts) {
+            *total += c.load(Ordering::Relaxed);
+        }
+        count += h.count.load(Ordering::Relaxed);
+        sum_us = sum_us.saturating_add(h.sum_us.load(Ordering::Relaxed));
+    }
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let mut cumulative = 0;
+    for (bound, c) in BUCKETS.iter().zip(counts) {
+        cumulative += c;
+        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    #[allow(clippy::cast_precision_loss)]
+    let sum = sum_us as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
 /// Every shard of the process.
@@ -195,6 +268,30 @@ impl GatewayStatus {
             "shardyard_gateway_bytes_raw_total",
             "Inflated bytes received.",
             &|s| s.bytes_raw.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP shardyard_gateway_publish_window Publishes awaiting JetStream's acknowledgement.\n# TYPE shardyard_gateway_publish_window gauge"
+        );
+        for shard in &self.shards {
+            let _ = writeln!(
+                out,
+                "shardyard_gateway_publish_window{{shard=\"{}\"}} {}",
+                shard.id,
+                shard.window.load(Ordering::Relaxed)
+            );
+        }
+        write_histogram(
+            &mut out,
+            "shardyard_gateway_publish_latency_seconds",
+            "From receiving a dispatch to JetStream acknowledging it.",
+            self.shards.iter().map(|s| &s.publish_latency),
+        );
+        write_histogram(
+            &mut out,
+            "shardyard_gateway_identify_wait_seconds",
+            "Waiting for an identify turn (concurrency buckets shared by every process, the daily budget).",
+            self.shards.iter().map(|s| &s.identify_wait),
         );
         let _ = writeln!(
             out,

@@ -114,12 +114,16 @@ impl BotKey {
     /// becomes [`UNKNOWN_EVENT_TOKEN`] (the real type still travels in the header).
     #[must_use]
     pub fn event_subject(&self, shard: u32, event_type: &str) -> String {
-        let token = if is_subject_token(event_type) {
-            event_type
-        } else {
-            UNKNOWN_EVENT_TOKEN
-        };
-        format!("{SUBJECT_ROOT}.{}.events.{shard}.{token}", self.0)
+        let mut subject = self.shard_events_prefix(shard);
+        subject.push_str(event_subject_token(event_type));
+        subject
+    }
+
+    /// `shardyard.<bot>.events.<shard>.`: [`event_subject`](Self::event_subject) without the
+    /// event token, for a publisher that builds one subject per dispatch.
+    #[must_use]
+    pub fn shard_events_prefix(&self, shard: u32) -> String {
+        format!("{SUBJECT_ROOT}.{}.events.{shard}.", self.0)
     }
 
     /// Every event of the bot: `shardyard.<bot>.events.>`, the stream's subject.
@@ -232,6 +236,17 @@ pub fn is_subject_token(s: &str) -> bool {
 #[must_use]
 pub fn msg_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")
+}
+
+/// The last token of an event's subject: the type itself, or [`UNKNOWN_EVENT_TOKEN`] when it
+/// cannot be a subject token.
+#[must_use]
+pub fn event_subject_token(event_type: &str) -> &str {
+    if is_subject_token(event_type) {
+        event_type
+    } else {
+        UNKNOWN_EVENT_TOKEN
+    }
 }
 
 /// `Shardyard-Shard` of a dispatch: `<id>/<total>`.

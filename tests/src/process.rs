@@ -184,15 +184,8 @@ impl ProcessGuard {
     pub async fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.try_wait()? {
+            if let Some(status) = self.exited_by(deadline, timeout)? {
                 return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not exit within {timeout:?}\n{}",
-                    self.name,
-                    self.log_report()
-                );
             }
             tokio::time::sleep(POLL).await;
         }
@@ -202,18 +195,30 @@ impl ProcessGuard {
     pub fn wait_exit_blocking(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.try_wait()? {
+            if let Some(status) = self.exited_by(deadline, timeout)? {
                 return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{} did not exit within {timeout:?}\n{}",
-                    self.name,
-                    self.log_report()
-                );
             }
             std::thread::sleep(POLL);
         }
+    }
+
+    /// One poll of the wait loops: the status once exited, an error past the deadline.
+    fn exited_by(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<ExitStatus>> {
+        if let Some(status) = self.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{} did not exit within {timeout:?}\n{}",
+                self.name,
+                self.log_report()
+            );
+        }
+        Ok(None)
     }
 
     /// Graceful stop: SIGTERM, then SIGKILL to the group if the child is still running after

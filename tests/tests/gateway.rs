@@ -176,7 +176,7 @@ async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
         ..SimArgs::default()
     })
     .await?;
-    let gateway = GatewayProcess::start(&sim, &nats, "natsdown", 2, 0..2, &[]).await?;
+    let mut gateway = GatewayProcess::start(&sim, &nats, "natsdown", 2, 0..2, &[]).await?;
     gateway.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     nats.restart().await?;
@@ -186,6 +186,14 @@ async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
     gateway.wait_ready(Duration::from_secs(60)).await?;
     stream_equals_ground_truth(&nats, &sim, &BotKey::local("natsdown")?, 2).await?;
     assert_eq!(sim.stats().await?["violations"], json!([]));
+    // With NATS gone for good, a SIGTERM still ends the process cleanly and promptly: sessions
+    // cannot be saved, but a pod that never stops is worse (Kubernetes would SIGKILL it).
+    nats.kill_9()?;
+    let status = gateway.process().terminate(Duration::from_secs(15)).await?;
+    assert!(
+        status.success(),
+        "exits by itself with NATS down: {status:?}"
+    );
     Ok(())
 }
 
