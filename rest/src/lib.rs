@@ -1,0 +1,12 @@
+//! Discord's REST rate limits, shared by every process of a bot: the engine behind the
+//! `shardyard rest` proxy. [`ratelimit`] decides when a request may be sent and learns Discord's
+//! buckets from its answers; it does no HTTP itself.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod ratelimit;
+
+pub use ratelimit::{
+    Completion, Config, Permit, RateLimiter, Refusal, ResponseMeta, Route, RouteError, Scope,
+    TokenConfig,
+};
