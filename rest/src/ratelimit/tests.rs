@@ -755,12 +755,12 @@ async fn routes_without_limits_flow_freely() {
         .await
         .complete(&ResponseMeta::status(200));
     let started = Instant::now();
-    let permits: Vec<_> = futures_all(&limiter, &gateway, 10).await;
+    let permits: Vec<_> = permits_in_a_row(&limiter, &gateway, 10).await;
     assert_eq!(permits.len(), 10);
     assert_eq!(started.elapsed(), Duration::ZERO);
 }
 
-async fn futures_all(limiter: &RateLimiter, route: &Route, n: usize) -> Vec<Permit> {
+async fn permits_in_a_row(limiter: &RateLimiter, route: &Route, n: usize) -> Vec<Permit> {
     let mut out = Vec::new();
     for _ in 0..n {
         out.push(permit(limiter, route).await);
@@ -840,6 +840,27 @@ async fn snapshot_reports_waits_and_budgets() {
     assert_eq!(snapshot.tokens[0].global_available, 49);
     assert_eq!(snapshot.invalid_request_line, 8_000);
     assert!(snapshot.rate_limited.contains(&("global", 0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_buckets_are_forgotten() {
+    let limiter = RateLimiter::new(unbudgeted());
+    limiter.configure_token(
+        &token(),
+        TokenConfig {
+            global_per_second: 100_000,
+        },
+    );
+    for channel in 0..1023 {
+        permit(&limiter, &messages(channel))
+            .await
+            .complete(&ok("create", 5, 4, 1.0));
+    }
+    assert_eq!(limiter.snapshot().tokens[0].buckets, 1023);
+    sleep(Duration::from_secs(2)).await;
+    // Every 1024th lookup sweeps buckets whose window is over and that nobody holds.
+    let _held = permit(&limiter, &messages(5000)).await;
+    assert_eq!(limiter.snapshot().tokens[0].buckets, 1);
 }
 
 #[tokio::test(start_paused = true)]
