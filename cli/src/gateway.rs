@@ -120,7 +120,11 @@ impl GatewayArgs {
         };
         anyhow::ensure!(!token.is_empty(), "the bot token is empty");
         let presence = presence
-            .map(|p| serde_json::from_str(&p).context("--presence is not JSON"))
+            .map(|p| {
+                let presence = serde_json::from_str(&p).context("--presence is not JSON")?;
+                shardyard_gateway::commands::validate_presence(presence)
+                    .map_err(|e| anyhow::anyhow!("--presence: {e}"))
+            })
             .transpose()?;
         let config = GatewayConfig {
             bot,

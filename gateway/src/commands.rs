@@ -728,6 +728,21 @@ fn same_shard(guild_id: u64, shard: u32, total: u32) -> Result<(), String> {
     }
 }
 
+/// Checks IDENTIFY's `presence` (`--presence`) the way a `presence_update` command's `d` is
+/// checked, and returns it normalized.
+///
+/// # Errors
+/// What is wrong with it, naming the field.
+pub fn validate_presence(presence: Value) -> Result<Value, String> {
+    let Value::Object(d) = presence else {
+        return Err(format!(
+            "the presence must be an object like {{\"status\":\"online\",\"activities\":[],\"since\":null,\"afk\":false}}, not {}",
+            kind(&presence)
+        ));
+    };
+    serde_json::to_value(presence_update(d)?).map_err(|e| e.to_string())
+}
+
 fn presence_update(d: Map<String, Value>) -> Result<PresenceUpdate, String> {
     let f = Fields::new(d, &["since", "activities", "status", "afk"])?;
     let statuses = STATUSES.join(", ");
@@ -910,6 +925,34 @@ fn voice_state_update(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn identify_presence_is_checked_like_the_command() {
+        let ok = super::validate_presence(serde_json::json!({
+            "status": "dnd", "activities": [{"name": "tests", "type": 0}], "since": null, "afk": false
+        }))
+        .unwrap();
+        assert_eq!(ok["status"], "dnd");
+        assert_eq!(ok["activities"][0]["name"], "tests");
+        for (bad, says) in [
+            (serde_json::json!("online"), "must be an object"),
+            (
+                serde_json::json!({"status": "busy", "activities": [], "since": null, "afk": false}),
+                "d.status",
+            ),
+            (
+                serde_json::json!({"status": "online", "since": null, "afk": false}),
+                "activities",
+            ),
+            (
+                serde_json::json!({"status": "online", "activities": [], "since": null, "afk": false, "x": 1}),
+                "x",
+            ),
+        ] {
+            let err = super::validate_presence(bad.clone()).unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
     use super::*;
 
     /// A guild on shard `shard` of `total`.

@@ -10,6 +10,9 @@
 //!    simulator's `dispatched`.
 //! 2. Memory: VmRSS of each holding 1,000 idle shards once all are READY, minus the same
 //!    process holding 1 shard of the same 1,000.
+//! 3. Load: the gateway alone at rising simulator rates: events/s acknowledged by JetStream
+//!    (sustained throughput) and, per event, receive → stored latency (the stream's own
+//!    timestamp of the message minus its `Shardyard-Received-At` header), p50/p99/max.
 //!
 //! ```sh
 //! cargo bench -p shardyard-tests --bench gateway_receive
@@ -19,7 +22,8 @@
 //! shardyard-tests --bins`) and runs again with `SHARDYARD_BIN` pointing at the release
 //! `shardyard`. Knobs (environment): `BENCH_SHARDS` (16), `BENCH_RATE` events/s (10000),
 //! `BENCH_WINDOW_SECS` (10), `BENCH_ROUNDS` (2), `BENCH_MEMORY_SHARDS` (1000),
-//! `BENCH_SKIP_CPU`, `BENCH_SKIP_MEMORY`.
+//! `BENCH_LOAD_RATES` (`5000,20000,50000`), `BENCH_SKIP_CPU`, `BENCH_SKIP_MEMORY`,
+//! `BENCH_SKIP_LOAD`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +97,9 @@ async fn run() -> anyhow::Result<()> {
     }
     if std::env::var_os("BENCH_SKIP_MEMORY").is_none() {
         memory(&nats).await?;
+    }
+    if std::env::var_os("BENCH_SKIP_LOAD").is_none() {
+        load(&nats).await?;
     }
     Ok(())
 }
@@ -427,6 +434,137 @@ async fn memory(nats: &NatsServer) -> anyhow::Result<()> {
     println!(
         "  twilight-gateway:  {theirs_total:.1} KiB/shard (total / {shards}), {theirs_marginal:.1} KiB/shard above the 1-shard baseline"
     );
+    let violations = &sim.stats().await?["violations"];
+    println!("  simulator violations: {violations}");
+    Ok(())
+}
+
+/// The stream's last sequence number.
+async fn stream_last_seq(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
+    Ok(js.get_stream(stream).await?.info().await?.state.last_sequence)
+}
+
+/// Receive → stored latency in µs of every message in `from..=to` of `stream`.
+async fn latencies_us(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<i64>> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    use futures_util::StreamExt as _;
+    let consumer = js
+        .get_stream(stream)
+        .await?
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .context("the stream stopped delivering")?
+    {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if info.stream_sequence > to {
+            break;
+        }
+        let received: i64 = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(shardyard_protocol::names::headers::RECEIVED_AT))
+            .context("no received-at header")?
+            .as_str()
+            .parse()?;
+        let stored = i64::try_from(info.published.unix_timestamp_nanos() / 1000)?;
+        out.push(stored - received);
+        if info.stream_sequence == to {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
+
+async fn load(nats: &NatsServer) -> anyhow::Result<()> {
+    let shards: u32 = env_or("BENCH_SHARDS", 16);
+    let rates: Vec<f64> = std::env::var("BENCH_LOAD_RATES")
+        .unwrap_or_else(|_| "5000,20000,50000".to_owned())
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("BENCH_LOAD_RATES: comma-separated events/s")?;
+    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
+    let nats_pid = nats.pid().context("nats-server not running")?;
+    let js = nats.jetstream().await?;
+    let sim = SimProcess::start(SimArgs {
+        token: TOKEN.to_owned(),
+        guilds: 10_000,
+        max_concurrency: shards,
+        events_per_second: 0.0,
+        extra: ["--members-per-guild", "10"].map(str::to_owned).to_vec(),
+        ..SimArgs::default()
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let bot = "bench-load";
+    let stream = shardyard_protocol::BotKey::local(bot)?.stream();
+    let mut gateway = GatewayProcess::start(&sim, nats, bot, shards, 0..shards, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(60)).await?;
+    let pid = gateway.process().pid();
+    println!("Load: {shards} shards, zlib-stream, one gateway process (default: one thread)");
+    for rate in rates {
+        sim.post_json("/_sim/traffic", &json!({ "events_per_second": rate }))
+            .await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (c0, n0, p0, d0, first, t0) = (
+            cpu_secs(pid)?,
+            cpu_secs(nats_pid)?,
+            gateway_published(&gateway).await?,
+            sim_dispatched(&sim).await?,
+            stream_last_seq(&js, &stream).await? + 1,
+            Instant::now(),
+        );
+        tokio::time::sleep(window).await;
+        let (c1, n1, p1, d1, last, t1) = (
+            cpu_secs(pid)?,
+            cpu_secs(nats_pid)?,
+            gateway_published(&gateway).await?,
+            sim_dispatched(&sim).await?,
+            stream_last_seq(&js, &stream).await?,
+            Instant::now(),
+        );
+        sim.post_json("/_sim/traffic", &json!({ "events_per_second": 0 }))
+            .await?;
+        let secs = (t1 - t0).as_secs_f64();
+        let published = p1 - p0;
+        let mut lat = latencies_us(&js, &stream, first, last).await?;
+        lat.sort_unstable();
+        println!(
+            "  asked {rate:.0}/s: simulator dispatched {:.0}/s, acknowledged {:.0}/s; receive → stored p50 {} µs, p99 {} µs, max {} µs ({} events); gateway CPU {:.0} % of a core ({:.1} µs/event), nats-server {:.0} %",
+            (d1 - d0) as f64 / secs,
+            published as f64 / secs,
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or_default(),
+            lat.len(),
+            (c1 - c0) / secs * 100.0,
+            (c1 - c0) * 1e6 / published as f64,
+            (n1 - n0) / secs * 100.0,
+        );
+        // Let the window drain before the next rate.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let violations = &sim.stats().await?["violations"];
     println!("  simulator violations: {violations}");
     Ok(())
