@@ -1,6 +1,7 @@
 //! `shardyard`: one binary, every service a subcommand.
 
 mod gateway;
+mod rest;
 mod signal;
 mod sim;
 
@@ -20,6 +21,8 @@ enum Command {
     Sim(sim::SimArgs),
     /// Hold a bot's Discord shards and publish every event to JetStream.
     Gateway(gateway::GatewayArgs),
+    /// Proxy Discord's REST API, sharing its rate limits between every client.
+    Rest(rest::RestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,5 +38,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Gateway(args) => gateway::run(args),
+        Command::Rest(args) => rest::run(args),
     }
 }

@@ -4,6 +4,7 @@
 //!   restartable on the same port and store, killed on drop.
 //! - [`SimProcess`]: `shardyard sim` (the Discord simulator) on a free port.
 //! - [`GatewayProcess`]: `shardyard gateway` against a simulator and a nats-server.
+//! - [`RestProcess`]: `shardyard rest`, the REST proxy, in front of a simulator.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
 //! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
@@ -17,6 +18,7 @@ pub mod ground_truth;
 mod nats;
 mod ports;
 mod process;
+mod rest;
 mod sim;
 
 use std::future::Future;
@@ -27,6 +29,7 @@ pub use gateway::GatewayProcess;
 pub use nats::{NatsConfig, NatsServer};
 pub use ports::free_port;
 pub use process::{ProcessGuard, pid_alive};
+pub use rest::{RestArgs, RestProcess};
 pub use sim::{SimArgs, SimProcess};
 
 /// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default

@@ -49,6 +49,8 @@ pub(crate) struct BucketState {
     /// Set when this provisional bucket turned out to be another, already known one: its
     /// waiters move there.
     pub(crate) migrated_to: Option<Arc<Bucket>>,
+    /// At most one request in flight (`Config::sequential_buckets`).
+    pub(crate) sequential: bool,
 }
 
 /// The head of the queue's next step.
@@ -83,6 +85,9 @@ impl BucketState {
                 return Poll::WaitUntil(until);
             }
             self.blocked_until = None;
+        }
+        if self.sequential && self.in_flight > 0 {
+            return Poll::WaitForResponse;
         }
         match self.mode {
             Mode::Unknown if self.in_flight > 0 => Poll::WaitForResponse,
@@ -227,11 +232,12 @@ pub(crate) enum Head {
 }
 
 impl Bucket {
-    pub(crate) fn new(hash: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(hash: Option<Arc<str>>, sequential: bool) -> Self {
         Self {
             turnstile: Arc::new(tokio::sync::Mutex::new(())),
             state: Mutex::new(BucketState {
                 hash,
+                sequential,
                 ..BucketState::default()
             }),
             notify: Notify::new(),
@@ -353,6 +359,23 @@ mod tests {
             remaining,
             reset_after: Duration::from_millis(reset_ms),
         }
+    }
+
+    #[test]
+    fn a_sequential_bucket_lets_one_go_at_a_time_even_when_known() {
+        let now = Instant::now();
+        let mut state = BucketState {
+            sequential: true,
+            ..BucketState::default()
+        };
+        assert!(matches!(state.poll(now), Poll::Take { .. }));
+        state.in_flight -= 1;
+        state.observe(seen(5, 4, 1000), Some(0), now);
+        assert!(matches!(state.poll(now), Poll::Take { .. }));
+        assert!(matches!(state.poll(now), Poll::WaitForResponse));
+        state.in_flight -= 1;
+        assert!(matches!(state.poll(now), Poll::Take { .. }));
+        assert_eq!(state.remaining, 2);
     }
 
     #[test]

@@ -1,5 +1,11 @@
 //! The per-token global limit: at most `per_second` requests in any sliding second, and a pause
 //! of the whole token after a global 429. Interaction endpoints never come here.
+//!
+//! Discord counts a request when it *arrives*, which is some time between when the engine let
+//! it go and when its answer came back. So a request holds its slot from its permit until one
+//! second after its answer (or after its permit was dropped): then no two requests whose slots
+//! did not overlap can arrive within one second of each other, however the network delays
+//! them.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -14,11 +20,13 @@ use super::lock;
 /// The global limit's window.
 pub(crate) const GLOBAL_WINDOW: Duration = Duration::from_secs(1);
 
-/// Sends of the last second and the pause, decided without awaiting.
+/// Requests in flight, answers of the last second and the pause, decided without awaiting.
 #[derive(Debug)]
 pub(crate) struct GlobalState {
     per_second: u32,
-    sent: VecDeque<Instant>,
+    in_flight: u32,
+    /// When the answers of the last second came (at most `per_second` of them).
+    released: VecDeque<Instant>,
     paused_until: Option<Instant>,
 }
 
@@ -26,19 +34,27 @@ impl GlobalState {
     pub(crate) fn new(per_second: u32) -> Self {
         Self {
             per_second: per_second.max(1),
-            sent: VecDeque::new(),
+            in_flight: 0,
+            released: VecDeque::new(),
             paused_until: None,
         }
     }
 
     fn expire(&mut self, now: Instant) {
         while self
-            .sent
+            .released
             .front()
             .is_some_and(|at| now.saturating_duration_since(*at) >= GLOBAL_WINDOW)
         {
-            self.sent.pop_front();
+            self.released.pop_front();
         }
+    }
+
+    /// Slots in use: requests in flight and answers of the last second.
+    fn used(&self) -> usize {
+        usize::try_from(self.in_flight)
+            .unwrap_or(usize::MAX)
+            .saturating_add(self.released.len())
     }
 
     /// `Ok` when a request may be sent at `now`; else when to look again.
@@ -51,19 +67,27 @@ impl GlobalState {
         }
         self.expire(now);
         let limit = usize::try_from(self.per_second).unwrap_or(usize::MAX);
-        if self.sent.len() < limit {
+        if self.used() < limit {
             return Ok(());
         }
-        let oldest = self.sent.front().copied().unwrap_or(now);
+        // Every slot in flight: an answer wakes the waiter; look again in a second anyway.
+        let oldest = self.released.front().copied().unwrap_or(now);
         Err(oldest + GLOBAL_WINDOW)
     }
 
-    /// Counts a send at `now` (after [`GlobalState::ready`] said yes).
-    pub(crate) fn take(&mut self, now: Instant) {
-        self.sent.push_back(now);
+    /// Takes a slot for a request sent now (after [`GlobalState::ready`] said yes).
+    pub(crate) fn take(&mut self) {
+        self.in_flight = self.in_flight.saturating_add(1);
+    }
+
+    /// The request of a slot was answered (or given up) at `now`: its slot stays used for one
+    /// more second.
+    pub(crate) fn release(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.released.push_back(now);
         let limit = usize::try_from(self.per_second).unwrap_or(usize::MAX);
-        while self.sent.len() > limit {
-            self.sent.pop_front();
+        while self.released.len() > limit {
+            self.released.pop_front();
         }
     }
 
@@ -73,8 +97,8 @@ impl GlobalState {
             return 0;
         }
         self.expire(now);
-        let sent = u32::try_from(self.sent.len()).unwrap_or(u32::MAX);
-        self.per_second.saturating_sub(sent)
+        let used = u32::try_from(self.used()).unwrap_or(u32::MAX);
+        self.per_second.saturating_sub(used)
     }
 
     pub(crate) fn per_second(&self) -> u32 {
@@ -115,7 +139,7 @@ impl Global {
     }
 
     /// Waits (FIFO among the token's buckets) until a request may be sent, and returns holding
-    /// the turnstile: the caller takes the send with [`GlobalState::take`] before dropping it.
+    /// the turnstile: the caller takes a slot with [`GlobalState::take`] before dropping it.
     pub(crate) async fn wait_ready(&self) -> MutexGuard<'_, ()> {
         let turn = self.turnstile.lock().await;
         loop {
@@ -155,7 +179,8 @@ mod tests {
         for i in 0..3 {
             let at = t0 + Duration::from_millis(100 * i);
             assert_eq!(global.ready(at), Ok(()));
-            global.take(at);
+            global.take();
+            global.release(at);
         }
         assert_eq!(global.available(t0 + Duration::from_millis(300)), 0);
         assert_eq!(
@@ -164,6 +189,25 @@ mod tests {
         );
         assert_eq!(global.ready(t0 + Duration::from_secs(1)), Ok(()));
         assert_eq!(global.available(t0 + Duration::from_secs(1)), 1);
+    }
+
+    #[test]
+    fn a_slot_is_held_until_a_second_after_the_answer() {
+        let t0 = Instant::now();
+        let mut global = GlobalState::new(2);
+        global.take();
+        global.take();
+        // Both in flight: nothing more may go, however long they take.
+        assert_eq!(global.available(t0 + Duration::from_secs(5)), 0);
+        assert!(global.ready(t0 + Duration::from_secs(5)).is_err());
+        // The first answer comes at 5 s: its slot frees at 6 s, not earlier.
+        global.release(t0 + Duration::from_secs(5));
+        assert_eq!(
+            global.ready(t0 + Duration::from_millis(5_999)),
+            Err(t0 + Duration::from_secs(6))
+        );
+        assert_eq!(global.ready(t0 + Duration::from_secs(6)), Ok(()));
+        assert_eq!(global.available(t0 + Duration::from_secs(6)), 1);
     }
 
     #[test]

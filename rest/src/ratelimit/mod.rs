@@ -17,7 +17,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -62,6 +62,11 @@ pub struct Config {
     /// How long to wait after a 429 that says nothing about how long (no `retry_after`, no
     /// `Retry-After`, no `X-RateLimit-Reset-After`).
     pub fallback_retry_after: Duration,
+    /// One request in flight per bucket at a time (the next goes when the previous is answered
+    /// or dropped), as discord.js and twilight do: requests of a bucket then reach Discord in
+    /// the order they queued. Off, a known bucket lets all its remaining requests go at once,
+    /// and those race each other on the network.
+    pub sequential_buckets: bool,
 }
 
 impl Default for Config {
@@ -72,6 +77,7 @@ impl Default for Config {
             invalid_request_window: Duration::from_secs(600),
             default_max_wait: Some(Duration::from_secs(30)),
             fallback_retry_after: Duration::from_secs(1),
+            sequential_buckets: false,
         }
     }
 }
@@ -145,6 +151,9 @@ pub struct TokenSnapshot {
     pub buckets: usize,
     /// Requests queued in its buckets.
     pub waiting: usize,
+    /// Requests that have joined one of its buckets' queues since the engine started
+    /// (monotonic): with `waiting`, it lets an observer know a request is in line.
+    pub queued: u64,
 }
 
 /// Everything the proxy exports as metrics. Labels are bounded: route templates, scopes,
@@ -187,6 +196,8 @@ struct Table {
     routes: HashMap<String, Arc<str>>,
     buckets: HashMap<BucketId, Arc<Bucket>>,
     ops: u32,
+    /// [`Config::sequential_buckets`].
+    sequential: bool,
 }
 
 impl fmt::Debug for Table {
@@ -228,7 +239,7 @@ impl Table {
         Arc::clone(
             self.buckets
                 .entry(id)
-                .or_insert_with(|| Arc::new(Bucket::new(hash))),
+                .or_insert_with(|| Arc::new(Bucket::new(hash, self.sequential))),
         )
     }
 
@@ -287,7 +298,7 @@ impl Table {
         Arc::clone(
             self.buckets
                 .entry(learned)
-                .or_insert_with(|| Arc::new(Bucket::new(Some(hash)))),
+                .or_insert_with(|| Arc::new(Bucket::new(Some(hash), self.sequential))),
         )
     }
 }
@@ -297,6 +308,7 @@ impl Table {
 struct TokenState {
     fingerprint: TokenFingerprint,
     locked: AtomicBool,
+    queued: AtomicU64,
     global: Global,
     table: Mutex<Table>,
 }
@@ -339,7 +351,21 @@ pub struct Permit {
     state: Arc<TokenState>,
     route: Route,
     slot: Slot,
+    /// The global-limit slot (none for interactions), released when the permit completes or
+    /// drops.
+    global: Option<GlobalSlot>,
     waited: Duration,
+}
+
+/// A request's slot under its token's global limit: held from the permit until the answer (or
+/// the permit's drop), then counted for one more second.
+struct GlobalSlot(Arc<TokenState>);
+
+impl Drop for GlobalSlot {
+    fn drop(&mut self) {
+        lock(&self.0.global.state).release(Instant::now());
+        self.0.global.wake();
+    }
 }
 
 impl fmt::Debug for Permit {
@@ -518,6 +544,7 @@ impl RateLimiter {
                     locked: state.locked.load(Ordering::Relaxed),
                     buckets,
                     waiting,
+                    queued: state.queued.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -550,8 +577,12 @@ impl Inner {
             Arc::new(TokenState {
                 fingerprint,
                 locked: AtomicBool::new(false),
+                queued: AtomicU64::new(0),
                 global: Global::new(self.config.global_per_second),
-                table: Mutex::new(Table::default()),
+                table: Mutex::new(Table {
+                    sequential: self.config.sequential_buckets,
+                    ..Table::default()
+                }),
             })
         }))
     }
@@ -620,6 +651,7 @@ impl Inner {
         started: Instant,
     ) -> Result<Permit, Refusal> {
         let mut waiting = bucket.enter();
+        state.queued.fetch_add(1, Ordering::Relaxed);
         let mut turn = bucket.turn().await;
         let mut slot = loop {
             match bucket.wait_head().await {
@@ -643,9 +675,10 @@ impl Inner {
         let now = Instant::now();
         // A 401, a webhook's 404 or the invalid-request line may have come while waiting.
         self.precheck(&state, &route, now)?;
-        if global_turn.is_some() {
-            lock(&state.global.state).take(now);
-        }
+        let global = global_turn.is_some().then(|| {
+            lock(&state.global.state).take();
+            GlobalSlot(Arc::clone(&state))
+        });
         slot.mark_sent();
         drop(global_turn);
         drop(turn);
@@ -670,6 +703,7 @@ impl Inner {
             state,
             route,
             slot,
+            global,
             waited,
         })
     }
@@ -712,6 +746,7 @@ impl Permit {
             state,
             route,
             slot,
+            global,
             waited: _,
         } = self;
         let now = Instant::now();
@@ -813,15 +848,14 @@ impl Permit {
             counted_in.wake();
         }
 
+        if let Some((Scope::Global, after)) = retry {
+            lock(&state.global.state).pause(later(now, after));
+        }
+        // Frees the global slot (a second from now) and wakes the token's next request.
+        drop(global);
         match retry {
             None => Completion::Done,
-            Some((scope, after)) => {
-                if scope == Scope::Global {
-                    lock(&state.global.state).pause(later(now, after));
-                    state.global.wake();
-                }
-                Completion::RetryAfter { after, scope }
-            }
+            Some((scope, after)) => Completion::RetryAfter { after, scope },
         }
     }
 }

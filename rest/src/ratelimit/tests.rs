@@ -311,6 +311,31 @@ async fn per_token_global_limit_is_configurable() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_global_slot_is_held_until_a_second_after_the_answer() {
+    // Discord counts a request when it arrives, which may be as late as its answer: a slow
+    // request must not let the next second's requests land in the same second as it.
+    let limiter = RateLimiter::new(unbudgeted());
+    limiter.configure_token(
+        &token(),
+        TokenConfig {
+            global_per_second: 1,
+        },
+    );
+    let slow = permit(&limiter, &messages(1)).await;
+    let next = spawn_acquire(&limiter, &messages(2));
+    sleep(Duration::from_secs(5)).await;
+    assert!(!next.is_finished(), "the slow request still holds the slot");
+    slow.complete(&ResponseMeta::status(200));
+    let answered = Instant::now();
+    drop(next.await.unwrap().unwrap());
+    assert_eq!(answered.elapsed(), Duration::from_secs(1));
+    // A dropped permit frees its slot a second later too.
+    let started = Instant::now();
+    drop(permit(&limiter, &messages(3)).await);
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
 async fn interaction_endpoints_skip_the_global_limit() {
     let limiter = RateLimiter::new(unbudgeted());
     limiter.configure_token(
@@ -838,8 +863,32 @@ async fn snapshot_reports_waits_and_budgets() {
     assert_eq!(snapshot.tokens.len(), 1);
     assert_eq!(snapshot.tokens[0].global_limit, 50);
     assert_eq!(snapshot.tokens[0].global_available, 49);
+    assert_eq!(snapshot.tokens[0].queued, 2);
+    assert_eq!(snapshot.tokens[0].waiting, 0);
     assert_eq!(snapshot.invalid_request_line, 8_000);
     assert!(snapshot.rate_limited.contains(&("global", 0)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn queued_counts_a_request_as_soon_as_it_is_in_line() {
+    let limiter = RateLimiter::new(unbudgeted());
+    let route = messages(1);
+    let first = permit(&limiter, &route).await;
+    // An unknown bucket lets one request go alone: the second waits in line, and is counted
+    // as queued (and waiting) before it gets its permit.
+    let second = {
+        let limiter = limiter.clone();
+        let route = route.clone();
+        tokio::spawn(async move { limiter.acquire(&token(), &route, None).await.map(drop) })
+    };
+    tokio::task::yield_now().await;
+    let snapshot = limiter.snapshot();
+    assert_eq!(snapshot.tokens[0].queued, 2);
+    assert_eq!(snapshot.tokens[0].waiting, 1);
+    first.complete(&ok("h", 5, 4, 1.0));
+    second.await.unwrap().unwrap();
+    assert_eq!(limiter.snapshot().tokens[0].waiting, 0);
+    assert_eq!(limiter.snapshot().tokens[0].queued, 2);
 }
 
 #[tokio::test(start_paused = true)]

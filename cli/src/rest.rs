@@ -1,0 +1,148 @@
+//! `shardyard rest`: the REST proxy in front of Discord's API, sharing its rate limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use shardyard_protocol::Token;
+use shardyard_rest::proxy::{DEFAULT_UPSTREAM, ProxyConfig};
+
+/// Flags of `shardyard rest`; `--listen`, `--upstream`, `--nats` and `--admin-addr` are an exact
+/// interface.
+#[derive(Debug, Args)]
+pub(crate) struct RestArgs {
+    /// Where clients connect (they use `http://ADDR/api` as Discord's API base).
+    #[arg(long, env = "SHARDYARD_REST_LISTEN")]
+    listen: SocketAddr,
+    /// Discord's API base, without the version.
+    #[arg(long, env = "SHARDYARD_REST_UPSTREAM", default_value = DEFAULT_UPSTREAM)]
+    upstream: String,
+    /// NATS server URL, for sharing rate limits between replicas (not implemented yet: each
+    /// replica limits on its own).
+    #[arg(long, env = "SHARDYARD_NATS_URL")]
+    nats: Option<String>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here.
+    #[arg(long, env = "SHARDYARD_ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// A file holding the bot token (else `SHARDYARD_TOKEN`; without either, clients must send
+    /// their own `Authorization`).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Requests per second per token (Discord's global limit).
+    #[arg(long, env = "SHARDYARD_REST_GLOBAL_PER_SECOND", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    global_per_second: u32,
+    /// Invalid requests (401, 403, 429) per 10 minutes at which every request is refused
+    /// locally (503); Cloudflare bans the IP at 10,000.
+    #[arg(long, env = "SHARDYARD_REST_INVALID_REQUEST_LINE", default_value_t = 8_000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    invalid_request_line: u32,
+    /// How long (seconds) a request may wait for the rate limit unless it says otherwise with
+    /// `X-Shardyard-Max-Wait`; past it the proxy answers 429 itself.
+    #[arg(long, env = "SHARDYARD_REST_MAX_WAIT", default_value_t = 30.0)]
+    max_wait: f64,
+    /// Seconds an upstream request may take until its whole answer is in (then 504).
+    #[arg(long, env = "SHARDYARD_REST_UPSTREAM_TIMEOUT", default_value_t = 30.0)]
+    upstream_timeout: f64,
+    /// Retries of GET, PUT and DELETE after an upstream connection error or 5xx.
+    #[arg(long, env = "SHARDYARD_REST_UPSTREAM_RETRIES", default_value_t = 2)]
+    upstream_retries: u32,
+    /// The largest multipart (file upload) body, in bytes (Discord's default upload limit).
+    #[arg(long, env = "SHARDYARD_REST_MAX_UPLOAD_BYTES", default_value_t = 25 * 1024 * 1024)]
+    max_upload_bytes: usize,
+    /// The largest body of any other type (JSON), in bytes.
+    #[arg(long, env = "SHARDYARD_REST_MAX_JSON_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_json_bytes: usize,
+    /// Distinct client tokens (their own `Authorization`) the proxy keeps limits for.
+    #[arg(long, env = "SHARDYARD_REST_MAX_TOKENS", default_value_t = 1024)]
+    max_tokens: usize,
+    /// Let a bucket's remaining requests go at once instead of one after the other's answer:
+    /// more throughput per bucket, but requests of a bucket may then reach Discord out of order.
+    #[arg(long, env = "SHARDYARD_REST_UNORDERED_BUCKETS")]
+    unordered_buckets: bool,
+}
+
+fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        value.is_finite() && value >= 0.0,
+        "{name} must be a number of seconds, 0 or more"
+    );
+    Duration::try_from_secs_f64(value).with_context(|| format!("{name} is too large"))
+}
+
+impl RestArgs {
+    fn into_config(self) -> anyhow::Result<(ProxyConfig, Option<String>)> {
+        let Self {
+            listen,
+            upstream,
+            nats,
+            admin_addr,
+            token_file,
+            global_per_second,
+            invalid_request_line,
+            max_wait,
+            upstream_timeout,
+            upstream_retries,
+            max_upload_bytes,
+            max_json_bytes,
+            max_tokens,
+            unordered_buckets,
+        } = self;
+        let token = match token_file {
+            Some(path) => Some(Token::new(
+                &std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading the token file {}", path.display()))?,
+            )),
+            None => std::env::var("SHARDYARD_TOKEN")
+                .ok()
+                .map(|raw| Token::new(&raw)),
+        }
+        .filter(|token| !token.is_empty());
+        let mut config = ProxyConfig::new(listen);
+        config.upstream = upstream;
+        config.token = token;
+        config.admin_addr = admin_addr;
+        config.limits.global_per_second = global_per_second;
+        config.limits.invalid_request_line = invalid_request_line;
+        config.limits.default_max_wait = Some(seconds("--max-wait", max_wait)?);
+        config.limits.sequential_buckets = !unordered_buckets;
+        config.upstream_timeout = seconds("--upstream-timeout", upstream_timeout)?;
+        config.upstream_retries = upstream_retries;
+        config.max_upload_bytes = max_upload_bytes;
+        config.max_json_bytes = max_json_bytes;
+        config.max_tokens = max_tokens;
+        Ok((config, nats))
+    }
+}
+
+pub(crate) fn run(args: RestArgs) -> anyhow::Result<()> {
+    let (config, nats) = args.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        if nats.is_some() {
+            tracing::warn!(
+                "--nats: sharing rate limits between replicas is not implemented yet; this \
+                 replica limits on its own (run one replica per bot token)"
+            );
+        }
+        if config.token.is_none() {
+            tracing::warn!(
+                "no bot token (SHARDYARD_TOKEN or --token-file): requests without their own \
+                 Authorization are refused"
+            );
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signal::shutdown_signal().await;
+            tracing::info!("shutting down: finishing requests in flight");
+            stop.cancel();
+        });
+        shardyard_rest::run(config, shutdown)
+            .await
+            .context("running the REST proxy")
+    })
+}

@@ -1,0 +1,716 @@
+//! The HTTP proxy in front of Discord's REST API (`shardyard rest`): every request is classified
+//! into a [`Route`], waits for the [`RateLimiter`]'s permit, goes upstream with the bot token,
+//! and the answer teaches the engine before it goes back to the client. 429s are retried
+//! transparently; upstream failures are retried for idempotent methods. See the crate's README
+//! for the interface and the status codes of local answers.
+
+mod answer;
+pub mod headers;
+mod metrics;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::BytesMut;
+use futures_util::StreamExt as _;
+use shardyard_protocol::Token;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ratelimit::{
+    self, Completion, Method, RateLimiter, ResponseMeta, Route, RouteKind, TokenFingerprint, lock,
+};
+use answer::Local;
+use metrics::Metrics;
+
+/// Discord's API, where requests go by default.
+pub const DEFAULT_UPSTREAM: &str = "https://discord.com/api";
+
+/// The proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Discord's API base without the version (`https://discord.com/api`): a request for
+    /// `/api/v10/x` goes to `{upstream}/v10/x`.
+    pub upstream: String,
+    /// The bot token injected into requests that carry no `Authorization`. Without one, such
+    /// requests to bot routes are refused (401, `no_token`).
+    pub token: Option<Token>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    pub admin_addr: Option<SocketAddr>,
+    /// The rate-limit engine's settings (global limit, invalid-request line, default wait
+    /// budget).
+    pub limits: ratelimit::Config,
+    /// How long an upstream request may take until its whole answer is in.
+    pub upstream_timeout: Duration,
+    /// Retries of an idempotent request (GET, PUT, DELETE) after a connection error or a 5xx.
+    pub upstream_retries: u32,
+    /// The largest `multipart/form-data` body (file uploads).
+    pub max_upload_bytes: usize,
+    /// The largest body of any other type (JSON).
+    pub max_json_bytes: usize,
+    /// Distinct client tokens (`Authorization` headers) the proxy keeps limits for.
+    pub max_tokens: usize,
+}
+
+impl ProxyConfig {
+    /// Defaults for everything but where to listen.
+    #[must_use]
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            upstream: DEFAULT_UPSTREAM.to_owned(),
+            token: None,
+            admin_addr: None,
+            limits: ratelimit::Config {
+                sequential_buckets: true,
+                ..ratelimit::Config::default()
+            },
+            upstream_timeout: Duration::from_secs(30),
+            upstream_retries: 2,
+            max_upload_bytes: 25 * 1024 * 1024,
+            max_json_bytes: 10 * 1024 * 1024,
+            max_tokens: 1024,
+        }
+    }
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// `--upstream` is not an http(s) URL.
+    #[error("the upstream {0:?} is not an http:// or https:// URL")]
+    Upstream(String),
+    /// The HTTP client could not be built (TLS set-up).
+    #[error("building the HTTP client")]
+    Client(#[source] reqwest::Error),
+    /// An address could not be bound.
+    #[error("binding {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("serving HTTP")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Backoff before the first retry of an upstream failure; doubles each time.
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
+/// 429s retried for one request before upstream's 429 goes to the client.
+const MAX_RATE_LIMIT_RETRIES: u32 = 8;
+/// The longest `X-Shardyard-Max-Wait` taken into account.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 60 * 60);
+
+struct Proxy {
+    engine: RateLimiter,
+    http: reqwest::Client,
+    upstream: String,
+    token: Option<Token>,
+    default_fingerprint: Option<TokenFingerprint>,
+    client_tokens: Mutex<HashSet<TokenFingerprint>>,
+    config: ProxyConfig,
+    metrics: Metrics,
+    ready: AtomicBool,
+}
+
+/// Runs the proxy until `shutdown` is cancelled, then lets in-flight requests finish.
+///
+/// # Errors
+/// A bad upstream URL, an address that cannot be bound, or a server failure.
+pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
+    let upstream = config.upstream.trim_end_matches('/').to_owned();
+    match reqwest::Url::parse(&upstream) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
+        _ => return Err(ProxyError::Upstream(upstream)),
+    }
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(ProxyError::Client)?;
+    let engine = RateLimiter::new(config.limits.clone());
+    let default_fingerprint = config.token.as_ref().map(|t| engine.fingerprint(t));
+    let proxy = Arc::new(Proxy {
+        engine,
+        http,
+        upstream,
+        token: config.token.clone(),
+        default_fingerprint,
+        client_tokens: Mutex::new(HashSet::new()),
+        config: config.clone(),
+        metrics: Metrics::default(),
+        ready: AtomicBool::new(false),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    if let Some(addr) = config.admin_addr {
+        let admin = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ProxyError::Bind { addr, source })?;
+        let app = admin_router(Arc::clone(&proxy));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(admin, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+            {
+                tracing::error!(%error, "the admin server failed");
+            }
+        });
+    }
+    let app = Router::new()
+        .fallback(handle)
+        .with_state(Arc::clone(&proxy));
+    proxy.ready.store(true, Ordering::Relaxed);
+    tracing::info!(
+        listen = %config.listen,
+        admin = ?config.admin_addr,
+        default_token = proxy.token.is_some(),
+        "REST proxy listening"
+    );
+    let stop = shutdown.clone();
+    let ready = Arc::clone(&proxy);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            stop.cancelled().await;
+            ready.ready.store(false, Ordering::Relaxed);
+        })
+        .await
+        .map_err(ProxyError::Serve)
+}
+
+fn admin_router(proxy: Arc<Proxy>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            get(|State(proxy): State<Arc<Proxy>>| async move {
+                if proxy.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(proxy): State<Arc<Proxy>>| async move {
+                let text = proxy
+                    .metrics
+                    .render(&proxy.engine.snapshot(), proxy.default_fingerprint);
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+            }),
+        )
+        .with_state(proxy)
+}
+
+/// Counts a request in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+    let _in_flight = InFlight::new(&proxy.metrics);
+    let (parts, body) = request.into_parts();
+    let method_label = Method::parse(parts.method.as_str()).map_or("other", Method::as_str);
+    let (route_label, response) = match proxy.forward(parts, body).await {
+        Ok((route, response)) => (route, response),
+        Err((route, local)) => {
+            proxy.metrics.local(local.kind);
+            (route, local.into_response())
+        }
+    };
+    let status = response.status().as_u16();
+    proxy.metrics.request(
+        method_label,
+        route_label.as_deref().unwrap_or("invalid"),
+        status,
+    );
+    tracing::debug!(
+        method = method_label,
+        route = route_label.as_deref().unwrap_or("invalid"),
+        status,
+        "answered"
+    );
+    response
+}
+
+/// A failure with the route's template, when the request got that far.
+type Failure = (Option<String>, Local);
+
+/// What an upstream answer becomes.
+enum Upstream {
+    /// Send it to the client.
+    Answer(Response),
+    /// Try again, after `backoff` (a 429's wait is the engine's business).
+    Retry { backoff: Option<Duration> },
+}
+
+impl Proxy {
+    async fn forward(
+        &self,
+        parts: Parts,
+        body: Body,
+    ) -> Result<(Option<String>, Response), Failure> {
+        let raw_path = parts.uri.path();
+        let Some(versioned) = versioned_path(raw_path) else {
+            return Err((
+                None,
+                Local::bad_request(
+                    "bad_path",
+                    "shardyard: the path must start with /api/v{N}/ (e.g. /api/v10/users/@me)",
+                ),
+            ));
+        };
+        let route = Route::parse(parts.method.as_str(), raw_path).map_err(|error| {
+            let kind = if matches!(error, ratelimit::RouteError::Method) {
+                "bad_method"
+            } else {
+                "bad_path"
+            };
+            (
+                None,
+                Local::bad_request(kind, format!("shardyard: {error}")),
+            )
+        })?;
+        let template = Some(route.template().to_owned());
+        let fail = |local: Local| (template.clone(), local);
+
+        let max_wait = max_wait(&parts.headers).map_err(fail)?;
+        let (key, authorization) = self.credentials(&parts.headers, &route).map_err(fail)?;
+
+        let limit = if is_multipart(&parts.headers) {
+            self.config.max_upload_bytes
+        } else {
+            self.config.max_json_bytes
+        };
+        let body = read_body(&parts.headers, body, limit).await.map_err(fail)?;
+
+        let mut url = format!("{}{versioned}", self.upstream);
+        if let Some(query) = parts.uri.query() {
+            url.push('?');
+            url.push_str(query);
+        }
+        let method = parts.method.clone();
+        let mut headers = headers::upstream_request(parts.headers);
+        if let Some(authorization) = authorization {
+            headers.insert(header::AUTHORIZATION, authorization);
+        }
+
+        let idempotent = matches!(route.method(), Method::Get | Method::Put | Method::Delete);
+        let mut failures = 0u32;
+        let mut rate_limited = 0u32;
+        loop {
+            let permit = self
+                .engine
+                .acquire(&key, &route, max_wait)
+                .await
+                .map_err(|refusal| fail(Local::from_refusal(&refusal)))?;
+            let sent = Instant::now();
+            let request = self
+                .http
+                .request(method.clone(), &url)
+                .headers(headers.clone())
+                .body(body.clone());
+            let outcome = tokio::time::timeout(self.config.upstream_timeout, async {
+                let response = request.send().await?;
+                let status = response.status();
+                let headers = response.headers().clone();
+                self.metrics
+                    .upstream(route.method().as_str(), sent.elapsed());
+                let bytes = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, headers, bytes))
+            })
+            .await;
+            let (status, upstream_headers, bytes) = match outcome {
+                Err(_elapsed) => {
+                    drop(permit);
+                    self.metrics.upstream_error("timeout");
+                    tracing::warn!(route = %route, "upstream timed out");
+                    return Err(fail(Local::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        format!(
+                            "shardyard: upstream did not answer within {:.3} s",
+                            self.config.upstream_timeout.as_secs_f64()
+                        ),
+                    )));
+                }
+                Ok(Err(error)) => {
+                    drop(permit);
+                    let error = error.without_url();
+                    self.metrics.upstream_error("connect");
+                    let cause = error_chain(&error);
+                    tracing::warn!(route = %route, error = %cause, "upstream request failed");
+                    if idempotent && failures < self.config.upstream_retries {
+                        self.metrics.retry("connect");
+                        tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(failures)).await;
+                        failures += 1;
+                        continue;
+                    }
+                    return Err(fail(Local::new(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unreachable",
+                        format!(
+                            "shardyard: the request to upstream failed ({}): {cause}",
+                            attempts(failures, idempotent)
+                        ),
+                    )));
+                }
+                Ok(Ok(parts)) => parts,
+            };
+            let meta = ResponseMeta::from_parts(
+                status.as_u16(),
+                |name| upstream_headers.get(name).and_then(|v| v.to_str().ok()),
+                &bytes,
+                unix_now(),
+            );
+            match self.upstream_answer(
+                permit.complete(&meta),
+                status,
+                upstream_headers,
+                bytes,
+                idempotent,
+                &mut failures,
+                &mut rate_limited,
+            ) {
+                Ok(Upstream::Answer(response)) => return Ok((template, response)),
+                Ok(Upstream::Retry { backoff: None }) => {}
+                Ok(Upstream::Retry {
+                    backoff: Some(backoff),
+                }) => tokio::time::sleep(backoff).await,
+                Err(local) => return Err(fail(local)),
+            }
+        }
+    }
+
+    /// Decides what an upstream answer becomes: a retry (429s; 5xx of idempotent methods),
+    /// a 502 (other 5xx), or the answer itself.
+    #[allow(clippy::too_many_arguments)]
+    fn upstream_answer(
+        &self,
+        completion: Completion,
+        status: StatusCode,
+        headers: HeaderMap,
+        bytes: Bytes,
+        idempotent: bool,
+        failures: &mut u32,
+        rate_limited: &mut u32,
+    ) -> Result<Upstream, Local> {
+        if let Completion::RetryAfter { after, scope } = completion {
+            if *rate_limited < MAX_RATE_LIMIT_RETRIES {
+                *rate_limited += 1;
+                self.metrics.retry("rate_limited");
+                tracing::debug!(
+                    scope = scope.as_str(),
+                    after = after.as_secs_f64(),
+                    "retrying a 429"
+                );
+                return Ok(Upstream::Retry { backoff: None });
+            }
+        } else if status.is_server_error() {
+            self.metrics.upstream_error("status_5xx");
+            if idempotent && *failures < self.config.upstream_retries {
+                let backoff = RETRY_BACKOFF * 2u32.saturating_pow(*failures);
+                *failures += 1;
+                self.metrics.retry("upstream_5xx");
+                return Ok(Upstream::Retry {
+                    backoff: Some(backoff),
+                });
+            }
+            let mut local = Local::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_5xx",
+                format!(
+                    "shardyard: upstream answered {status} ({})",
+                    attempts(*failures, idempotent)
+                ),
+            );
+            local.upstream_status = Some(status.as_u16());
+            return Err(local);
+        }
+        let mut response = Response::new(Body::from(bytes));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers::client_response(headers);
+        Ok(Upstream::Answer(response))
+    }
+
+    /// The token the request is limited under, and the `Authorization` to send upstream.
+    fn credentials(
+        &self,
+        headers: &HeaderMap,
+        route: &Route,
+    ) -> Result<(Token, Option<HeaderValue>), Local> {
+        let mut given = headers.get_all(header::AUTHORIZATION).iter();
+        let (first, second) = (given.next(), given.next());
+        if second.is_some() {
+            return Err(Local::bad_request(
+                "bad_authorization",
+                "shardyard: more than one Authorization header",
+            ));
+        }
+        if let Some(value) = first {
+            let text = value
+                .to_str()
+                .ok()
+                .filter(|t| !t.trim().is_empty())
+                .ok_or_else(|| {
+                    Local::bad_request(
+                        "bad_authorization",
+                        "shardyard: the Authorization header is empty or not visible ASCII",
+                    )
+                })?;
+            let token = Token::new(text);
+            let fingerprint = self.engine.fingerprint(&token);
+            if Some(fingerprint) != self.default_fingerprint {
+                let mut known = lock(&self.client_tokens);
+                if !known.contains(&fingerprint) {
+                    if known.len() >= self.config.max_tokens {
+                        return Err(Local::refusal(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too_many_tokens",
+                            format!(
+                                "shardyard: this proxy already keeps limits for {} client tokens",
+                                self.config.max_tokens
+                            ),
+                        ));
+                    }
+                    known.insert(fingerprint);
+                }
+            }
+            let mut value = value.clone();
+            value.set_sensitive(true);
+            return Ok((token, Some(value)));
+        }
+        match (&self.token, route.kind()) {
+            (Some(token), RouteKind::Bot) => {
+                let mut value = HeaderValue::from_str(&token.authorization()).map_err(|_| {
+                    Local::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "bad_configured_token",
+                        "shardyard: the configured bot token is not a valid header value",
+                    )
+                })?;
+                value.set_sensitive(true);
+                Ok((token.clone(), Some(value)))
+            }
+            // Webhooks and interactions are authenticated by the token in their path: the bot
+            // token is not sent, but their limits are kept with the bot's.
+            (Some(token), _) => Ok((token.clone(), None)),
+            (None, RouteKind::Bot) => Err(Local::refusal(
+                StatusCode::UNAUTHORIZED,
+                "no_token",
+                "shardyard: the request has no Authorization and the proxy has no bot token",
+            )),
+            (None, _) => Ok((Token::new(""), None)),
+        }
+    }
+}
+
+fn attempts(failures: u32, idempotent: bool) -> String {
+    if idempotent {
+        format!("{} attempts", failures + 1)
+    } else {
+        "not retried: the method is not idempotent".to_owned()
+    }
+}
+
+/// `reqwest`'s error and its sources, without the URL (which may hold a webhook token).
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The path after `/api`, when it is `/api/v{N}/…` without dot segments or backslashes (which
+/// URL resolution would turn into a path outside `/api/v{N}` upstream, with the bot token).
+fn versioned_path(path: &str) -> Option<&str> {
+    if path.contains('\\') || path.split('/').any(is_dot_segment) {
+        return None;
+    }
+    let rest = path.strip_prefix("/api/v")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    (digits > 0 && digits <= 3 && rest[digits..].starts_with('/') && rest.len() > digits + 1)
+        .then(|| &path[4..])
+}
+
+/// `.` or `..`, also percent-encoded (`%2e`), as the URL standard reads them.
+fn is_dot_segment(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    matches!(
+        lower.as_str(),
+        "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e"
+    )
+}
+
+/// `X-Shardyard-Max-Wait` in seconds, if given.
+fn max_wait(headers: &HeaderMap) -> Result<Option<Duration>, Local> {
+    let Some(value) = headers.get(headers::MAX_WAIT) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .map(|v| Some(Duration::try_from_secs_f64(v).map_or(MAX_WAIT_CAP, |d| d.min(MAX_WAIT_CAP))))
+        .ok_or_else(|| {
+            Local::bad_request(
+                "bad_max_wait",
+                "shardyard: X-Shardyard-Max-Wait must be a number of seconds, 0 or more",
+            )
+        })
+}
+
+fn is_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/")
+        })
+}
+
+/// Bytes of a refused body read and thrown away, so that the client (still sending) reads the
+/// 413 instead of a reset connection.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+/// How long draining a refused body may take.
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Reads the whole body, refusing one over `limit` (413) from its `Content-Length` or as it
+/// streams in.
+async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Local> {
+    let too_large = || {
+        Local::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("shardyard: the body is larger than {limit} bytes, more than Discord accepts"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    let mut refused = declared.is_some_and(|n| n > limit as u64);
+    if !refused {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| {
+                Local::bad_request("bad_body", "shardyard: the request body could not be read")
+            })?;
+            if buffer.len() + chunk.len() > limit {
+                refused = true;
+                break;
+            }
+            buffer.extend_from_slice(&chunk);
+        }
+    }
+    if !refused {
+        return Ok(buffer.freeze());
+    }
+    let drain = async {
+        let mut drained = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            drained += chunk.len();
+            if drained > DRAIN_CAP {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    Err(too_large())
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versioned_paths() {
+        assert_eq!(versioned_path("/api/v10/users/@me"), Some("/v10/users/@me"));
+        assert_eq!(versioned_path("/api/v9/x"), Some("/v9/x"));
+        assert_eq!(versioned_path("/api/v10/"), None);
+        assert_eq!(versioned_path("/api/v10"), None);
+        assert_eq!(versioned_path("/api/users/@me"), None);
+        assert_eq!(versioned_path("/api/vx/users"), None);
+        assert_eq!(versioned_path("/v10/users"), None);
+        assert_eq!(versioned_path(""), None);
+        for climbing in [
+            "/api/v10/channels/../../oauth2",
+            "/api/v10/./users",
+            "/api/v10/users/%2E%2e/x",
+            "/api/v10/users/.%2e",
+            "/api/v10/users/%2e",
+            "/api/v10/channels\\..\\x",
+        ] {
+            assert_eq!(versioned_path(climbing), None, "{climbing}");
+        }
+        assert_eq!(
+            versioned_path("/api/v10/users/.../x"),
+            Some("/v10/users/.../x")
+        );
+    }
+
+    #[test]
+    fn max_wait_header() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(max_wait(&headers), Ok(None));
+        headers.insert(headers::MAX_WAIT, HeaderValue::from_static("1.5"));
+        assert_eq!(max_wait(&headers), Ok(Some(Duration::from_millis(1500))));
+        headers.insert(headers::MAX_WAIT, HeaderValue::from_static("1e300"));
+        assert_eq!(max_wait(&headers), Ok(Some(MAX_WAIT_CAP)));
+        for bad in ["-1", "NaN", "inf", "soon", ""] {
+            headers.insert(headers::MAX_WAIT, HeaderValue::from_static(bad));
+            assert_eq!(
+                max_wait(&headers).unwrap_err().kind,
+                "bad_max_wait",
+                "{bad}"
+            );
+        }
+    }
+}

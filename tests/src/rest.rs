@@ -1,0 +1,185 @@
+//! `shardyard rest` (the REST proxy) as a process, in front of a [`SimProcess`].
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::{ProcessGuard, SimProcess, eventually, free_port, shardyard_bin};
+
+/// How to start a [`RestProcess`].
+#[derive(Debug, Clone)]
+pub struct RestArgs {
+    /// `SHARDYARD_TOKEN` for the proxy; `None` starts it without a bot token.
+    pub token: Option<String>,
+    /// `--upstream`; `None` is the simulator's `http://ADDR/api`.
+    pub upstream: Option<String>,
+    /// More flags, appended as they are.
+    pub extra: Vec<String>,
+}
+
+impl RestArgs {
+    /// The simulator's token and API, and `extra` flags.
+    #[must_use]
+    pub fn for_sim(sim: &SimProcess, extra: &[&str]) -> Self {
+        Self {
+            token: Some(sim.token().to_owned()),
+            upstream: None,
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+}
+
+/// A running `shardyard rest --listen 127.0.0.1:P --upstream SIM/api --admin-addr 127.0.0.1:Q`,
+/// killed with its process group when dropped. It logs at debug level, so tests can assert what
+/// never appears in its log.
+#[derive(Debug)]
+pub struct RestProcess {
+    process: ProcessGuard,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    http: reqwest::Client,
+}
+
+impl RestProcess {
+    /// Starts the proxy in front of `sim` with the simulator's token and `extra` flags, and
+    /// waits until `/readyz` answers 200.
+    ///
+    /// # Errors
+    /// When the process does not start or never becomes ready.
+    pub async fn start(sim: &SimProcess, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with(sim, RestArgs::for_sim(sim, extra)).await
+    }
+
+    /// Starts the proxy as `args` say.
+    ///
+    /// # Errors
+    /// When the process does not start or never becomes ready.
+    pub async fn start_with(sim: &SimProcess, args: RestArgs) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let upstream = args
+            .upstream
+            .clone()
+            .unwrap_or_else(|| format!("{}/api", sim.http_base()));
+        let mut command = Command::new(shardyard_bin()?);
+        command
+            .arg("rest")
+            .args(["--listen", &addr.to_string()])
+            .args(["--upstream", &upstream])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(&args.extra)
+            .env_remove("SHARDYARD_TOKEN")
+            .env("RUST_LOG", "debug");
+        if let Some(token) = &args.token {
+            command.env("SHARDYARD_TOKEN", token);
+        }
+        let process = ProcessGuard::spawn(format!("rest:{}", addr.port()), command)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .context("cannot build an HTTP client")?;
+        let rest = Self {
+            process,
+            addr,
+            admin,
+            http,
+        };
+        eventually(Duration::from_secs(30), "rest proxy /readyz", || {
+            rest.admin_get("/readyz")
+        })
+        .await
+        .with_context(|| rest.process.log_report())?;
+        Ok(rest)
+    }
+
+    /// Where clients connect, `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/api/v10`: Discord's API base, through the proxy.
+    #[must_use]
+    pub fn api_base(&self) -> String {
+        format!("http://{}/api/v10", self.addr)
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` are served.
+    #[must_use]
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// GET on the admin server; the body on 2xx.
+    ///
+    /// # Errors
+    /// On a non-2xx status or no answer.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await?;
+        let status = response.status();
+        let body = response.text().await?;
+        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+        Ok(body)
+    }
+
+    /// `/metrics`.
+    ///
+    /// # Errors
+    /// When it does not answer.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        self.admin_get("/metrics").await
+    }
+
+    /// The value of the metric series whose line starts with `series` (name and labels as
+    /// printed, e.g. `shardyard_rest_rate_limited_total{scope="user"}`), 0 when absent.
+    ///
+    /// # Errors
+    /// When `/metrics` does not answer.
+    pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
+        let text = self.metrics().await?;
+        Ok(text
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+            .unwrap_or(0.0))
+    }
+
+    /// A client for requests through the proxy.
+    #[must_use]
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The process, to signal it or read its log.
+    pub fn process(&mut self) -> &mut ProcessGuard {
+        &mut self.process
+    }
+
+    /// Its whole log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Its log tail, for error messages.
+    #[must_use]
+    pub fn log_report(&self) -> String {
+        self.process.log_report()
+    }
+}
