@@ -1,0 +1,180 @@
+//! `shardyard rest` as a drop-in for client libraries nobody here wrote: twilight-http 0.18 in
+//! proxy mode and @discordjs/rest with `api` pointed at the proxy send messages that arrive at
+//! the simulator, with or without their own token.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use shardyard_tests::{RestProcess, SimArgs, SimProcess, repo_root};
+use twilight_model::id::Id;
+
+const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.client-test.secret-token-value-4343";
+
+async fn start() -> anyhow::Result<(SimProcess, RestProcess, u64)> {
+    let sim = SimProcess::start(SimArgs {
+        token: TOKEN.to_owned(),
+        guilds: 1,
+        ..SimArgs::default()
+    })
+    .await?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let guilds = rest
+        .http()
+        .get(format!("{}/users/@me/guilds", rest.api_base()))
+        .send()
+        .await?
+        .json::<Value>()
+        .await?;
+    let guild = guilds[0]["id"].as_str().context("a guild")?;
+    let state = sim.get_json(&format!("/_sim/guilds/{guild}")).await?;
+    let channel = state["channels"]
+        .as_array()
+        .context("channels")?
+        .iter()
+        .find(|c| c["type"] == 0)
+        .and_then(|c| c["id"].as_str())
+        .context("a text channel")?
+        .parse()?;
+    Ok((sim, rest, channel))
+}
+
+async fn contents(sim: &SimProcess, channel: u64) -> anyhow::Result<Vec<String>> {
+    let messages = sim
+        .get_json(&format!("/_sim/channels/{channel}/messages"))
+        .await?;
+    Ok(messages
+        .as_array()
+        .context("messages")?
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect())
+}
+
+fn no_429s(stats: &Value) -> bool {
+    ["user", "global", "shared"]
+        .iter()
+        .all(|scope| stats["rest"]["rate_limited"][scope] == 0)
+}
+
+#[tokio::test]
+async fn twilight_http_in_proxy_mode_sends_messages_through_the_proxy() -> anyhow::Result<()> {
+    let (sim, rest, channel) = start().await?;
+    // No token and no rate limiter of its own: the proxy holds both.
+    let client = twilight_http::Client::builder()
+        .proxy(rest.addr().to_string(), true)
+        .ratelimiter(None)
+        .build();
+    let sends = (0..7).map(|n| {
+        let client = &client;
+        async move {
+            client
+                .create_message(Id::new(channel))
+                .content(&format!("twilight-{n}"))
+                .await
+                .with_context(|| format!("twilight-{n}"))?
+                .model()
+                .await
+                .context("Message deserializes")
+        }
+    });
+    // Seven at once into a bucket of five per five seconds: the proxy queues the last two.
+    let messages = futures_util::future::try_join_all(sends).await?;
+    assert_eq!(messages.len(), 7);
+
+    // A second bot's client with its own token, through the same proxy.
+    let own = twilight_http::Client::builder()
+        .proxy(rest.addr().to_string(), true)
+        .ratelimiter(None)
+        .token(format!("Bot {TOKEN}"))
+        .build();
+    let me = own.current_user().await?.model().await?;
+    assert!(me.bot);
+
+    let got = contents(&sim, channel).await?;
+    assert_eq!(got.len(), 7, "{got:?}");
+    for n in 0..7 {
+        assert!(got.contains(&format!("twilight-{n}")), "{got:?}");
+    }
+    assert!(no_429s(&sim.stats().await?), "no 429 reached the simulator");
+    assert!(!rest.log().contains(TOKEN));
+    Ok(())
+}
+
+/// `node`, with `.tools/node/node_modules` (installed by `scripts/test`) on its module path.
+fn node_script() -> anyhow::Result<(PathBuf, PathBuf)> {
+    let modules = repo_root().join(".tools/node/node_modules");
+    anyhow::ensure!(
+        modules.join("@discordjs/rest/package.json").is_file(),
+        "@discordjs/rest is not installed in {}: run scripts/test once (it runs \
+         `npm install --prefix .tools/node`)",
+        modules.display()
+    );
+    Ok((modules, repo_root().join("tests/node/post_messages.cjs")))
+}
+
+async fn discordjs(
+    rest: &RestProcess,
+    channel: u64,
+    prefix: &str,
+    count: u32,
+    token: Option<&str>,
+) -> anyhow::Result<Value> {
+    let (modules, script) = node_script()?;
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(&script)
+        .arg(format!("http://{}/api", rest.addr()))
+        .arg(channel.to_string())
+        .arg(prefix)
+        .arg(count.to_string())
+        .args(token)
+        .env("NODE_PATH", &modules)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .context("node did not finish within 60 s")?
+        .context("running node (is it installed?)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "node failed ({}): {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        rest.log_report()
+    );
+    serde_json::from_slice(&output.stdout).context("node's output is not JSON")
+}
+
+#[tokio::test]
+async fn discordjs_rest_with_the_proxy_as_api_sends_messages() -> anyhow::Result<()> {
+    let (sim, rest, channel) = start().await?;
+    // Without a token (the proxy injects its own), then with the library's own token.
+    let first = discordjs(&rest, channel, "djs-proxy-token", 3, None).await?;
+    assert_eq!(
+        first["contents"].as_array().map(Vec::len),
+        Some(3),
+        "{first}"
+    );
+    let second = discordjs(&rest, channel, "djs-own-token", 3, Some(TOKEN)).await?;
+    assert_eq!(
+        second["contents"].as_array().map(Vec::len),
+        Some(3),
+        "{second}"
+    );
+
+    let got = contents(&sim, channel).await?;
+    let expected: Vec<String> = (0..3)
+        .map(|n| format!("djs-proxy-token-{n}"))
+        .chain((0..3).map(|n| format!("djs-own-token-{n}")))
+        .collect();
+    // discord.js queues a bucket's requests in call order, and the proxy keeps that order.
+    assert_eq!(got, expected);
+    assert!(no_429s(&sim.stats().await?), "no 429 reached the simulator");
+    assert!(!rest.log().contains(TOKEN));
+    assert!(!rest.metrics().await?.contains(TOKEN));
+    Ok(())
+}
