@@ -107,3 +107,61 @@ impl IntoResponse for Local {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_map_to_documented_statuses() {
+        let cases = [
+            (
+                Refusal::WouldWait {
+                    retry_after: Duration::from_millis(1_200),
+                },
+                429,
+                "would_wait",
+                0,
+            ),
+            (
+                Refusal::InvalidRequestGuard {
+                    used: 10,
+                    line: 10,
+                    retry_after: Duration::from_secs(600),
+                },
+                503,
+                "invalid_request_guard",
+                0,
+            ),
+            (Refusal::TokenLocked, 401, "token_locked", 0),
+            (Refusal::WebhookGone, 404, "webhook_gone", 10015),
+        ];
+        for (refusal, status, kind, code) in cases {
+            let local = Local::from_refusal(&refusal);
+            assert_eq!(local.status.as_u16(), status, "{kind}");
+            assert_eq!(local.kind, kind);
+            assert_eq!(local.code, code);
+            assert!(local.refused);
+            let response = local.into_response();
+            assert_eq!(response.headers()[headers::REFUSED], kind);
+            assert_eq!(response.headers()[headers::ERROR], kind);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_local_429_says_when_in_discords_shape() {
+        let response = Local::from_refusal(&Refusal::WouldWait {
+            retry_after: Duration::from_millis(1_200),
+        })
+        .into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["retry_after"], 1.2);
+        assert_eq!(body["global"], false);
+        assert_eq!(body["code"], 0);
+        assert!(body["message"].as_str().unwrap().starts_with("shardyard: "));
+    }
+}
