@@ -720,3 +720,44 @@ async fn headers_pass_through_and_the_client_token_is_its_own() -> anyhow::Resul
     );
     assert_no_token_leak(&rest).await
 }
+
+#[tokio::test]
+async fn interaction_callbacks_are_exempt_from_the_global_limit_and_templated() -> anyhow::Result<()>
+{
+    let sim = sim(1, &[]).await?;
+    let rest = RestProcess::start(&sim, &["--global-per-second", "1"]).await?;
+    let interaction = sim
+        .post_json("/_sim/interactions", &json!({"name": "ping"}))
+        .await?;
+    let id = interaction["id"].as_str().context("id")?;
+    let token = interaction["token"].as_str().context("token")?;
+    // The global limit (1/s here) is spent by this request for a second; the callback, exempt,
+    // must not wait for it (the simulator wants it within 3 s, and the budget says 0 s).
+    let response = rest
+        .http()
+        .get(format!("{}/users/@me", rest.api_base()))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 200);
+    let response = rest
+        .http()
+        .post(format!(
+            "{}/interactions/{id}/{token}/callback",
+            rest.api_base()
+        ))
+        .header("X-Shardyard-Max-Wait", "0")
+        .json(&json!({"type": 4, "data": {"content": "pong"}}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 204);
+    let callbacks = sim.get_json("/_sim/rest/interactions").await?;
+    assert_eq!(callbacks[0]["id"], id);
+    assert_eq!(callbacks[0]["status"], 204);
+    let metrics = rest.metrics().await?;
+    assert!(
+        metrics.contains("route=\"/interactions/{interaction_id}/{interaction_token}/callback\""),
+        "templated, the interaction token is not a label: {metrics}"
+    );
+    assert!(!metrics.contains(token) && !rest.log().contains(token));
+    assert_no_token_leak(&rest).await
+}

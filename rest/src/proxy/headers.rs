@@ -51,7 +51,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// The headers of a client's request as they go upstream: hop-by-hop headers, `Host` (the
-/// client library sets it from the URL), `Content-Length` (set from the body),
+/// client library sets it from the URL), `Content-Length` (set from the body), `Expect` (the
+/// proxy already has the whole body: `100-continue` was this hop's business),
 /// `Accept-Encoding` (the proxy reads error bodies, so it asks for them uncompressed),
 /// `Authorization` (set by the caller) and the proxy's own `X-Shardyard-…` removed; everything
 /// else (`Content-Type` with its multipart boundary, `X-Audit-Log-Reason`, `User-Agent`, …)
@@ -61,6 +62,7 @@ pub(crate) fn upstream_request(mut headers: HeaderMap) -> HeaderMap {
     for name in [
         header::HOST,
         header::CONTENT_LENGTH,
+        header::EXPECT,
         header::ACCEPT_ENCODING,
         header::AUTHORIZATION,
     ] {
@@ -118,6 +120,7 @@ mod tests {
             ("X-Other-Hop", "1"),
             ("Host", "proxy.internal:8080"),
             ("Content-Length", "12"),
+            ("Expect", "100-continue"),
             ("Accept-Encoding", "gzip"),
             ("Authorization", "Bot abc"),
             ("X-Shardyard-Max-Wait", "3"),

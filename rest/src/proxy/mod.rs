@@ -315,7 +315,19 @@ impl Proxy {
         } else {
             self.config.max_json_bytes
         };
-        let body = read_body(&parts.headers, body, limit).await.map_err(fail)?;
+        let body = tokio::time::timeout(BODY_TIME, read_body(&parts.headers, body, limit))
+            .await
+            .unwrap_or_else(|_elapsed| {
+                Err(Local::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "shardyard: the request body did not arrive within {} s",
+                        BODY_TIME.as_secs()
+                    ),
+                ))
+            })
+            .map_err(fail)?;
 
         let mut url = format!("{}{versioned}", self.upstream);
         if let Some(query) = parts.uri.query() {
@@ -612,6 +624,8 @@ fn is_multipart(headers: &HeaderMap) -> bool {
 /// Bytes of a refused body read and thrown away, so that the client (still sending) reads the
 /// 413 instead of a reset connection.
 const DRAIN_CAP: usize = 64 * 1024 * 1024;
+/// How long a client may take to send its body.
+const BODY_TIME: Duration = Duration::from_secs(60);
 /// How long draining a refused body may take.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
