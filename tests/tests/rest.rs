@@ -612,14 +612,25 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
         );
     }
 
-    // Raw garbage on the socket: the proxy answers or closes, and stays up.
-    for garbage in [
-        &b"GET /api/v10/users/@me HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"[..],
-        b"\x00\x01\x02 garbage\r\n\r\n",
-        b"GET /api/v10/%ff%fe/x HTTP/1.1\r\nHost: x\r\n\r\n",
-        b"GET /api/v10/users/@me HTTP/1.1\r\nHost: x\r\nAuthorization: Bot a\r\nAuthorization: Bot b\r\n\r\n",
+    // Raw garbage on the socket: the proxy answers (with the status given) or closes, and
+    // stays up.
+    for (garbage, answer) in [
+        (
+            &b"GET /api/v10/users/@me HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"[..],
+            "",
+        ),
+        (b"\x00\x01\x02 garbage\r\n\r\n", ""),
+        (
+            b"GET /api/v10/%ff%fe/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 404",
+        ),
+        (
+            b"GET /api/v10/users/@me HTTP/1.1\r\nHost: x\r\nAuthorization: Bot a\r\nAuthorization: Bot b\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
     ] {
-        raw(&rest, garbage).await?;
+        let got = raw(&rest, garbage).await?;
+        assert!(got.starts_with(answer), "{got}");
     }
     rest.admin_get("/healthz").await?;
 
