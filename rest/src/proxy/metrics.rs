@@ -68,7 +68,7 @@ impl Metrics {
         histogram.sum += seconds;
     }
 
-    /// An upstream request that got no answer: `connect`, `timeout`, `body`.
+    /// An upstream failure: `connect` (no answer, or a broken one), `timeout`, `status_5xx`.
     pub(crate) fn upstream_error(&self, kind: &'static str) {
         *lock(&self.upstream_errors).entry(kind).or_default() += 1;
     }
@@ -155,7 +155,7 @@ impl Metrics {
         counters(
             o,
             "shardyard_rest_upstream_errors_total",
-            "Upstream requests that got no answer, by kind.",
+            "Upstream failures, by kind: connect (no answer, or a broken one), timeout, status_5xx.",
             "kind",
             &lock(&self.upstream_errors),
         );
