@@ -441,7 +441,13 @@ async fn memory(nats: &NatsServer) -> anyhow::Result<()> {
 
 /// The stream's last sequence number.
 async fn stream_last_seq(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
-    Ok(js.get_stream(stream).await?.info().await?.state.last_sequence)
+    Ok(js
+        .get_stream(stream)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence)
 }
 
 /// Receive → stored latency in µs of every message in `from..=to` of `stream`.
