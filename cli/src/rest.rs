@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use shardyard_protocol::Token;
+use shardyard_protocol::names::BotKey;
+use shardyard_rest::cluster::ClusterConfig;
 use shardyard_rest::proxy::{DEFAULT_UPSTREAM, ProxyConfig};
 
 /// Flags of `shardyard rest`; `--listen`, `--upstream`, `--nats` and `--admin-addr` are an exact
@@ -19,10 +21,19 @@ pub(crate) struct RestArgs {
     /// Discord's API base, without the version.
     #[arg(long, env = "SHARDYARD_REST_UPSTREAM", default_value = DEFAULT_UPSTREAM)]
     upstream: String,
-    /// NATS server URL, for sharing rate limits between replicas (not implemented yet: each
-    /// replica limits on its own).
+    /// NATS server URL: replicas of the bot find each other there and share its rate limits
+    /// (each token's limits are kept by one replica; the others forward to it). Needs `--bot`.
     #[arg(long, env = "SHARDYARD_NATS_URL")]
     nats: Option<String>,
+    /// The bot's key (`namespace_name` under Kubernetes, the manifest name locally): replicas
+    /// of one bot meet on `shardyard.<bot>.rest.members`.
+    #[arg(long, env = "SHARDYARD_BOT")]
+    bot: Option<BotKey>,
+    /// With `--nats`: the `http://host:port` where the other replicas reach this one's
+    /// listener. Default: `--listen`'s address, or, when that is 0.0.0.0/::, the address this
+    /// host reaches NATS from (a pod's IP).
+    #[arg(long, env = "SHARDYARD_REST_ADVERTISE")]
+    advertise: Option<String>,
     /// Serve `/healthz`, `/readyz` and `/metrics` here.
     #[arg(long, env = "SHARDYARD_ADMIN_ADDR")]
     admin_addr: Option<SocketAddr>,
@@ -71,11 +82,13 @@ fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
 }
 
 impl RestArgs {
-    fn into_config(self) -> anyhow::Result<(ProxyConfig, Option<String>)> {
+    fn into_config(self) -> anyhow::Result<ProxyConfig> {
         let Self {
             listen,
             upstream,
             nats,
+            bot,
+            advertise,
             admin_addr,
             token_file,
             global_per_second,
@@ -111,21 +124,76 @@ impl RestArgs {
         config.max_upload_bytes = max_upload_bytes;
         config.max_json_bytes = max_json_bytes;
         config.max_tokens = max_tokens;
-        Ok((config, nats))
+        config.cluster = match (nats, bot) {
+            (Some(nats_url), Some(bot)) => {
+                let url = match advertise {
+                    Some(url) => url.trim_end_matches('/').to_owned(),
+                    None => format!("http://{}", advertise_addr(listen, &nats_url)?),
+                };
+                Some(ClusterConfig {
+                    nats_url,
+                    bot,
+                    id: ClusterConfig::random_id(),
+                    url,
+                })
+            }
+            (Some(_), None) => anyhow::bail!("--nats needs --bot (SHARDYARD_BOT)"),
+            (None, _) => None,
+        };
+        Ok(config)
     }
 }
 
+/// Where the other replicas reach `listen`: itself, or when it is a wildcard, the local address
+/// of a route to the (first) NATS server, which peers reaching the same NATS can reach too.
+fn advertise_addr(listen: SocketAddr, nats_url: &str) -> anyhow::Result<SocketAddr> {
+    if !listen.ip().is_unspecified() {
+        return Ok(listen);
+    }
+    let first = nats_url.split(',').next().unwrap_or_default().trim();
+    let without_scheme = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let host_port = without_scheme
+        .rsplit_once('@')
+        .map_or(without_scheme, |(_, rest)| rest)
+        .trim_end_matches('/');
+    let target = if host_port
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !host_port.ends_with(']')
+    {
+        host_port.to_owned()
+    } else {
+        format!("{host_port}:4222")
+    };
+    let remote = std::net::ToSocketAddrs::to_socket_addrs(&target)
+        .with_context(|| format!("resolving the NATS host of {target:?} (or set --advertise)"))?
+        .next()
+        .with_context(|| format!("no address for {target:?} (or set --advertise)"))?;
+    let local: SocketAddr = if remote.is_ipv4() {
+        "0.0.0.0:0".parse()?
+    } else {
+        "[::]:0".parse()?
+    };
+    let socket = std::net::UdpSocket::bind(local).context("finding this host's address")?;
+    socket
+        .connect(remote)
+        .context("finding this host's address towards NATS (or set --advertise)")?;
+    Ok(SocketAddr::new(socket.local_addr()?.ip(), listen.port()))
+}
+
 pub(crate) fn run(args: RestArgs) -> anyhow::Result<()> {
-    let (config, nats) = args.into_config()?;
+    let config = args.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        if nats.is_some() {
-            tracing::warn!(
-                "--nats: sharing rate limits between replicas is not implemented yet; this \
-                 replica limits on its own (run one replica per bot token)"
+        if let Some(cluster) = &config.cluster {
+            tracing::info!(
+                replica = %cluster.id,
+                advertise = %cluster.url,
+                bot = %cluster.bot,
+                "sharing rate limits with the bot's other replicas through NATS"
             );
         }
         if config.token.is_none() {

@@ -202,6 +202,13 @@ impl BotKey {
     pub fn control_bucket(&self) -> String {
         format!("shardyard_{}_control", self.0)
     }
+
+    /// Where REST proxy replicas announce themselves (a heartbeat every second, or that one is
+    /// gone): `shardyard.<bot>.rest.members`. Replicas of one bot share rate limits through it.
+    #[must_use]
+    pub fn rest_members_subject(&self) -> String {
+        format!("{SUBJECT_ROOT}.{}.rest.members", self.0)
+    }
 }
 
 impl fmt::Display for BotKey {
@@ -399,6 +406,16 @@ mod tests {
         assert_eq!(bot.event_subject(0, ""), "shardyard.b.events.0.UNKNOWN");
         assert!(is_subject_token("GUILD_CREATE"));
         assert!(!is_subject_token("A B"));
+    }
+
+    #[test]
+    fn rest_replicas_meet_on_their_bot_subject() {
+        let bot = BotKey::namespaced("prod", "mybot").unwrap();
+        assert_eq!(
+            bot.rest_members_subject(),
+            "shardyard.prod_mybot.rest.members"
+        );
+        assert!(bot.rest_members_subject().split('.').all(is_subject_token));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{ProcessGuard, SimProcess, eventually, free_port, shardyard_bin};
+use crate::{NatsServer, ProcessGuard, SimProcess, eventually, free_port, shardyard_bin};
 
 /// How to start a [`RestProcess`].
 #[derive(Debug, Clone)]
@@ -93,6 +93,51 @@ impl RestProcess {
         .await
         .with_context(|| rest.process.log_report())?;
         Ok(rest)
+    }
+
+    /// Starts `n` replicas with `--nats` (bot `bot`) in front of `sim`, each with `extra` flags,
+    /// and waits until every one counts `n` members (`shardyard_rest_cluster_members`).
+    ///
+    /// # Errors
+    /// When one does not start, or they do not find each other within 30 s.
+    pub async fn start_replicas(
+        sim: &SimProcess,
+        nats: &NatsServer,
+        bot: &str,
+        n: usize,
+        extra: &[&str],
+    ) -> anyhow::Result<Vec<Self>> {
+        let url = nats.url();
+        let mut flags = vec!["--nats", url.as_str(), "--bot", bot];
+        flags.extend_from_slice(extra);
+        let mut replicas = Vec::with_capacity(n);
+        for _ in 0..n {
+            replicas.push(Self::start(sim, &flags).await?);
+        }
+        for replica in &replicas {
+            replica.wait_members(n).await?;
+        }
+        Ok(replicas)
+    }
+
+    /// Waits until this replica counts `n` members, itself included.
+    ///
+    /// # Errors
+    /// When it does not within 30 s.
+    pub async fn wait_members(&self, n: usize) -> anyhow::Result<()> {
+        eventually(
+            Duration::from_secs(30),
+            "the replicas find each other",
+            || async {
+                let members = self.metric("shardyard_rest_cluster_members").await?;
+                #[allow(clippy::cast_precision_loss)]
+                let expected = n as f64;
+                anyhow::ensure!(members == expected, "{members} members, not {n}");
+                Ok(())
+            },
+        )
+        .await
+        .with_context(|| self.log_report())
     }
 
     /// Where clients connect, `127.0.0.1:PORT`.

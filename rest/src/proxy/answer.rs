@@ -58,6 +58,36 @@ impl Local {
         }
     }
 
+    /// The kind of [`Local::moved`], which the sending replica recognizes.
+    pub(crate) const MOVED: &'static str = "replica_moved";
+
+    /// To a replica that forwarded a request here: this replica's view gives the token to
+    /// another replica (views differ for a moment after a change); the sender asks again.
+    pub(crate) fn moved() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Self::MOVED,
+                "shardyard: this replica does not keep this token's limits (the replicas' views \
+                 differ for a moment)",
+            )
+        }
+    }
+
+    /// The replicas kept sending the request to each other, or none could be reached: nothing
+    /// was sent upstream; try again in a second.
+    pub(crate) fn unsettled() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "cluster_unsettled",
+                "shardyard: the replica keeping this token's limits could not be found; try again",
+            )
+        }
+    }
+
     /// The rate-limit engine's refusal: 429 for a wait past the budget, 503 at the
     /// invalid-request guard, 401 for a locked token, 404 (code 10015) for a gone webhook, 400
     /// for a bad route.

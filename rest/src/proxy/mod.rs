@@ -27,6 +27,7 @@ use shardyard_protocol::Token;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, Member, Owner};
 use crate::ratelimit::{
     self, Completion, Method, RateLimiter, ResponseMeta, Route, RouteKind, TokenFingerprint, lock,
 };
@@ -62,6 +63,9 @@ pub struct ProxyConfig {
     pub max_json_bytes: usize,
     /// Distinct client tokens (`Authorization` headers) the proxy keeps limits for.
     pub max_tokens: usize,
+    /// Share limits with the other replicas of the bot through NATS (`--nats`); `None`: this
+    /// replica limits on its own.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl ProxyConfig {
@@ -82,6 +86,7 @@ impl ProxyConfig {
             max_upload_bytes: 25 * 1024 * 1024,
             max_json_bytes: 10 * 1024 * 1024,
             max_tokens: 1024,
+            cluster: None,
         }
     }
 }
@@ -107,6 +112,9 @@ pub enum ProxyError {
     /// The server failed.
     #[error("serving HTTP")]
     Serve(#[source] std::io::Error),
+    /// The replicas could not be joined through NATS.
+    #[error("joining the other REST replicas")]
+    Cluster(#[source] ClusterError),
 }
 
 /// Backoff before the first retry of an upstream failure; doubles each time.
@@ -115,6 +123,14 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_RATE_LIMIT_RETRIES: u32 = 8;
 /// The longest `X-Shardyard-Max-Wait` taken into account.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long a replica that becomes a token's owner holds the token's requests, so that the
+/// previous owner's last requests have left Discord's sliding second (the global limit) and
+/// their answers are in (a bucket's counters) before it sends.
+const TAKEOVER_PAUSE: Duration = Duration::from_millis(1_500);
+/// Owners tried for one request (unreachable replicas, views that disagree for a moment).
+const MAX_RELAY_HOPS: u32 = 6;
+/// Backoff before asking again after an owner said the token is not its own; doubles.
+const MOVED_BACKOFF: Duration = Duration::from_millis(50);
 
 struct Proxy {
     engine: RateLimiter,
@@ -126,6 +142,18 @@ struct Proxy {
     config: ProxyConfig,
     metrics: Metrics,
     ready: AtomicBool,
+    /// The other replicas (`--nats`).
+    cluster: Option<Arc<Cluster>>,
+    /// The client for requests forwarded to their token's owner.
+    relay: reqwest::Client,
+}
+
+/// What forwarding a request to its owner came to.
+enum Relay {
+    /// The owner's answer, for the client.
+    Answer(Response),
+    /// Ask who owns the token again (after `backoff`) and send it there.
+    Again { backoff: Option<Duration> },
 }
 
 /// Runs the proxy until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -143,6 +171,25 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(ProxyError::Client)?;
+    let relay = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(ProxyError::Client)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let cluster = match config.cluster.clone() {
+        Some(cluster) => Some(
+            Cluster::join(cluster, shutdown.clone())
+                .await
+                .map_err(ProxyError::Cluster)?,
+        ),
+        None => None,
+    };
     let engine = RateLimiter::new(config.limits.clone());
     let default_fingerprint = config.token.as_ref().map(|t| engine.fingerprint(t));
     let proxy = Arc::new(Proxy {
@@ -155,14 +202,10 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         config: config.clone(),
         metrics: Metrics::default(),
         ready: AtomicBool::new(false),
+        cluster,
+        relay,
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            addr: config.listen,
-            source,
-        })?;
     if let Some(addr) = config.admin_addr {
         let admin = tokio::net::TcpListener::bind(addr)
             .await
@@ -215,9 +258,12 @@ fn admin_router(proxy: Arc<Proxy>) -> Router {
         .route(
             "/metrics",
             get(|State(proxy): State<Arc<Proxy>>| async move {
-                let text = proxy
+                let mut text = proxy
                     .metrics
                     .render(&proxy.engine.snapshot(), proxy.default_fingerprint);
+                if let Some(cluster) = &proxy.cluster {
+                    text.push_str(&cluster.render_metrics());
+                }
                 ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
             }),
         )
@@ -329,6 +375,19 @@ impl Proxy {
             })
             .map_err(fail)?;
 
+        let forwarded = parts.headers.contains_key(headers::FORWARDED);
+        let relay_headers = self
+            .cluster
+            .as_ref()
+            .map(|_| headers::relay_request(parts.headers.clone()))
+            .unwrap_or_default();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or(raw_path, |pq| pq.as_str())
+            .to_owned();
+        let token_key = Cluster::token_key(&key);
+
         let mut url = format!("{}{versioned}", self.upstream);
         if let Some(query) = parts.uri.query() {
             url.push('?');
@@ -341,88 +400,234 @@ impl Proxy {
         }
 
         let idempotent = matches!(route.method(), Method::Get | Method::Put | Method::Delete);
-        let mut failures = 0u32;
-        let mut rate_limited = 0u32;
-        loop {
-            let permit = self
-                .engine
-                .acquire(&key, &route, max_wait)
-                .await
-                .map_err(|refusal| fail(Local::from_refusal(&refusal)))?;
-            let sent = Instant::now();
-            let request = self
-                .http
-                .request(method.clone(), &url)
-                .headers(headers.clone())
-                .body(body.clone());
-            let outcome = tokio::time::timeout(self.config.upstream_timeout, async {
-                let response = request.send().await?;
-                let status = response.status();
-                let headers = response.headers().clone();
-                self.metrics
-                    .upstream(route.method().as_str(), sent.elapsed());
-                let bytes = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, headers, bytes))
-            })
-            .await;
-            let (status, upstream_headers, bytes) = match outcome {
-                Err(_elapsed) => {
-                    drop(permit);
-                    self.metrics.upstream_error("timeout");
-                    tracing::warn!(route = %route, "upstream timed out");
-                    return Err(fail(Local::new(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "upstream_timeout",
-                        format!(
-                            "shardyard: upstream did not answer within {:.3} s",
-                            self.config.upstream_timeout.as_secs_f64()
-                        ),
-                    )));
-                }
-                Ok(Err(error)) => {
-                    drop(permit);
-                    let error = error.without_url();
-                    self.metrics.upstream_error("connect");
-                    let cause = error_chain(&error);
-                    tracing::warn!(route = %route, error = %cause, "upstream request failed");
-                    if idempotent && failures < self.config.upstream_retries {
-                        self.metrics.retry("connect");
-                        tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(failures)).await;
-                        failures += 1;
-                        continue;
+        let mut hops = 0u32;
+        'owner: loop {
+            if let Some(cluster) = &self.cluster {
+                match cluster.owner(token_key) {
+                    Owner::Me => {
+                        if cluster.claim(token_key) {
+                            self.engine.take_over(&key, TAKEOVER_PAUSE);
+                            tracing::info!(
+                                token = %self.engine.fingerprint(&key),
+                                "this replica keeps a token's limits from now on"
+                            );
+                        }
                     }
-                    return Err(fail(Local::new(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unreachable",
-                        format!(
-                            "shardyard: the request to upstream failed ({}): {cause}",
-                            attempts(failures, idempotent)
-                        ),
-                    )));
+                    // The sender's view differs from this one for a moment: it asks again.
+                    Owner::Peer(_) if forwarded => return Err(fail(Local::moved())),
+                    Owner::Peer(peer) => {
+                        if hops >= MAX_RELAY_HOPS {
+                            return Err(fail(Local::unsettled()));
+                        }
+                        hops += 1;
+                        let relayed = self
+                            .relay(
+                                cluster,
+                                &peer,
+                                &method,
+                                &path_and_query,
+                                relay_headers.clone(),
+                                body.clone(),
+                                max_wait,
+                                idempotent,
+                            )
+                            .await
+                            .map_err(fail)?;
+                        match relayed {
+                            Relay::Answer(response) => return Ok((template, response)),
+                            Relay::Again { backoff } => {
+                                if let Some(backoff) = backoff {
+                                    let doubling = 2u32.saturating_pow(hops.saturating_sub(1));
+                                    tokio::time::sleep(backoff * doubling).await;
+                                }
+                                continue 'owner;
+                            }
+                        }
+                    }
                 }
-                Ok(Ok(parts)) => parts,
-            };
-            let meta = ResponseMeta::from_parts(
-                status.as_u16(),
-                |name| upstream_headers.get(name).and_then(|v| v.to_str().ok()),
-                &bytes,
-                unix_now(),
-            );
-            match self.upstream_answer(
-                permit.complete(&meta),
-                status,
-                upstream_headers,
-                bytes,
-                idempotent,
-                &mut failures,
-                &mut rate_limited,
-            ) {
-                Ok(Upstream::Answer(response)) => return Ok((template, response)),
-                Ok(Upstream::Retry { backoff: None }) => {}
-                Ok(Upstream::Retry {
-                    backoff: Some(backoff),
-                }) => tokio::time::sleep(backoff).await,
-                Err(local) => return Err(fail(local)),
+            }
+            let mut failures = 0u32;
+            let mut rate_limited = 0u32;
+            loop {
+                let acquire = self.engine.acquire(&key, &route, max_wait);
+                let acquired = match &self.cluster {
+                    // The token may move to another replica while its requests wait here: they
+                    // follow it (a forwarded one goes back to its sender, which asks again).
+                    Some(cluster) => tokio::select! {
+                        acquired = acquire => acquired,
+                        () = cluster.moved_away(token_key) => {
+                            if forwarded {
+                                return Err(fail(Local::moved()));
+                            }
+                            continue 'owner;
+                        }
+                    },
+                    None => acquire.await,
+                };
+                let permit = acquired.map_err(|refusal| fail(Local::from_refusal(&refusal)))?;
+
+                let sent = Instant::now();
+                let request = self
+                    .http
+                    .request(method.clone(), &url)
+                    .headers(headers.clone())
+                    .body(body.clone());
+                let outcome = tokio::time::timeout(self.config.upstream_timeout, async {
+                    let response = request.send().await?;
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    self.metrics
+                        .upstream(route.method().as_str(), sent.elapsed());
+                    let bytes = response.bytes().await?;
+                    Ok::<_, reqwest::Error>((status, headers, bytes))
+                })
+                .await;
+                let (status, upstream_headers, bytes) = match outcome {
+                    Err(_elapsed) => {
+                        drop(permit);
+                        self.metrics.upstream_error("timeout");
+                        tracing::warn!(route = %route, "upstream timed out");
+                        return Err(fail(Local::new(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "upstream_timeout",
+                            format!(
+                                "shardyard: upstream did not answer within {:.3} s",
+                                self.config.upstream_timeout.as_secs_f64()
+                            ),
+                        )));
+                    }
+                    Ok(Err(error)) => {
+                        drop(permit);
+                        let error = error.without_url();
+                        self.metrics.upstream_error("connect");
+                        let cause = error_chain(&error);
+                        tracing::warn!(route = %route, error = %cause, "upstream request failed");
+                        if idempotent && failures < self.config.upstream_retries {
+                            self.metrics.retry("connect");
+                            tokio::time::sleep(RETRY_BACKOFF * 2u32.saturating_pow(failures)).await;
+                            failures += 1;
+                            continue;
+                        }
+                        return Err(fail(Local::new(
+                            StatusCode::BAD_GATEWAY,
+                            "upstream_unreachable",
+                            format!(
+                                "shardyard: the request to upstream failed ({}): {cause}",
+                                attempts(failures, idempotent)
+                            ),
+                        )));
+                    }
+                    Ok(Ok(parts)) => parts,
+                };
+                let meta = ResponseMeta::from_parts(
+                    status.as_u16(),
+                    |name| upstream_headers.get(name).and_then(|v| v.to_str().ok()),
+                    &bytes,
+                    unix_now(),
+                );
+                match self.upstream_answer(
+                    permit.complete(&meta),
+                    status,
+                    upstream_headers,
+                    bytes,
+                    idempotent,
+                    &mut failures,
+                    &mut rate_limited,
+                ) {
+                    Ok(Upstream::Answer(response)) => return Ok((template, response)),
+                    Ok(Upstream::Retry { backoff: None }) => {}
+                    Ok(Upstream::Retry {
+                        backoff: Some(backoff),
+                    }) => tokio::time::sleep(backoff).await,
+                    Err(local) => return Err(fail(local)),
+                }
+            }
+        }
+    }
+
+    /// Forwards a request to `peer`, its token's owner, and brings back the answer. An owner
+    /// that cannot be reached leaves the view (and the request goes to the next owner); one
+    /// lost after the request went out costs the request unless it is idempotent.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        cluster: &Cluster,
+        peer: &Member,
+        method: &axum::http::Method,
+        path_and_query: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        max_wait: Option<Duration>,
+        idempotent: bool,
+    ) -> Result<Relay, Local> {
+        let me = cluster.me();
+        if let Ok(value) = HeaderValue::from_str(&me.id) {
+            headers.insert(headers::FORWARDED, value);
+        }
+        // The owner may hold the request for its whole wait budget, then send it upstream
+        // (with retries): a deadline only against an owner that never answers.
+        let deadline = max_wait
+            .or(self.config.limits.default_max_wait)
+            .map(|budget| {
+                budget
+                    + self.config.upstream_timeout * (self.config.upstream_retries + 2)
+                    + Duration::from_secs(10)
+            });
+        let request = self
+            .relay
+            .request(method.clone(), format!("{}{path_and_query}", peer.url))
+            .headers(headers)
+            .body(body);
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        };
+        let outcome = match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, exchange).await,
+            None => Ok(exchange.await),
+        };
+        match outcome {
+            Err(_elapsed) => Err(Local::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "replica_timeout",
+                "shardyard: the replica keeping this token's limits did not answer in time",
+            )),
+            Ok(Err(error)) => {
+                let connect = error.is_connect();
+                let error = error.without_url();
+                tracing::warn!(
+                    replica = %peer.id,
+                    error = %error_chain(&error),
+                    "forwarding to a REST replica failed"
+                );
+                cluster.unreachable(peer).await;
+                if connect || idempotent {
+                    Ok(Relay::Again { backoff: None })
+                } else {
+                    Err(Local::new(
+                        StatusCode::BAD_GATEWAY,
+                        "replica_lost",
+                        "shardyard: the replica keeping this token's limits was lost while it \
+                         had the request (not retried: the method is not idempotent)",
+                    ))
+                }
+            }
+            Ok(Ok((status, headers, bytes))) => {
+                let moved = headers
+                    .get(headers::ERROR)
+                    .is_some_and(|kind| kind == Local::MOVED);
+                if moved {
+                    return Ok(Relay::Again {
+                        backoff: Some(MOVED_BACKOFF),
+                    });
+                }
+                let mut response = Response::new(Body::from(bytes));
+                *response.status_mut() = status;
+                *response.headers_mut() = headers::client_response(headers);
+                Ok(Relay::Answer(response))
             }
         }
     }

@@ -415,6 +415,18 @@ impl RateLimiter {
         state.global.wake();
     }
 
+    /// Starts `token` afresh, as a replica does when the token's limits become its own while
+    /// another replica kept them until now: every bucket is forgotten (each lets one request go
+    /// alone to learn its counters from Discord), and the global limit pauses for `pause`, so
+    /// the previous keeper's last requests have left Discord's sliding second before this
+    /// engine sends. Routes' learned bucket hashes are kept; they do not change.
+    pub fn take_over(&self, token: &Token, pause: Duration) {
+        let state = self.inner.token_state(self.fingerprint(token));
+        lock(&state.table).buckets.clear();
+        lock(&state.global.state).pause(Instant::now() + pause);
+        state.global.wake();
+    }
+
     /// Lifts a 401 lock of `token`.
     pub fn unlock(&self, token: &Token) {
         let state = self.inner.token_state(self.fingerprint(token));

@@ -954,3 +954,29 @@ async fn many_tasks_on_two_threads_never_deadlock() {
     .await
     .expect("every request got its turn");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_token_taken_over_pauses_and_relearns_its_buckets() {
+    let limiter = RateLimiter::new(unbudgeted());
+    let token = token();
+    limiter
+        .acquire(&token, &messages(1), None)
+        .await
+        .unwrap()
+        .complete(&ok("b1", 5, 4, 5.0));
+    let start = Instant::now();
+    limiter.take_over(&token, Duration::from_millis(1_500));
+    assert_eq!(limiter.global_available(&token), 0);
+    let first = limiter.acquire(&token, &messages(1), None).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(1_500));
+    // The bucket is unknown again: its second request waits for the first one's answer.
+    let second = {
+        let limiter = limiter.clone();
+        let token = token.clone();
+        tokio::spawn(async move { limiter.acquire(&token, &messages(1), None).await.map(drop) })
+    };
+    sleep(Duration::from_millis(100)).await;
+    assert!(!second.is_finished());
+    first.complete(&ok("b1", 5, 3, 5.0));
+    second.await.unwrap().unwrap();
+}
