@@ -98,7 +98,7 @@ fn assert_no_violation(stats: &Value) {
 
 /// Which replica keeps the token's limits (`shardyard_rest_cluster_owned_tokens` is 1 on it
 /// and 0 on the others), once a request went through.
-async fn owner(replicas: &[RestProcess]) -> anyhow::Result<usize> {
+async fn owner_of(replicas: &[RestProcess]) -> anyhow::Result<usize> {
     let mut owners = Vec::new();
     for (i, replica) in replicas.iter().enumerate() {
         match replica
@@ -121,7 +121,7 @@ async fn twenty_clients_on_one_channel_over_three_replicas_get_no_upstream_429()
     let sim = sim(1).await?;
     let replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
     let channel = text_channels(&sim, &replicas[1], 1).await?[0];
-    let owner = owner(&replicas).await?;
+    let owner = owner_of(&replicas).await?;
     let bases: Vec<String> = replicas.iter().map(RestProcess::api_base).collect();
     let http = reqwest::Client::new();
 
@@ -216,7 +216,7 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
     let sim = sim(64).await?;
     let mut replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
     let channels = text_channels(&sim, &replicas[0], 300).await?;
-    let owner = owner(&replicas).await?;
+    let owner = owner_of(&replicas).await?;
     let survivors: Vec<String> = (0..3)
         .filter(|i| *i != owner)
         .map(|i| replicas[i].api_base())
@@ -277,6 +277,7 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
             }
         }
     }
+    eprintln!("after killing the owner: {ok} answered, {lost} lost");
     assert_eq!(ok + lost, 4 * CLIENTS);
     // Lost: at most one request per client, the one it had out when the owner died.
     assert!(lost <= CLIENTS, "{lost} requests lost");
@@ -293,6 +294,14 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
             post_message(&http, base, channels[0], &format!("after-{i}")).await?;
         assert_eq!(status, 200, "{kind:?} {body}");
     }
+
+    // One survivor took the token over.
+    let survivors_now: Vec<RestProcess> = {
+        let mut all = replicas;
+        all.remove(owner);
+        all
+    };
+    owner_of(&survivors_now).await?;
 
     let stats = sim.stats().await?;
     assert_eq!(
