@@ -214,3 +214,57 @@ pub(crate) fn run(args: RestArgs) -> anyhow::Result<()> {
             .context("running the REST proxy")
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        rest: RestArgs,
+    }
+
+    #[test]
+    fn nats_without_a_bot_is_refused() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from(["rest", "--listen", "127.0.0.1:1", "--nats", "nats://x:1"])
+            .unwrap();
+        let error = cli.rest.into_config().unwrap_err().to_string();
+        assert!(error.contains("--bot"), "{error}");
+        let cli = Cli::try_parse_from([
+            "rest",
+            "--listen",
+            "127.0.0.1:1",
+            "--nats",
+            "nats://x:1",
+            "--bot",
+            "mybot",
+            "--advertise",
+            "http://10.1.2.3:8080/",
+        ])
+        .unwrap();
+        let cluster = cli.rest.into_config().unwrap().cluster.unwrap();
+        assert_eq!(cluster.url, "http://10.1.2.3:8080");
+        assert_eq!(cluster.bot.as_str(), "mybot");
+        assert_eq!(cluster.nats_url, "nats://x:1");
+    }
+
+    #[test]
+    fn replicas_advertise_a_reachable_address() {
+        let listen: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(advertise_addr(listen, "nats://nowhere:1").unwrap(), listen);
+        let wildcard: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        for nats in [
+            "nats://127.0.0.1:4222",
+            "127.0.0.1",
+            "nats://user:pass@127.0.0.1:4333/,nats://10.0.0.1:4222",
+        ] {
+            assert_eq!(
+                advertise_addr(wildcard, nats).unwrap(),
+                "127.0.0.1:8080".parse::<SocketAddr>().unwrap(),
+                "{nats}"
+            );
+        }
+    }
+}

@@ -93,6 +93,8 @@ pub struct Cluster {
     generation: watch::Sender<u64>,
     /// Token keys this replica has sent requests for since it last became their owner.
     owned: Mutex<HashSet<u64>>,
+    /// When this replica last heard its own heartbeat back: NATS works for it.
+    heard_self: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -137,6 +139,7 @@ impl Cluster {
             members: Mutex::new(Members::new(me, MEMBER_TTL)),
             generation: watch::Sender::new(0),
             owned: Mutex::new(HashSet::new()),
+            heard_self: Mutex::new(Instant::now()),
         });
         tokio::spawn(Arc::clone(&cluster).announce(subject, subscription, shutdown));
         tokio::time::sleep(WARM_UP).await;
@@ -288,7 +291,14 @@ impl Cluster {
                 () = shutdown.cancelled() => break,
                 _ = beat.tick() => self.heartbeat().await,
                 _ = sweep.tick() => {
-                    let expired = lock(&self.members).expire(Instant::now());
+                    let now = Instant::now();
+                    // Silence means a peer is gone only while this replica hears itself: when
+                    // NATS is out of reach, every peer would fall silent at once and each
+                    // replica would take every token, N times the limits. The view stays as it
+                    // is instead (an unreachable owner is still found out by forwarding).
+                    let hears_itself =
+                        now.saturating_duration_since(*lock(&self.heard_self)) < MEMBER_TTL;
+                    let expired = hears_itself && lock(&self.members).expire(now);
                     if expired {
                         tracing::warn!("a REST replica went silent: taking it out");
                         self.changed();
@@ -322,6 +332,9 @@ impl Cluster {
     async fn hear(&self, announcement: &Announcement) {
         let me = self.me();
         if announcement.id == me.id {
+            if !announcement.gone {
+                *lock(&self.heard_self) = Instant::now();
+            }
             if announcement.gone {
                 // A peer could not reach this replica and took it out: whatever it owned has
                 // been someone else's meanwhile, so it starts afresh, and it says it is here.
