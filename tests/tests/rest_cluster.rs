@@ -334,3 +334,48 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn replicas_keep_their_view_and_the_limits_when_nats_goes_away() -> anyhow::Result<()> {
+    let mut nats = NatsServer::start().await?;
+    let sim = sim(64).await?;
+    let replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
+    let channels = text_channels(&sim, &replicas[0], 300).await?;
+    nats.kill_9()?;
+    // Longer than a member's time-to-live (3 s): silence alone would have left each replica
+    // alone, each taking the token for itself.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for replica in &replicas {
+        assert_eq!(
+            replica.metric("shardyard_rest_cluster_members").await?,
+            3.0,
+            "{}",
+            replica.log_report()
+        );
+    }
+    let bases: Vec<String> = replicas.iter().map(RestProcess::api_base).collect();
+    let http = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for (i, channel) in channels.iter().copied().enumerate() {
+        let http = http.clone();
+        let base = bases[i % 3].clone();
+        sends.push(tokio::spawn(async move {
+            post_message(&http, &base, channel, &format!("cut-{i}")).await
+        }));
+    }
+    for send in sends {
+        let (status, kind, body) = send.await??;
+        assert_eq!(status, 200, "{kind:?} {body}");
+    }
+    let stats = sim.stats().await?;
+    let max = stats["rest"]["max_requests_in_any_second"]
+        .as_u64()
+        .context("max")?;
+    assert!(
+        max <= 50,
+        "{max} requests reached the simulator in one second"
+    );
+    assert_eq!(rate_limited(&stats), (0, 0, 0));
+    assert_no_violation(&stats);
+    Ok(())
+}

@@ -104,7 +104,8 @@ impl Members {
         self.peers.remove(id).is_some()
     }
 
-    /// Forgets peers not heard since `now - ttl`; whether any was.
+    /// Forgets peers not heard since `now - ttl`; whether any was. The cluster passes the
+    /// time it last heard itself as `now`, so that NATS going away expires nobody.
     pub fn expire(&mut self, now: Instant) -> bool {
         let before = self.peers.len();
         let ttl = self.ttl;

@@ -291,14 +291,13 @@ impl Cluster {
                 () = shutdown.cancelled() => break,
                 _ = beat.tick() => self.heartbeat().await,
                 _ = sweep.tick() => {
-                    let now = Instant::now();
-                    // Silence means a peer is gone only while this replica hears itself: when
-                    // NATS is out of reach, every peer would fall silent at once and each
-                    // replica would take every token, N times the limits. The view stays as it
-                    // is instead (an unreachable owner is still found out by forwarding).
-                    let hears_itself =
-                        now.saturating_duration_since(*lock(&self.heard_self)) < MEMBER_TTL;
-                    let expired = hears_itself && lock(&self.members).expire(now);
+                    // A peer's silence is measured up to when this replica last heard its own
+                    // heartbeat come back, not up to now: when NATS is out of reach every peer
+                    // falls silent at once, and each replica would take every token for
+                    // itself, N times the limits. The view then stays as it is (an owner that
+                    // is really gone is still found out by forwarding).
+                    let heard_self = *lock(&self.heard_self);
+                    let expired = lock(&self.members).expire(heard_self);
                     if expired {
                         tracing::warn!("a REST replica went silent: taking it out");
                         self.changed();
