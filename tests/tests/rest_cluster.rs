@@ -379,3 +379,64 @@ async fn replicas_keep_their_view_and_the_limits_when_nats_goes_away() -> anyhow
     assert_no_violation(&stats);
     Ok(())
 }
+
+#[tokio::test]
+async fn stopping_the_owner_with_sigterm_under_load_loses_nothing() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = sim(64).await?;
+    let mut replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
+    let channels = text_channels(&sim, &replicas[0], 200).await?;
+    let owner = owner_of(&replicas).await?;
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != owner)
+        .map(|i| replicas[i].api_base())
+        .collect();
+    let before = sim.stats().await?["rest"]["requests"]
+        .as_u64()
+        .context("requests")?;
+    let http = reqwest::Client::new();
+    let mut sends = Vec::new();
+    for (i, channel) in channels.iter().copied().enumerate() {
+        let http = http.clone();
+        let base = survivors[i % 2].clone();
+        sends.push(tokio::spawn(async move {
+            post_message(&http, &base, channel, &format!("term-{i}")).await
+        }));
+    }
+    eventually(
+        Duration::from_secs(30),
+        "the load reaches the simulator",
+        || async {
+            let requests = sim.stats().await?["rest"]["requests"]
+                .as_u64()
+                .context("requests")?;
+            anyhow::ensure!(requests >= before + 50, "{} so far", requests - before);
+            Ok(())
+        },
+    )
+    .await?;
+    replicas[owner].process().sigterm()?;
+    for send in sends {
+        let (status, kind, body) = send.await??;
+        assert_eq!(status, 200, "{kind:?} {body}");
+    }
+    replicas[owner]
+        .process()
+        .wait_exit(Duration::from_secs(30))
+        .await?;
+    let stats = sim.stats().await?;
+    assert_eq!(
+        rate_limited(&stats),
+        (0, 0, 0),
+        "no 429 across the handover"
+    );
+    assert_no_violation(&stats);
+    let max = stats["rest"]["max_requests_in_any_second"]
+        .as_u64()
+        .context("max")?;
+    assert!(
+        max <= 50,
+        "{max} requests reached the simulator in one second"
+    );
+    Ok(())
+}

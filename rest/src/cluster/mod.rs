@@ -11,6 +11,7 @@ pub mod membership;
 pub mod rendezvous;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +96,8 @@ pub struct Cluster {
     owned: Mutex<HashSet<u64>>,
     /// When this replica last heard its own heartbeat back: NATS works for it.
     heard_self: Mutex<Instant>,
+    /// Shutting down: it owns nothing any more, and what waits in its queues moves on.
+    leaving: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -140,6 +143,7 @@ impl Cluster {
             generation: watch::Sender::new(0),
             owned: Mutex::new(HashSet::new()),
             heard_self: Mutex::new(Instant::now()),
+            leaving: AtomicBool::new(false),
         });
         tokio::spawn(Arc::clone(&cluster).announce(subject, subscription, shutdown));
         tokio::time::sleep(WARM_UP).await;
@@ -173,7 +177,10 @@ impl Cluster {
     #[must_use]
     pub fn owner(&self, key: u64) -> Owner {
         let members = lock(&self.members);
-        let list = members.list();
+        let mut list = members.list();
+        if self.leaving.load(Ordering::Relaxed) && list.len() > 1 {
+            list.retain(|member| member.id != members.me().id);
+        }
         match rendezvous::owner(&list, key) {
             Some(member) if member.id != members.me().id => Owner::Peer(member.clone()),
             _ => Owner::Me,
@@ -318,6 +325,10 @@ impl Cluster {
                 }
             }
         }
+        // Requests still queued here move to the tokens' next owners while the server drains.
+        self.leaving.store(true, Ordering::Relaxed);
+        lock(&self.owned).clear();
+        self.generation.send_modify(|g| *g += 1);
         let me = self.me();
         self.publish(&Announcement {
             id: me.id,
