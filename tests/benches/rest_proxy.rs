@@ -1,0 +1,530 @@
+//! `shardyard rest` against the simulator, both release builds (see `BENCHMARKS.md`, "REST
+//! proxy").
+//!
+//! 1. Added latency: an open-loop generator sends `GET /channels/{id}` at `BENCH_RATE` requests
+//!    per second (1,000) through the proxy and, interleaved in the same run, the same number
+//!    straight to the simulator, over every channel of the simulated world (each channel then
+//!    sees well under its 5 / s bucket), for `BENCH_WINDOW_SECS` (10) after a warm-up that
+//!    teaches the proxy every bucket. One reqwest client for both paths, identical requests
+//!    (`Authorization: Bot …` included, which the proxy passes through). Latency is from just
+//!    before `send()` to the whole body read; p50/p99/max per path and their differences.
+//! 2. Throughput: the proxy pinned to core 1 with one runtime worker (`taskset -c 1`,
+//!    `TOKIO_WORKER_THREADS=1`), the simulator and this generator pinned to core 0, `N`
+//!    closed-loop clients (`BENCH_CONCURRENCY`, `16,64`) for the window: requests/s, the proxy's
+//!    CPU (utime + stime from `/proc/PID/stat`) and so requests per second per core of proxy
+//!    CPU. Then the simulator's own ceiling: the same clients straight to it, the simulator
+//!    alone on core 1.
+//!
+//! The simulator runs with its global limit off (`--global-rate-limit 0`), the proxy with its
+//! own raised out of reach (`--global-per-second 100000000`) and at `RUST_LOG=warn`.
+//!
+//! ```sh
+//! cargo bench -p shardyard-tests --bench rest_proxy
+//! ```
+//!
+//! It builds the release binary itself (`cargo build --release -p shardyard`) and runs again
+//! with `SHARDYARD_BIN` pointing at it. Knobs (environment): `BENCH_GUILDS` (1000: about 8,000
+//! channels), `BENCH_RATE` (1000), `BENCH_WINDOW_SECS` (10), `BENCH_CONCURRENCY` (`16,64`),
+//! `BENCH_SKIP_LATENCY`, `BENCH_SKIP_THROUGHPUT`, `BENCH_HOLD_SECS` (keep the pinned proxy
+//! under load this much longer after its window, e.g. for `perf record -p`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use shardyard_tests::{ProcessGuard, SimArgs, SimProcess, eventually, free_port, repo_root};
+
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+const TOKEN: &str = "bench-token";
+/// What both paths send: the proxy passes a client's own `Authorization` through.
+const AUTH: &str = "Bot bench-token";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `<target>/release`: this bench binary lives in `<target>/release/deps/`.
+fn release_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
+        .unwrap_or_else(|| repo_root().join("target/release"))
+}
+
+fn main() -> anyhow::Result<()> {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    if std::env::var_os("SHARDYARD_BIN").is_none() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        eprintln!("rest_proxy: cargo build --release -p shardyard");
+        let status = Command::new(cargo)
+            .args(["build", "--release", "-p", "shardyard"])
+            .current_dir(repo_root())
+            .status()
+            .context("cannot run cargo")?;
+        if !status.success() {
+            bail!("the release build failed: {status}");
+        }
+        // The harness finds `shardyard` through SHARDYARD_BIN: run again with it set. The
+        // simulator inherits RUST_LOG.
+        let status = Command::new(std::env::current_exe()?)
+            .args(std::env::args_os().skip(1))
+            .env("SHARDYARD_BIN", release_dir().join("shardyard"))
+            .env(
+                "RUST_LOG",
+                std::env::var_os("RUST_LOG").unwrap_or_else(|| "warn".into()),
+            )
+            .status()
+            .context("cannot run the bench again")?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
+    shardyard_tests::install_crypto_provider();
+    let guilds: u32 = env_or("BENCH_GUILDS", 1000);
+    let mut sim = SimProcess::start(SimArgs {
+        token: TOKEN.to_owned(),
+        guilds,
+        extra: ["--members-per-guild", "1", "--global-rate-limit", "0"]
+            .map(str::to_owned)
+            .to_vec(),
+        startup_timeout: Duration::from_secs(60),
+        ..SimArgs::default()
+    })
+    .await?;
+    let client = client()?;
+    let channels = list_channels(&client, &sim).await?;
+    println!(
+        "simulator: {guilds} guilds, {} channels; GET /channels/{{id}} (bucket 5 / 1 s per channel)",
+        channels.len()
+    );
+    if std::env::var_os("BENCH_SKIP_LATENCY").is_none() {
+        latency(&client, &sim, &channels).await?;
+    }
+    if std::env::var_os("BENCH_SKIP_THROUGHPUT").is_none() {
+        let sim_pid = sim.process().pid();
+        throughput(&client, &sim, sim_pid, &channels).await?;
+    }
+    let stats = sim.stats().await?;
+    println!(
+        "simulator: rate limited {}, violations {}",
+        stats["rest"]["rate_limited"], stats["violations"]
+    );
+    Ok(())
+}
+
+/// The one client of both paths: no system proxy, Nagle off, idle connections kept.
+fn client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(300))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("cannot build an HTTP client")
+}
+
+/// Every channel id of the bot's world, from `GET /users/@me/guilds` (1 / s) and
+/// `GET /guilds/{id}/channels`, straight from the simulator.
+async fn list_channels(client: &reqwest::Client, sim: &SimProcess) -> anyhow::Result<Vec<u64>> {
+    let mut guilds = Vec::new();
+    let mut after = 0_u64;
+    for page in 0.. {
+        if page > 0 {
+            // The guild list's bucket is 1 / s.
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+        }
+        let url = format!(
+            "{}/users/@me/guilds?limit=200&after={after}",
+            sim.api_base()
+        );
+        let response = client
+            .get(&url)
+            .header("Authorization", AUTH)
+            .send()
+            .await?;
+        if response.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            tokio::time::sleep(Duration::from_millis(1050)).await;
+            continue;
+        }
+        let page: serde_json::Value = response.error_for_status()?.json().await?;
+        let ids: Vec<u64> = page
+            .as_array()
+            .context("guild list is not an array")?
+            .iter()
+            .filter_map(|g| g["id"].as_str()?.parse().ok())
+            .collect();
+        let Some(last) = ids.iter().max().copied() else {
+            break;
+        };
+        guilds.extend(ids);
+        after = last;
+    }
+    let mut channels = Vec::new();
+    for guild in guilds {
+        let url = format!("{}/guilds/{guild}/channels", sim.api_base());
+        let list: serde_json::Value = client
+            .get(&url)
+            .header("Authorization", AUTH)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        channels.extend(
+            list.as_array()
+                .context("channel list is not an array")?
+                .iter()
+                .filter_map(|c| c["id"].as_str()?.parse::<u64>().ok()),
+        );
+    }
+    anyhow::ensure!(!channels.is_empty(), "the simulator has no channels");
+    Ok(channels)
+}
+
+/// `shardyard rest` in front of the simulator, logging at warn, optionally pinned to core 1
+/// with one runtime worker.
+struct Proxy {
+    process: ProcessGuard,
+    addr: SocketAddr,
+}
+
+impl Proxy {
+    async fn start(sim: &SimProcess, pinned: bool) -> anyhow::Result<Self> {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let bin = shardyard_tests::shardyard_bin()?;
+        let mut command = if pinned {
+            let mut c = Command::new("taskset");
+            c.args(["-c", "1"])
+                .arg(bin)
+                .env("TOKIO_WORKER_THREADS", "1");
+            c
+        } else {
+            Command::new(bin)
+        };
+        command
+            .arg("rest")
+            .args(["--listen", &addr.to_string()])
+            .args(["--upstream", &format!("{}/api", sim.http_base())])
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--global-per-second", "100000000"])
+            .env("SHARDYARD_TOKEN", TOKEN)
+            .env("RUST_LOG", "warn");
+        let process = ProcessGuard::spawn(format!("rest:{}", addr.port()), command)?;
+        let probe = client()?;
+        eventually(Duration::from_secs(30), "rest proxy /readyz", || async {
+            probe
+                .get(format!("http://{admin}/readyz"))
+                .send()
+                .await?
+                .error_for_status()?;
+            Ok(())
+        })
+        .await
+        .with_context(|| process.log_report())?;
+        Ok(Self { process, addr })
+    }
+
+    fn api_base(&self) -> String {
+        format!("http://{}/api/v10", self.addr)
+    }
+
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_comm = stat.rsplit_once(')').context("no comm in stat")?.1;
+    // After the comm: state (field 3), …, utime (14), stime (15).
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
+    Ok((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
+}
+
+/// Pins every thread of `pid` to `cpus` (`taskset -a -p -c`).
+fn pin(pid: u32, cpus: &str) -> anyhow::Result<()> {
+    let output = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+        .output()
+        .context("cannot run taskset")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "taskset -p {pid}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(())
+}
+
+/// One GET, body read; `Ok(true)` on 200.
+async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
+    let response = client.get(url).header("Authorization", AUTH).send().await?;
+    let ok = response.status() == reqwest::StatusCode::OK;
+    response.bytes().await?;
+    Ok(ok)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Path {
+    Direct,
+    Proxy,
+}
+
+/// Open loop: per tick one request of each path (which goes first alternates), over the
+/// channels in turn; latencies of 200 answers by path, and the number of other outcomes.
+async fn open_loop(
+    client: &reqwest::Client,
+    bases: [&str; 2],
+    channels: &[u64],
+    rate: f64,
+    length: Duration,
+) -> anyhow::Result<([Vec<Duration>; 2], u64)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let ticks = (length.as_secs_f64() * rate) as u64;
+    let start = tokio::time::Instant::now();
+    for i in 0..ticks {
+        tokio::time::sleep_until(start + period * i as u32).await;
+        let channel = channels[i as usize % channels.len()];
+        let order = if i % 2 == 0 {
+            [Path::Direct, Path::Proxy]
+        } else {
+            [Path::Proxy, Path::Direct]
+        };
+        for path in order {
+            let base = bases[path as usize];
+            let url = format!("{base}/channels/{channel}");
+            let client = client.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let outcome = get(&client, &url).await;
+                let _ = tx.send((path, sent.elapsed(), matches!(outcome, Ok(true))));
+            });
+        }
+    }
+    drop(tx);
+    let mut latencies = [Vec::new(), Vec::new()];
+    let mut failed = 0;
+    while let Some((path, latency, ok)) = rx.recv().await {
+        if ok {
+            latencies[path as usize].push(latency);
+        } else {
+            failed += 1;
+        }
+    }
+    Ok((latencies, failed))
+}
+
+async fn latency(
+    client: &reqwest::Client,
+    sim: &SimProcess,
+    channels: &[u64],
+) -> anyhow::Result<()> {
+    let rate: f64 = env_or("BENCH_RATE", 1000.0);
+    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
+    let proxy = Proxy::start(sim, false).await?;
+    let sim_base = sim.api_base();
+    let proxy_base = proxy.api_base();
+    let bases = [sim_base.as_str(), proxy_base.as_str()];
+    // Warm-up: every channel once per path (the proxy learns each bucket), connections opened.
+    let warm = Duration::from_secs_f64((channels.len() as f64 / rate).max(2.0));
+    let (_, failed) = open_loop(client, bases, channels, rate, warm).await?;
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} warm-up requests failed\n{}",
+        proxy.process.log_report()
+    );
+    let cpu0 = cpu_secs(proxy.pid())?;
+    let started = Instant::now();
+    let (mut latencies, failed) = open_loop(client, bases, channels, rate, window).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let proxy_cpu = cpu_secs(proxy.pid())? - cpu0;
+    println!(
+        "Added latency: {rate} req/s through the proxy + {rate} req/s direct, interleaved, {secs:.1} s, {failed} not 200; proxy CPU {:.1} % of a core ({:.1} µs/request)",
+        proxy_cpu / secs * 100.0,
+        proxy_cpu * 1e6 / latencies[Path::Proxy as usize].len() as f64
+    );
+    println!("  | path | requests | p50 | p90 | p99 | p99.9 | max |");
+    let mut rows = Vec::new();
+    for (path, name) in [(Path::Direct, "direct"), (Path::Proxy, "proxy")] {
+        let sorted = &mut latencies[path as usize];
+        sorted.sort_unstable();
+        anyhow::ensure!(!sorted.is_empty(), "no {name} request succeeded");
+        let row = [50.0, 90.0, 99.0, 99.9].map(|p| percentile(sorted, p));
+        let max = *sorted.last().context("empty")?;
+        println!(
+            "  | {name} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs | {:.0} µs |",
+            sorted.len(),
+            us(row[0]),
+            us(row[1]),
+            us(row[2]),
+            us(row[3]),
+            us(max)
+        );
+        rows.push(row);
+    }
+    let added = |i: usize| us(rows[1][i]) - us(rows[0][i]);
+    println!(
+        "  added by the proxy: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs (goal: p99 < 200 µs)",
+        added(0),
+        added(1),
+        added(2),
+        added(3)
+    );
+    Ok(())
+}
+
+/// `concurrency` closed-loop clients against `base` for a warm-up, then the window; returns
+/// (seconds, 200 answers, other outcomes, CPU seconds of `pid` in the window).
+async fn closed_loop(
+    client: &reqwest::Client,
+    base: &str,
+    channels: &Arc<Vec<u64>>,
+    concurrency: usize,
+    pid: u32,
+    hold: Duration,
+) -> anyhow::Result<(f64, u64, u64, f64)> {
+    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, base, channels) = (client.clone(), base.to_owned(), Arc::clone(channels));
+        let (stop, next, ok, failed) = (
+            Arc::clone(&stop),
+            Arc::clone(&next),
+            Arc::clone(&ok),
+            Arc::clone(&failed),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let url = format!("{base}/channels/{}", channels[i % channels.len()]);
+                match get(&client, &url).await {
+                    Ok(true) => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (ok0, failed0, cpu0, t0) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        cpu_secs(pid)?,
+        Instant::now(),
+    );
+    tokio::time::sleep(window).await;
+    let (ok1, failed1, cpu1, t1) = (
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed),
+        cpu_secs(pid)?,
+        Instant::now(),
+    );
+    tokio::time::sleep(hold).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await?;
+    }
+    Ok((
+        (t1 - t0).as_secs_f64(),
+        ok1 - ok0,
+        failed1 - failed0,
+        cpu1 - cpu0,
+    ))
+}
+
+async fn throughput(
+    client: &reqwest::Client,
+    sim: &SimProcess,
+    sim_pid: u32,
+    channels: &[u64],
+) -> anyhow::Result<()> {
+    let levels: Vec<usize> = std::env::var("BENCH_CONCURRENCY")
+        .unwrap_or_else(|_| "16,64".to_owned())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    let hold = Duration::from_secs(env_or("BENCH_HOLD_SECS", 0));
+    let channels = Arc::new(channels.to_vec());
+    let me = std::process::id();
+    println!("Throughput: closed loop, GET /channels/{{id}} over every channel in turn");
+    println!(
+        "  | target | clients | requests/s | not 200 | target CPU (% of a core) | requests/s per core of target CPU | sim CPU (% of a core) |"
+    );
+    // The proxy alone on core 1; the simulator and this generator on core 0.
+    pin(me, "0")?;
+    pin(sim_pid, "0")?;
+    let proxy = Proxy::start(sim, true).await?;
+    println!("  (proxy pid {})", proxy.pid());
+    for &concurrency in &levels {
+        let sim0 = cpu_secs(sim_pid)?;
+        let (secs, ok, failed, cpu) = closed_loop(
+            client,
+            &proxy.api_base(),
+            &channels,
+            concurrency,
+            proxy.pid(),
+            hold,
+        )
+        .await?;
+        let sim_cpu = cpu_secs(sim_pid)? - sim0;
+        println!(
+            "  | proxy (core 1, 1 worker) | {concurrency} | {:.0} | {failed} | {:.0} % | {:.0} | ~{:.0} % |",
+            ok as f64 / secs,
+            cpu / secs * 100.0,
+            ok as f64 / cpu,
+            sim_cpu / (secs + 3.0 + hold.as_secs_f64()) * 100.0
+        );
+    }
+    drop(proxy);
+    // The simulator's own ceiling: it alone on core 1, the same clients straight to it.
+    pin(sim_pid, "1")?;
+    for &concurrency in &levels {
+        let (secs, ok, failed, cpu) = closed_loop(
+            client,
+            &sim.api_base(),
+            &channels,
+            concurrency,
+            sim_pid,
+            Duration::ZERO,
+        )
+        .await?;
+        println!(
+            "  | simulator direct (core 1) | {concurrency} | {:.0} | {failed} | {:.0} % | {:.0} | |",
+            ok as f64 / secs,
+            cpu / secs * 100.0,
+            ok as f64 / cpu,
+        );
+    }
+    pin(sim_pid, "0,1")?;
+    pin(me, "0,1")?;
+    Ok(())
+}
