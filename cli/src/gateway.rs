@@ -145,19 +145,8 @@ impl GatewayArgs {
 }
 
 pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
-    let threads = usize::from(args.threads);
+    let runtime = crate::runtime::build(args.threads)?;
     let (config, admin_addr) = args.into_config()?;
-    let mut builder = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(threads);
-        builder
-    };
-    let runtime = builder
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async move {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let stop = shutdown.clone();

@@ -2,6 +2,7 @@
 
 mod gateway;
 mod rest;
+mod runtime;
 mod signal;
 mod sim;
 

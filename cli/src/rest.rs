@@ -71,6 +71,9 @@ pub(crate) struct RestArgs {
     /// more throughput per bucket, but requests of a bucket may then reach Discord out of order.
     #[arg(long, env = "SHARDYARD_REST_UNORDERED_BUCKETS")]
     unordered_buckets: bool,
+    /// Threads serving requests; 1 (the default) is a current-thread runtime.
+    #[arg(long, env = "SHARDYARD_REST_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
 }
 
 fn seconds(name: &str, value: f64) -> anyhow::Result<Duration> {
@@ -100,6 +103,7 @@ impl RestArgs {
             max_json_bytes,
             max_tokens,
             unordered_buckets,
+            threads: _,
         } = self;
         let token = match token_file {
             Some(path) => Some(Token::new(
@@ -182,11 +186,8 @@ fn advertise_addr(listen: SocketAddr, nats_url: &str) -> anyhow::Result<SocketAd
 }
 
 pub(crate) fn run(args: RestArgs) -> anyhow::Result<()> {
+    let runtime = crate::runtime::build(args.threads)?;
     let config = args.into_config()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
     runtime.block_on(async move {
         if let Some(cluster) = &config.cluster {
             tracing::info!(

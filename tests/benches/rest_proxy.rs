@@ -220,6 +220,10 @@ impl Proxy {
             .args(["--upstream", &format!("{}/api", sim.http_base())])
             .args(["--admin-addr", &admin.to_string()])
             .args(["--global-per-second", "100000000"])
+            .args([
+                "--threads",
+                &env_or("BENCH_PROXY_THREADS", 1_u16).to_string(),
+            ])
             .env("SHARDYARD_TOKEN", TOKEN)
             .env("RUST_LOG", "warn");
         let process = ProcessGuard::spawn(format!("rest:{}", addr.port()), command)?;
