@@ -26,64 +26,26 @@
 //! `BENCH_SKIP_LOAD`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
+use shardyard_tests::bench::{self, cpu_secs, env_or, release_dir, rss_kib};
 use shardyard_tests::{
-    GatewayProcess, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port, repo_root,
+    GatewayProcess, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port,
 };
 use tokio::io::AsyncReadExt as _;
 
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 const TOKEN: &str = "bench-token";
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `<target>/release`: this bench binary lives in `<target>/release/deps/`.
-fn release_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| repo_root().join("target/release"))
-}
 
 fn main() -> anyhow::Result<()> {
     // `cargo bench` passes `--bench`; nothing else to parse.
-    if std::env::var_os("SHARDYARD_BIN").is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("gateway_receive: cargo build --release -p shardyard -p shardyard-tests --bins");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "shardyard",
-                "-p",
-                "shardyard-tests",
-                "--bins",
-            ])
-            .current_dir(repo_root())
-            .status()
-            .context("cannot run cargo")?;
-        if !status.success() {
-            bail!("the release build failed: {status}");
-        }
-        // The harness finds `shardyard` through SHARDYARD_BIN: run again with it set.
-        let status = Command::new(std::env::current_exe()?)
-            .args(std::env::args_os().skip(1))
-            .env("SHARDYARD_BIN", release_dir().join("shardyard"))
-            .status()
-            .context("cannot run the bench again")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    bench::run_on_release_binaries(
+        "gateway_receive",
+        &["-p", "shardyard", "-p", "shardyard-tests", "--bins"],
+        &[],
+    )?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -102,31 +64,6 @@ async fn run() -> anyhow::Result<()> {
         load(&nats).await?;
     }
     Ok(())
-}
-
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(')').context("no comm in stat")?.1;
-    // After the comm: state (field 3), …, utime (14), stime (15).
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
-}
-
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
-    Ok(line
-        .split_whitespace()
-        .nth(1)
-        .context("bad VmRSS")?
-        .parse()?)
 }
 
 async fn sim_dispatched(sim: &SimProcess) -> anyhow::Result<u64> {

@@ -29,61 +29,29 @@
 //! under load this much longer after its window, e.g. for `perf record -p`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
-use shardyard_tests::{ProcessGuard, SimArgs, SimProcess, eventually, free_port, repo_root};
+use anyhow::Context as _;
+use shardyard_tests::bench::{self, cpu_secs, env_or};
+use shardyard_tests::{ProcessGuard, SimArgs, SimProcess, eventually, free_port};
 
-const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 const TOKEN: &str = "bench-token";
 /// What both paths send: the proxy passes a client's own `Authorization` through.
 const AUTH: &str = "Bot bench-token";
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `<target>/release`: this bench binary lives in `<target>/release/deps/`.
-fn release_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.to_path_buf()))
-        .unwrap_or_else(|| repo_root().join("target/release"))
-}
-
 fn main() -> anyhow::Result<()> {
-    // `cargo bench` passes `--bench`; nothing else to parse.
-    if std::env::var_os("SHARDYARD_BIN").is_none() {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("rest_proxy: cargo build --release -p shardyard");
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "shardyard"])
-            .current_dir(repo_root())
-            .status()
-            .context("cannot run cargo")?;
-        if !status.success() {
-            bail!("the release build failed: {status}");
-        }
-        // The harness finds `shardyard` through SHARDYARD_BIN: run again with it set. The
-        // simulator inherits RUST_LOG.
-        let status = Command::new(std::env::current_exe()?)
-            .args(std::env::args_os().skip(1))
-            .env("SHARDYARD_BIN", release_dir().join("shardyard"))
-            .env(
-                "RUST_LOG",
-                std::env::var_os("RUST_LOG").unwrap_or_else(|| "warn".into()),
-            )
-            .status()
-            .context("cannot run the bench again")?;
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    // `cargo bench` passes `--bench`; nothing else to parse. The simulator inherits RUST_LOG.
+    bench::run_on_release_binaries(
+        "rest_proxy",
+        &["-p", "shardyard"],
+        &[(
+            "RUST_LOG",
+            std::env::var_os("RUST_LOG").unwrap_or_else(|| "warn".into()),
+        )],
+    )?;
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -248,17 +216,6 @@ impl Proxy {
     fn pid(&self) -> u32 {
         self.process.pid()
     }
-}
-
-/// utime + stime of a process (all its threads), in seconds.
-fn cpu_secs(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let after_comm = stat.rsplit_once(')').context("no comm in stat")?.1;
-    // After the comm: state (field 3), …, utime (14), stime (15).
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let utime: u64 = fields.get(11).context("no utime")?.parse()?;
-    let stime: u64 = fields.get(12).context("no stime")?.parse()?;
-    Ok((utime + stime) as f64 / CLOCK_TICKS_PER_SEC)
 }
 
 /// Pins every thread of `pid` to `cpus` (`taskset -a -p -c`).

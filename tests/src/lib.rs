@@ -12,6 +12,7 @@
 //!
 //! Run the suite with `scripts/test`, which installs nats-server first; see `tests/README.md`.
 
+pub mod bench;
 mod bin;
 mod gateway;
 pub mod ground_truth;

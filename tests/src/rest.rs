@@ -205,6 +205,35 @@ impl RestProcess {
             .unwrap_or(0.0))
     }
 
+    /// The first `n` text channels of the simulated bot's guilds: the guild list asked through
+    /// the proxy with the simulator's token (so the proxy, or the token's owner among replicas,
+    /// counts it under the global limit as the simulator does), each guild's channels from the
+    /// simulator's own state.
+    pub async fn text_channels(&self, sim: &SimProcess, n: usize) -> anyhow::Result<Vec<u64>> {
+        let guilds = self
+            .http
+            .get(format!("{}/users/@me/guilds", self.api_base()))
+            .header("Authorization", format!("Bot {}", sim.token()))
+            .send()
+            .await?
+            .json::<serde_json::Value>()
+            .await?;
+        let mut channels = Vec::new();
+        for guild in guilds.as_array().context("guilds")? {
+            let id = guild["id"].as_str().context("guild id")?;
+            let state = sim.get_json(&format!("/_sim/guilds/{id}")).await?;
+            for channel in state["channels"].as_array().context("channels")? {
+                if channel["type"] == 0 {
+                    channels.push(channel["id"].as_str().context("id")?.parse()?);
+                }
+                if channels.len() == n {
+                    return Ok(channels);
+                }
+            }
+        }
+        anyhow::bail!("only {} text channels", channels.len())
+    }
+
     /// A client for requests through the proxy.
     #[must_use]
     pub fn http(&self) -> &reqwest::Client {

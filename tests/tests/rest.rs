@@ -21,32 +21,6 @@ async fn sim(guilds: u32, extra: &[&str]) -> anyhow::Result<SimProcess> {
     .await
 }
 
-/// `n` text channels of the bot, read from the simulator's state after one REST request
-/// through the proxy (so the proxy counts it under the global limit, as the simulator does).
-async fn text_channels(sim: &SimProcess, rest: &RestProcess, n: usize) -> anyhow::Result<Vec<u64>> {
-    let guilds = reqwest::Client::new()
-        .get(format!("{}/users/@me/guilds", rest.api_base()))
-        .header("Authorization", format!("Bot {TOKEN}"))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?;
-    let mut channels = Vec::new();
-    for guild in guilds.as_array().context("guilds")? {
-        let id = guild["id"].as_str().context("guild id")?;
-        let state = sim.get_json(&format!("/_sim/guilds/{id}")).await?;
-        for channel in state["channels"].as_array().context("channels")? {
-            if channel["type"] == 0 {
-                channels.push(channel["id"].as_str().context("id")?.parse()?);
-            }
-            if channels.len() == n {
-                return Ok(channels);
-            }
-        }
-    }
-    anyhow::bail!("only {} text channels", channels.len())
-}
-
 async fn post_message(
     rest: &RestProcess,
     channel: u64,
@@ -100,7 +74,7 @@ async fn twenty_clients_on_one_channel_get_no_upstream_429_and_keep_their_order(
 -> anyhow::Result<()> {
     let sim = sim(1, &[]).await?;
     let rest = std::sync::Arc::new(RestProcess::start(&sim, &[]).await?);
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
     let before = sim.stats().await?;
 
     // 20 clients at once, each sending 2 messages one after the other (the second once the
@@ -168,7 +142,7 @@ async fn twenty_clients_on_one_channel_get_no_upstream_429_and_keep_their_order(
 async fn requests_reach_discord_in_the_order_they_queued() -> anyhow::Result<()> {
     let sim = sim(1, &[]).await?;
     let rest = std::sync::Arc::new(RestProcess::start(&sim, &[]).await?);
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
     // Each request is sent only once the proxy counts it in a queue (its queued counter), so
     // the order they joined the bucket's queue is known; the simulator must see that order.
     let queued = "shardyard_rest_requests_queued_total{token=\"default\"}";
@@ -200,7 +174,7 @@ async fn requests_reach_discord_in_the_order_they_queued() -> anyhow::Result<()>
 async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<()> {
     let sim = sim(64, &[]).await?;
     let rest = std::sync::Arc::new(RestProcess::start(&sim, &[]).await?);
-    let channels = text_channels(&sim, &rest, 300).await?;
+    let channels = rest.text_channels(&sim, 300).await?;
     let mut sends = Vec::new();
     for (i, channel) in channels.iter().copied().enumerate() {
         let rest = std::sync::Arc::clone(&rest);
@@ -235,7 +209,7 @@ async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<
 async fn injected_429s_of_every_scope_are_retried_and_counted() -> anyhow::Result<()> {
     let sim = sim(1, &[]).await?;
     let rest = RestProcess::start(&sim, &[]).await?;
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
     for (n, scope) in ["user", "shared", "global"].into_iter().enumerate() {
         sim.post_json(
             "/_sim/rest/faults",
@@ -274,7 +248,7 @@ async fn injected_429s_of_every_scope_are_retried_and_counted() -> anyhow::Resul
 async fn upstream_5xx_is_retried_for_get_and_502_for_post() -> anyhow::Result<()> {
     let sim = sim(1, &[]).await?;
     let rest = RestProcess::start(&sim, &[]).await?;
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
 
     sim.post_json(
         "/_sim/rest/faults",
@@ -473,7 +447,7 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
         &["--max-json-bytes", "65536", "--max-upload-bytes", "200000"],
     )
     .await?;
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
     let http = rest.http();
     let api = rest.api_base();
     let requests_before = sim.stats().await?["rest"]["requests"]
@@ -690,7 +664,7 @@ async fn headers_pass_through_and_the_client_token_is_its_own() -> anyhow::Resul
         },
     )
     .await?;
-    let channel = text_channels(&sim, &rest, 1).await?[0];
+    let channel = rest.text_channels(&sim, 1).await?[0];
     let (status, kind, _) = send(
         &rest,
         rest.http().get(format!("{}/users/@me", rest.api_base())),

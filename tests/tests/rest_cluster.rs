@@ -22,37 +22,6 @@ async fn sim(guilds: u32) -> anyhow::Result<SimProcess> {
     .await
 }
 
-/// `n` text channels of the bot, from the simulator's state after one request through
-/// `replica` (which the owner of the token counts under the global limit, as the simulator
-/// does).
-async fn text_channels(
-    sim: &SimProcess,
-    replica: &RestProcess,
-    n: usize,
-) -> anyhow::Result<Vec<u64>> {
-    let guilds = replica
-        .http()
-        .get(format!("{}/users/@me/guilds", replica.api_base()))
-        .send()
-        .await?
-        .json::<Value>()
-        .await?;
-    let mut channels = Vec::new();
-    for guild in guilds.as_array().context("guilds")? {
-        let id = guild["id"].as_str().context("guild id")?;
-        let state = sim.get_json(&format!("/_sim/guilds/{id}")).await?;
-        for channel in state["channels"].as_array().context("channels")? {
-            if channel["type"] == 0 {
-                channels.push(channel["id"].as_str().context("id")?.parse()?);
-            }
-            if channels.len() == n {
-                return Ok(channels);
-            }
-        }
-    }
-    anyhow::bail!("only {} text channels", channels.len())
-}
-
 /// POSTs a message through the replica at `api_base`: the status, the proxy's error kind
 /// (`X-Shardyard-Error`) if it answered itself, and the body.
 async fn post_message(
@@ -120,7 +89,7 @@ async fn twenty_clients_on_one_channel_over_three_replicas_get_no_upstream_429()
     let nats = NatsServer::start().await?;
     let sim = sim(1).await?;
     let replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
-    let channel = text_channels(&sim, &replicas[1], 1).await?[0];
+    let channel = replicas[1].text_channels(&sim, 1).await?[0];
     let owner = owner_of(&replicas).await?;
     let bases: Vec<String> = replicas.iter().map(RestProcess::api_base).collect();
     let http = reqwest::Client::new();
@@ -177,7 +146,7 @@ async fn three_hundred_channels_over_three_replicas_stay_under_the_global_limit(
     let nats = NatsServer::start().await?;
     let sim = sim(64).await?;
     let replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
-    let channels = text_channels(&sim, &replicas[0], 300).await?;
+    let channels = replicas[0].text_channels(&sim, 300).await?;
     let bases: Vec<String> = replicas.iter().map(RestProcess::api_base).collect();
     let http = reqwest::Client::new();
     let mut sends = Vec::new();
@@ -215,7 +184,7 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
     let nats = NatsServer::start().await?;
     let sim = sim(64).await?;
     let mut replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
-    let channels = text_channels(&sim, &replicas[0], 300).await?;
+    let channels = replicas[0].text_channels(&sim, 300).await?;
     let owner = owner_of(&replicas).await?;
     let survivors: Vec<String> = (0..3)
         .filter(|i| *i != owner)
@@ -340,7 +309,7 @@ async fn replicas_keep_their_view_and_the_limits_when_nats_goes_away() -> anyhow
     let mut nats = NatsServer::start().await?;
     let sim = sim(64).await?;
     let replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
-    let channels = text_channels(&sim, &replicas[0], 300).await?;
+    let channels = replicas[0].text_channels(&sim, 300).await?;
     nats.kill_9()?;
     // Longer than a member's time-to-live (3 s): silence alone would have left each replica
     // alone, each taking the token for itself.
@@ -385,7 +354,7 @@ async fn stopping_the_owner_with_sigterm_under_load_loses_nothing() -> anyhow::R
     let nats = NatsServer::start().await?;
     let sim = sim(64).await?;
     let mut replicas = RestProcess::start_replicas(&sim, &nats, BOT, 3, &[]).await?;
-    let channels = text_channels(&sim, &replicas[0], 200).await?;
+    let channels = replicas[0].text_channels(&sim, 200).await?;
     let owner = owner_of(&replicas).await?;
     let survivors: Vec<String> = (0..3)
         .filter(|i| *i != owner)
