@@ -223,6 +223,10 @@ pub struct Coordinator {
     holder: String,
     /// The budget as last read or written: recreates the key should it vanish.
     known_budget: Mutex<Budget>,
+    /// This process's shards take from the budget one at a time: all at once they conflict on
+    /// the one key and retry, O(n²) round trips for n shards starting together (a 1,000-shard
+    /// process took twice as long as twilight to be READY).
+    budget_turn: tokio::sync::Mutex<()>,
     buckets: Vec<LocalBucket>,
 }
 
@@ -350,6 +354,7 @@ impl Coordinator {
             window: config.window,
             holder: config.holder,
             known_budget: Mutex::new(seed),
+            budget_turn: tokio::sync::Mutex::new(()),
             buckets: (0..max_concurrency)
                 .map(|_| LocalBucket::default())
                 .collect(),
@@ -476,6 +481,7 @@ impl Coordinator {
 
     /// Takes one session start from the shared budget, waiting for its reset when none are left.
     async fn take_budget(&self, shard: u32) -> Result<(), CoordinatorError> {
+        let _turn = self.budget_turn.lock().await;
         let by = format!("{}/{shard}", self.holder);
         let mut warned = false;
         let (budget, _) = self
