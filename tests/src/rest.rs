@@ -257,3 +257,26 @@ impl RestProcess {
         self.process.log_report()
     }
 }
+
+/// The 429s the simulator sent (`/_sim/stats` `rest.rate_limited`) as (user, global, shared);
+/// a missing field reads as `u64::MAX`, so asserting zero cannot pass by accident.
+#[must_use]
+pub fn rest_rate_limited(stats: &serde_json::Value) -> (u64, u64, u64) {
+    let r = &stats["rest"]["rate_limited"];
+    (
+        r["user"].as_u64().unwrap_or(u64::MAX),
+        r["global"].as_u64().unwrap_or(u64::MAX),
+        r["shared"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+/// The most REST requests of one token the simulator saw in any rolling second
+/// (`/_sim/stats` `rest.max_requests_in_any_second`).
+///
+/// # Errors
+/// When the field is missing.
+pub fn rest_busiest_second(stats: &serde_json::Value) -> anyhow::Result<u64> {
+    stats["rest"]["max_requests_in_any_second"]
+        .as_u64()
+        .context("no rest.max_requests_in_any_second in the simulator's stats")
+}

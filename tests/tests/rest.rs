@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use shardyard_tests::{RestArgs, RestProcess, SimArgs, SimProcess, eventually};
+use shardyard_tests::{
+    RestArgs, RestProcess, SimArgs, SimProcess, eventually, rest_busiest_second, rest_rate_limited,
+};
 
 /// Distinctive, so a leak is found by searching for it.
 const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.proxy-test.secret-token-value-4242";
@@ -47,15 +49,6 @@ async fn channel_contents(sim: &SimProcess, channel: u64) -> anyhow::Result<Vec<
         .iter()
         .filter_map(|m| m["content"].as_str().map(str::to_owned))
         .collect())
-}
-
-fn rate_limited(stats: &Value) -> (u64, u64, u64) {
-    let r = &stats["rest"]["rate_limited"];
-    (
-        r["user"].as_u64().unwrap_or(u64::MAX),
-        r["global"].as_u64().unwrap_or(u64::MAX),
-        r["shared"].as_u64().unwrap_or(u64::MAX),
-    )
 }
 
 /// The token appears nowhere in the proxy's log (it runs at debug level) or metrics.
@@ -100,8 +93,8 @@ async fn twenty_clients_on_one_channel_get_no_upstream_429_and_keep_their_order(
 
     let stats = sim.stats().await?;
     assert_eq!(
-        rate_limited(&stats),
-        rate_limited(&before),
+        rest_rate_limited(&stats),
+        rest_rate_limited(&before),
         "no 429 reached a client of Discord"
     );
     assert_eq!(
@@ -166,7 +159,7 @@ async fn requests_reach_discord_in_the_order_they_queued() -> anyhow::Result<()>
     }
     let expected: Vec<String> = (0..10).map(|k| format!("fifo-{k}")).collect();
     assert_eq!(channel_contents(&sim, channel).await?, expected);
-    assert_eq!(rate_limited(&sim.stats().await?), (0, 0, 0));
+    assert_eq!(rest_rate_limited(&sim.stats().await?), (0, 0, 0));
     Ok(())
 }
 
@@ -187,9 +180,7 @@ async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<
         assert_eq!(status, 200, "{body}");
     }
     let stats = sim.stats().await?;
-    let max = stats["rest"]["max_requests_in_any_second"]
-        .as_u64()
-        .context("max")?;
+    let max = rest_busiest_second(&stats)?;
     assert!(
         max <= 50,
         "{max} requests reached the simulator in one second"
@@ -198,7 +189,7 @@ async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<
         max >= 40,
         "the proxy used the limit ({max} in the busiest second)"
     );
-    assert_eq!(rate_limited(&stats), (0, 0, 0));
+    assert_eq!(rest_rate_limited(&stats), (0, 0, 0));
     for channel in [channels[0], channels[299]] {
         assert_eq!(channel_contents(&sim, channel).await?.len(), 1);
     }
@@ -631,7 +622,7 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
             .is_some_and(|s| s > 0.0 && s <= 5.0),
         "{body}"
     );
-    assert_eq!(rate_limited(&sim.stats().await?), (0, 0, 0));
+    assert_eq!(rest_rate_limited(&sim.stats().await?), (0, 0, 0));
     assert!(
         !channel_contents(&sim, channel)
             .await?

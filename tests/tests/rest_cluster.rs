@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use shardyard_tests::{NatsServer, RestProcess, SimArgs, SimProcess, eventually};
+use shardyard_tests::{
+    NatsServer, RestProcess, SimArgs, SimProcess, eventually, rest_busiest_second,
+    rest_rate_limited,
+};
 
 const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.cluster-test.secret-token-value-4242";
 const BOT: &str = "clusterbot";
@@ -43,15 +46,6 @@ async fn post_message(
         .map(str::to_owned);
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, kind, body))
-}
-
-fn rate_limited(stats: &Value) -> (u64, u64, u64) {
-    let r = &stats["rest"]["rate_limited"];
-    (
-        r["user"].as_u64().unwrap_or(u64::MAX),
-        r["global"].as_u64().unwrap_or(u64::MAX),
-        r["shared"].as_u64().unwrap_or(u64::MAX),
-    )
 }
 
 fn assert_no_violation(stats: &Value) {
@@ -114,7 +108,11 @@ async fn twenty_clients_on_one_channel_over_three_replicas_get_no_upstream_429()
     }
 
     let stats = sim.stats().await?;
-    assert_eq!(rate_limited(&stats), (0, 0, 0), "no 429 at the simulator");
+    assert_eq!(
+        rest_rate_limited(&stats),
+        (0, 0, 0),
+        "no 429 at the simulator"
+    );
     assert_no_violation(&stats);
     let contents: Vec<String> = sim
         .get_json(&format!("/_sim/channels/{channel}/messages"))
@@ -162,9 +160,7 @@ async fn three_hundred_channels_over_three_replicas_stay_under_the_global_limit(
         assert_eq!(status, 200, "{kind:?} {body}");
     }
     let stats = sim.stats().await?;
-    let max = stats["rest"]["max_requests_in_any_second"]
-        .as_u64()
-        .context("max")?;
+    let max = rest_busiest_second(&stats)?;
     assert!(
         max <= 50,
         "{max} requests reached the simulator in one second"
@@ -173,7 +169,7 @@ async fn three_hundred_channels_over_three_replicas_stay_under_the_global_limit(
         max >= 30,
         "the replicas used the limit ({max} in the busiest second)"
     );
-    assert_eq!(rate_limited(&stats), (0, 0, 0));
+    assert_eq!(rest_rate_limited(&stats), (0, 0, 0));
     assert_no_violation(&stats);
     Ok(())
 }
@@ -274,14 +270,12 @@ async fn killing_the_owner_under_load_exceeds_no_limit_and_survivors_keep_answer
 
     let stats = sim.stats().await?;
     assert_eq!(
-        rate_limited(&stats),
+        rest_rate_limited(&stats),
         (0, 0, 0),
         "no 429 at the simulator, across the takeover"
     );
     assert_no_violation(&stats);
-    let max = stats["rest"]["max_requests_in_any_second"]
-        .as_u64()
-        .context("max")?;
+    let max = rest_busiest_second(&stats)?;
     assert!(
         max <= 50,
         "{max} requests reached the simulator in one second"
@@ -337,14 +331,12 @@ async fn replicas_keep_their_view_and_the_limits_when_nats_goes_away() -> anyhow
         assert_eq!(status, 200, "{kind:?} {body}");
     }
     let stats = sim.stats().await?;
-    let max = stats["rest"]["max_requests_in_any_second"]
-        .as_u64()
-        .context("max")?;
+    let max = rest_busiest_second(&stats)?;
     assert!(
         max <= 50,
         "{max} requests reached the simulator in one second"
     );
-    assert_eq!(rate_limited(&stats), (0, 0, 0));
+    assert_eq!(rest_rate_limited(&stats), (0, 0, 0));
     assert_no_violation(&stats);
     Ok(())
 }
@@ -395,14 +387,12 @@ async fn stopping_the_owner_with_sigterm_under_load_loses_nothing() -> anyhow::R
         .await?;
     let stats = sim.stats().await?;
     assert_eq!(
-        rate_limited(&stats),
+        rest_rate_limited(&stats),
         (0, 0, 0),
         "no 429 across the handover"
     );
     assert_no_violation(&stats);
-    let max = stats["rest"]["max_requests_in_any_second"]
-        .as_u64()
-        .context("max")?;
+    let max = rest_busiest_second(&stats)?;
     assert!(
         max <= 50,
         "{max} requests reached the simulator in one second"
