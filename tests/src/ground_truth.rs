@@ -116,7 +116,9 @@ pub async fn read_stream_shard(
     let mut seen = HashSet::new();
     let mut last_seq: HashMap<String, u64> = HashMap::new();
     while out.messages < pending {
-        let message = tokio::time::timeout(Duration::from_secs(30), messages.next())
+        // Short: a local stream delivers in milliseconds; a stalled read (seen right after a
+        // nats-server restart) fails this attempt so the caller retries with a fresh consumer.
+        let message = tokio::time::timeout(Duration::from_secs(5), messages.next())
             .await
             .context("stream read stalled")?
             .context("stream ended")?
