@@ -165,6 +165,20 @@ impl SimProcess {
         self.get_json("/_sim/stats").await
     }
 
+    /// The contents of the messages bots created in `channel` through REST, oldest first
+    /// (`GET /_sim/channels/{id}/messages`).
+    pub async fn channel_message_contents(&self, channel: u64) -> anyhow::Result<Vec<String>> {
+        let messages = self
+            .get_json(&format!("/_sim/channels/{channel}/messages"))
+            .await?;
+        Ok(messages
+            .as_array()
+            .context("the simulator's channel messages are not an array")?
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// `GET http://ADDR{path}` as JSON.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let url = self.url(path);

@@ -39,18 +39,6 @@ async fn post_message(
     Ok((status, body))
 }
 
-async fn channel_contents(sim: &SimProcess, channel: u64) -> anyhow::Result<Vec<String>> {
-    let messages = sim
-        .get_json(&format!("/_sim/channels/{channel}/messages"))
-        .await?;
-    Ok(messages
-        .as_array()
-        .context("messages")?
-        .iter()
-        .filter_map(|m| m["content"].as_str().map(str::to_owned))
-        .collect())
-}
-
 /// The token appears nowhere in the proxy's log (it runs at debug level) or metrics.
 async fn assert_no_token_leak(rest: &RestProcess) -> anyhow::Result<()> {
     let log = rest.log();
@@ -103,7 +91,7 @@ async fn twenty_clients_on_one_channel_get_no_upstream_429_and_keep_their_order(
         "{}",
         stats["violations"]
     );
-    let contents = channel_contents(&sim, channel).await?;
+    let contents = sim.channel_message_contents(channel).await?;
     assert_eq!(contents.len(), 40, "{contents:?}");
     assert_eq!(
         contents.iter().collect::<HashSet<_>>().len(),
@@ -158,7 +146,7 @@ async fn requests_reach_discord_in_the_order_they_queued() -> anyhow::Result<()>
         assert_eq!(status, 200, "{body}");
     }
     let expected: Vec<String> = (0..10).map(|k| format!("fifo-{k}")).collect();
-    assert_eq!(channel_contents(&sim, channel).await?, expected);
+    assert_eq!(sim.channel_message_contents(channel).await?, expected);
     assert_eq!(rest_rate_limited(&sim.stats().await?), (0, 0, 0));
     Ok(())
 }
@@ -191,7 +179,7 @@ async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<
     );
     assert_eq!(rest_rate_limited(&stats), (0, 0, 0));
     for channel in [channels[0], channels[299]] {
-        assert_eq!(channel_contents(&sim, channel).await?.len(), 1);
+        assert_eq!(sim.channel_message_contents(channel).await?.len(), 1);
     }
     Ok(())
 }
@@ -221,7 +209,7 @@ async fn injected_429s_of_every_scope_are_retried_and_counted() -> anyhow::Resul
         );
     }
     assert_eq!(
-        channel_contents(&sim, channel).await?,
+        sim.channel_message_contents(channel).await?,
         ["after-user", "after-shared", "after-global"]
     );
     assert_eq!(
@@ -274,7 +262,7 @@ async fn upstream_5xx_is_retried_for_get_and_502_for_post() -> anyhow::Result<()
         "{body}"
     );
     assert!(
-        channel_contents(&sim, channel).await?.is_empty(),
+        sim.channel_message_contents(channel).await?.is_empty(),
         "POST was not retried"
     );
     assert_eq!(sim.stats().await?["rest"]["injected"]["status"], 3);
@@ -624,7 +612,7 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
     );
     assert_eq!(rest_rate_limited(&sim.stats().await?), (0, 0, 0));
     assert!(
-        !channel_contents(&sim, channel)
+        !sim.channel_message_contents(channel)
             .await?
             .contains(&"impatient".to_owned())
     );
@@ -688,7 +676,10 @@ async fn headers_pass_through_and_the_client_token_is_its_own() -> anyhow::Resul
     );
     let message: Value = response.json().await?;
     assert_eq!(message["content"], "with a file");
-    assert_eq!(channel_contents(&sim, channel).await?, ["with a file"]);
+    assert_eq!(
+        sim.channel_message_contents(channel).await?,
+        ["with a file"]
+    );
     let metrics = rest.metrics().await?;
     assert!(
         !metrics.contains("token=\"default\""),

@@ -41,18 +41,6 @@ async fn start() -> anyhow::Result<(SimProcess, RestProcess, u64)> {
     Ok((sim, rest, channel))
 }
 
-async fn contents(sim: &SimProcess, channel: u64) -> anyhow::Result<Vec<String>> {
-    let messages = sim
-        .get_json(&format!("/_sim/channels/{channel}/messages"))
-        .await?;
-    Ok(messages
-        .as_array()
-        .context("messages")?
-        .iter()
-        .filter_map(|m| m["content"].as_str().map(str::to_owned))
-        .collect())
-}
-
 fn no_429s(stats: &Value) -> bool {
     ["user", "global", "shared"]
         .iter()
@@ -93,7 +81,7 @@ async fn twilight_http_in_proxy_mode_sends_messages_through_the_proxy() -> anyho
     let me = own.current_user().await?.model().await?;
     assert!(me.bot);
 
-    let got = contents(&sim, channel).await?;
+    let got = sim.channel_message_contents(channel).await?;
     assert_eq!(got.len(), 7, "{got:?}");
     for n in 0..7 {
         assert!(got.contains(&format!("twilight-{n}")), "{got:?}");
@@ -166,7 +154,7 @@ async fn discordjs_rest_with_the_proxy_as_api_sends_messages() -> anyhow::Result
         "{second}"
     );
 
-    let got = contents(&sim, channel).await?;
+    let got = sim.channel_message_contents(channel).await?;
     let expected: Vec<String> = (0..3)
         .map(|n| format!("djs-proxy-token-{n}"))
         .chain((0..3).map(|n| format!("djs-own-token-{n}")))
