@@ -328,6 +328,37 @@ pub mod keys {
     pub fn voice_state(guild: u64, user: u64) -> String {
         format!("voice.{guild}.{user}")
     }
+
+    /// Cache: a user's presence in a guild (only with presences enabled).
+    #[must_use]
+    pub fn presence(guild: u64, user: u64) -> String {
+        format!("presence.{guild}.{user}")
+    }
+
+    /// Cache: the key filter matching every member of a guild, `member.<guild>.*` (for key
+    /// listings and KV watches).
+    #[must_use]
+    pub fn members_of(guild: u64) -> String {
+        format!("member.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every voice state in a guild, `voice.<guild>.*`.
+    #[must_use]
+    pub fn voice_states_of(guild: u64) -> String {
+        format!("voice.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every presence in a guild, `presence.<guild>.*`.
+    #[must_use]
+    pub fn presences_of(guild: u64) -> String {
+        format!("presence.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every role of a guild, `role.<guild>.*`.
+    #[must_use]
+    pub fn roles_of(guild: u64) -> String {
+        format!("role.{guild}.*")
+    }
 }
 
 #[cfg(test)]
@@ -440,5 +471,12 @@ mod tests {
         assert_eq!(keys::role(1, 3), "role.1.3");
         assert_eq!(keys::member(1, 4), "member.1.4");
         assert_eq!(keys::user(4), "user.4");
+        assert_eq!(keys::emojis(1), "emojis.1");
+        assert_eq!(keys::voice_state(1, 4), "voice.1.4");
+        assert_eq!(keys::presence(1, 4), "presence.1.4");
+        assert_eq!(keys::members_of(1), "member.1.*");
+        assert_eq!(keys::voice_states_of(1), "voice.1.*");
+        assert_eq!(keys::presences_of(1), "presence.1.*");
+        assert_eq!(keys::roles_of(1), "role.1.*");
     }
 }
