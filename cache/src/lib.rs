@@ -9,7 +9,13 @@
 //!
 //! See `cache/README.md` for the schema, the guarantees and the flags.
 
+pub mod admin;
 pub mod apply;
+pub mod http;
+mod reader;
 pub mod schema;
+pub mod service;
 
 pub use apply::{ApplyError, Resource, Resources};
+pub use reader::{CacheReader, ReadError};
+pub use service::{CacheConfig, CacheStatus, ServiceError, run};
