@@ -63,11 +63,7 @@ impl IntoResponse for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, error.to_string())
             }
         };
-        (
-            status,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response()
+        (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
     }
 }
 
@@ -89,7 +85,10 @@ async fn value(reader: &CacheReader, key: String) -> Result<Response, ApiError> 
     }
 }
 
-async fn guild(State(reader): State<CacheReader>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn guild(
+    State(reader): State<CacheReader>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     value(&reader, keys::guild(snowflake(&id)?)).await
 }
 
@@ -100,7 +99,10 @@ async fn channel(
     value(&reader, keys::channel(snowflake(&id)?)).await
 }
 
-async fn user(State(reader): State<CacheReader>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn user(
+    State(reader): State<CacheReader>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     value(&reader, keys::user(snowflake(&id)?)).await
 }
 
@@ -124,10 +126,11 @@ async fn array(reader: &CacheReader, keys: Vec<String>) -> Result<Response, ApiE
         let reader = reader.clone();
         async move { reader.raw(&key).await }
     }))
-        .buffered(32)
-        .try_collect()
-        .await?;
-    let mut body = Vec::with_capacity(values.iter().flatten().map(|v| v.len() + 1).sum::<usize>() + 2);
+    .buffered(32)
+    .try_collect()
+    .await?;
+    let mut body =
+        Vec::with_capacity(values.iter().flatten().map(|v| v.len() + 1).sum::<usize>() + 2);
     body.push(b'[');
     for (i, value) in values.iter().flatten().enumerate() {
         if i > 0 {
@@ -144,11 +147,18 @@ async fn channels(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let guild = stored_guild(&reader, snowflake(&id)?).await?;
-    let keys = guild.channel_ids.iter().map(|c: &Id| keys::channel(c.0)).collect();
+    let keys = guild
+        .channel_ids
+        .iter()
+        .map(|c: &Id| keys::channel(c.0))
+        .collect();
     array(&reader, keys).await
 }
 
-async fn roles(State(reader): State<CacheReader>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn roles(
+    State(reader): State<CacheReader>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = snowflake(&id)?;
     let guild = stored_guild(&reader, id).await?;
     let keys = guild.role_ids.iter().map(|r| keys::role(id, r.0)).collect();

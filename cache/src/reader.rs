@@ -148,7 +148,11 @@ impl CacheReader {
     ///
     /// # Errors
     /// [`ReadError`] when NATS does not answer or the value is not a voice state.
-    pub async fn voice_state(&self, guild: u64, user: u64) -> Result<Option<VoiceState>, ReadError> {
+    pub async fn voice_state(
+        &self,
+        guild: u64,
+        user: u64,
+    ) -> Result<Option<VoiceState>, ReadError> {
         self.typed(keys::voice_state(guild, user)).await
     }
 
@@ -246,7 +250,7 @@ impl CacheReader {
                 Ok(None) => break,
                 Err(_) => return Err(error("the key listing stalled".into())),
             };
-            let pending = message.info().map_err(|e| error(e))?.pending;
+            let pending = message.info().map_err(&error)?.pending;
             let deleted = message
                 .headers
                 .as_ref()

@@ -169,10 +169,16 @@ impl CacheStatus {
     /// Appends the metrics in Prometheus text format.
     pub fn render_metrics(&self, out: &mut String) {
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
         let _ = writeln!(
             out,
@@ -538,11 +544,12 @@ impl Consumer<'_> {
             current.values.push((key.clone(), value));
         }
         for filter in &reads.lists {
-            let keys = self
-                .reader
-                .keys(filter)
-                .await
-                .map_err(|e| Failure::Nats("kv_read", format!("{e}: {:?}", std::error::Error::source(&e))))?;
+            let keys = self.reader.keys(filter).await.map_err(|e| {
+                Failure::Nats(
+                    "kv_read",
+                    format!("{e}: {:?}", std::error::Error::source(&e)),
+                )
+            })?;
             self.status.kv_reads.fetch_add(1, Ordering::Relaxed);
             current.listed.extend(keys);
         }

@@ -108,7 +108,15 @@ mod tests {
     #[test]
     fn presences_are_off_unless_asked_for() {
         use clap::Parser as _;
-        let base = ["cache", "--bot", "b", "--nats", "nats://x:1", "--listen", "127.0.0.1:1"];
+        let base = [
+            "cache",
+            "--bot",
+            "b",
+            "--nats",
+            "nats://x:1",
+            "--listen",
+            "127.0.0.1:1",
+        ];
         let (config, admin, _) = Cli::try_parse_from(base).unwrap().cache.into_config();
         assert!(!config.resources.contains(Resource::Presences));
         assert!(config.resources.contains(Resource::Members));

@@ -17,18 +17,26 @@ use shardyard_tests::ground_truth::wait_until_stream_matches;
 use shardyard_tests::{CacheProcess, GatewayProcess, NatsServer, SimArgs, SimProcess, eventually};
 
 /// Waits until the cache consumer has applied and acked everything in the stream.
-async fn wait_drained(js: &jetstream::Context, bot: &BotKey, cache: &CacheProcess) -> anyhow::Result<()> {
-    eventually(Duration::from_secs(60), "the cache consumer is drained", || async {
-        let stream = js.get_stream(bot.stream()).await?;
-        let info = stream.consumer_info(CACHE_CONSUMER).await?;
-        anyhow::ensure!(
-            info.num_pending == 0 && info.num_ack_pending == 0,
-            "{} pending, {} unacked",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        Ok(())
-    })
+async fn wait_drained(
+    js: &jetstream::Context,
+    bot: &BotKey,
+    cache: &CacheProcess,
+) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(60),
+        "the cache consumer is drained",
+        || async {
+            let stream = js.get_stream(bot.stream()).await?;
+            let info = stream.consumer_info(CACHE_CONSUMER).await?;
+            anyhow::ensure!(
+                info.num_pending == 0 && info.num_ack_pending == 0,
+                "{} pending, {} unacked",
+                info.num_pending,
+                info.num_ack_pending
+            );
+            Ok(())
+        },
+    )
     .await
     .with_context(|| cache.log_report())
 }
@@ -46,13 +54,20 @@ async fn sim_guild_ids(sim: &SimProcess) -> anyhow::Result<Vec<u64>> {
         .as_array()
         .context("a guild list")?
         .iter()
-        .map(|g| g["id"].as_str().and_then(|id| id.parse().ok()).context("a guild id"))
+        .map(|g| {
+            g["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .context("a guild id")
+        })
         .collect()
 }
 
 async fn kv_json(kv: &kv::Store, key: &str) -> anyhow::Result<Option<Value>> {
     Ok(match kv.get(key).await? {
-        Some(bytes) => Some(serde_json::from_slice(&bytes).with_context(|| format!("{key} is not JSON"))?),
+        Some(bytes) => {
+            Some(serde_json::from_slice(&bytes).with_context(|| format!("{key} is not JSON"))?)
+        }
         None => None,
     })
 }
@@ -86,35 +101,60 @@ async fn guild_differences(
         return Ok(());
     };
     // Guild fields: everything the simulator sends but the arrays with their own keys.
-    let arrays = ["channels", "threads", "roles", "emojis", "members", "presences", "voice_states"];
+    let arrays = [
+        "channels",
+        "threads",
+        "roles",
+        "emojis",
+        "members",
+        "presences",
+        "voice_states",
+    ];
     for (field, value) in truth.as_object().context("a guild object")? {
         if arrays.contains(&field.as_str()) || field == "large" || field == "member_count" {
             continue;
         }
         if guild.get(field) != Some(value) {
-            diff(format!("{field}: cache {:?}, sim {value}", guild.get(field)));
+            diff(format!(
+                "{field}: cache {:?}, sim {value}",
+                guild.get(field)
+            ));
         }
     }
     let members = truth["members"].as_array().context("members")?;
     if guild["member_count"] != json!(members.len()) {
-        diff(format!("member_count {} != {}", guild["member_count"], members.len()));
+        diff(format!(
+            "member_count {} != {}",
+            guild["member_count"],
+            members.len()
+        ));
     }
     if guild["unavailable"] != json!(false) {
         diff("unavailable".into());
     }
     // Channels and threads.
     let mut sim_channels: BTreeMap<u64, Value> = BTreeMap::new();
-    for channel in truth["channels"].as_array().into_iter().chain(truth["threads"].as_array()).flatten() {
+    for channel in truth["channels"]
+        .as_array()
+        .into_iter()
+        .chain(truth["threads"].as_array())
+        .flatten()
+    {
         sim_channels.insert(id(&channel["id"]), channel.clone());
     }
     let channel_ids = ids(&guild["channel_ids"]);
     if channel_ids != sim_channels.keys().copied().collect() {
-        diff(format!("channel_ids {channel_ids:?} != {:?}", sim_channels.keys()));
+        diff(format!(
+            "channel_ids {channel_ids:?} != {:?}",
+            sim_channels.keys()
+        ));
     }
     for (channel_id, channel) in &sim_channels {
         let cached = kv_json(kv, &keys::channel(*channel_id)).await?;
         if cached.as_ref() != Some(channel) {
-            diff(format!("channel {channel_id}: cache {cached:?}, sim {channel}"));
+            diff(format!(
+                "channel {channel_id}: cache {cached:?}, sim {channel}"
+            ));
         }
     }
     // Roles: the index, the keys and every value.
@@ -128,7 +168,11 @@ async fn guild_differences(
     if role_ids != sim_roles.keys().copied().collect() {
         diff(format!("role_ids {role_ids:?} != {:?}", sim_roles.keys()));
     }
-    let role_keys: BTreeSet<String> = reader.keys(&keys::roles_of(guild_id)).await?.into_iter().collect();
+    let role_keys: BTreeSet<String> = reader
+        .keys(&keys::roles_of(guild_id))
+        .await?
+        .into_iter()
+        .collect();
     let expected: BTreeSet<String> = sim_roles.keys().map(|r| keys::role(guild_id, *r)).collect();
     if role_keys != expected {
         diff(format!("role keys {role_keys:?} != {expected:?}"));
@@ -153,7 +197,10 @@ async fn guild_differences(
     for member in members {
         let user_id = id(&member["user"]["id"]);
         let mut expected = member.clone();
-        let user = expected.as_object_mut().and_then(|m| m.remove("user")).unwrap_or_default();
+        let user = expected
+            .as_object_mut()
+            .and_then(|m| m.remove("user"))
+            .unwrap_or_default();
         expected["user_id"] = json!(user_id.to_string());
         let Some(mut cached) = kv_json(kv, &keys::member(guild_id, user_id)).await? else {
             continue; // reported above
@@ -188,8 +235,15 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     })
     .await?;
     let bot = BotKey::local("cachestorm")?;
-    let gateway =
-        GatewayProcess::start(&sim, &nats, bot.as_str(), 1, 0..1, &["--large-threshold", "250"]).await?;
+    let gateway = GatewayProcess::start(
+        &sim,
+        &nats,
+        bot.as_str(),
+        1,
+        0..1,
+        &["--large-threshold", "250"],
+    )
+    .await?;
     gateway.wait_ready(Duration::from_secs(30)).await?;
     let js = nats.jetstream().await?;
     let mut cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
@@ -206,7 +260,11 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     cache.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let status = cache.process().terminate(Duration::from_secs(10)).await?;
-    anyhow::ensure!(status.success(), "SIGTERM: {status}\n{}", cache.log_report());
+    anyhow::ensure!(
+        status.success(),
+        "SIGTERM: {status}\n{}",
+        cache.log_report()
+    );
     let cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -218,7 +276,12 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
 
     let stats = sim.stats().await?;
     let by_type = &stats["shards"][0]["by_type"];
-    for structural in ["GUILD_MEMBER_ADD", "GUILD_MEMBER_REMOVE", "CHANNEL_DELETE", "GUILD_ROLE_DELETE"] {
+    for structural in [
+        "GUILD_MEMBER_ADD",
+        "GUILD_MEMBER_REMOVE",
+        "CHANNEL_DELETE",
+        "GUILD_ROLE_DELETE",
+    ] {
         anyhow::ensure!(
             by_type[structural].as_u64().unwrap_or(0) > 0,
             "the storm had no {structural}: {by_type}"
@@ -234,7 +297,13 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         guild_differences(&store, &reader, &sim, *guild, &mut differences).await?;
         let truth = sim.get_json(&format!("/_sim/guilds/{guild}")).await?;
         sim_channels.extend(ids(&Value::Array(
-            truth["channels"].as_array().into_iter().chain(truth["threads"].as_array()).flatten().map(|c| c["id"].clone()).collect(),
+            truth["channels"]
+                .as_array()
+                .into_iter()
+                .chain(truth["threads"].as_array())
+                .flatten()
+                .map(|c| c["id"].clone())
+                .collect(),
         )));
     }
     // No channel outlives its deletion.
@@ -247,8 +316,12 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     if cached_channels != sim_channels {
         differences.push(format!(
             "channels only in cache {:?}, only in sim {:?}",
-            cached_channels.difference(&sim_channels).collect::<Vec<_>>(),
-            sim_channels.difference(&cached_channels).collect::<Vec<_>>()
+            cached_channels
+                .difference(&sim_channels)
+                .collect::<Vec<_>>(),
+            sim_channels
+                .difference(&cached_channels)
+                .collect::<Vec<_>>()
         ));
     }
     anyhow::ensure!(
@@ -259,29 +332,56 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         cache.log_report()
     );
     assert_eq!(cache.metric("shardyard_cache_bad_events_total").await?, 0.0);
-    assert!(cache.metric("shardyard_cache_events_applied_total{event=\"GUILD_MEMBER_ADD\"}").await? > 0.0);
+    assert!(
+        cache
+            .metric("shardyard_cache_events_applied_total{event=\"GUILD_MEMBER_ADD\"}")
+            .await?
+            > 0.0
+    );
 
     // The HTTP API answers what the bucket holds.
     let guild = guilds[0];
     let (status, body) = cache.api_get(&format!("/guilds/{guild}")).await?;
     assert_eq!(status, 200);
-    assert_eq!(Some(body.clone()), kv_json(&store, &keys::guild(guild)).await?);
+    assert_eq!(
+        Some(body.clone()),
+        kv_json(&store, &keys::guild(guild)).await?
+    );
     let (status, channels) = cache.api_get(&format!("/guilds/{guild}/channels")).await?;
     assert_eq!(status, 200);
     let mut expected = Vec::new();
     for channel in body["channel_ids"].as_array().context("channel_ids")? {
-        expected.push(kv_json(&store, &keys::channel(id(channel))).await?.context("a channel")?);
+        expected.push(
+            kv_json(&store, &keys::channel(id(channel)))
+                .await?
+                .context("a channel")?,
+        );
     }
     assert_eq!(channels, Value::Array(expected));
     let (status, roles) = cache.api_get(&format!("/guilds/{guild}/roles")).await?;
     assert_eq!(status, 200);
-    assert_eq!(ids(&Value::Array(roles.as_array().context("roles")?.iter().map(|r| r["id"].clone()).collect())), ids(&body["role_ids"]));
+    assert_eq!(
+        ids(&Value::Array(
+            roles
+                .as_array()
+                .context("roles")?
+                .iter()
+                .map(|r| r["id"].clone())
+                .collect()
+        )),
+        ids(&body["role_ids"])
+    );
     let (status, member_ids) = cache.api_get(&format!("/guilds/{guild}/members")).await?;
     assert_eq!(status, 200);
     let user = id(&member_ids[0]);
-    let (status, member) = cache.api_get(&format!("/guilds/{guild}/members/{user}")).await?;
+    let (status, member) = cache
+        .api_get(&format!("/guilds/{guild}/members/{user}"))
+        .await?;
     assert_eq!(status, 200);
-    assert_eq!(Some(member), kv_json(&store, &keys::member(guild, user)).await?);
+    assert_eq!(
+        Some(member),
+        kv_json(&store, &keys::member(guild, user)).await?
+    );
     let (status, user_value) = cache.api_get(&format!("/users/{user}")).await?;
     assert_eq!(status, 200);
     assert_eq!(user_value["id"], json!(user.to_string()));
@@ -293,7 +393,9 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     assert_eq!((status, error["error"].is_string()), (404, true));
     let (status, error) = cache.api_get("/guilds/general").await?;
     assert_eq!((status, error["error"].is_string()), (400, true));
-    let (status, _) = cache.api_get(&format!("/guilds/{guild}/members/-1")).await?;
+    let (status, _) = cache
+        .api_get(&format!("/guilds/{guild}/members/-1"))
+        .await?;
     assert_eq!(status, 400);
     Ok(())
 }
@@ -318,13 +420,17 @@ async fn publish(
 }
 
 #[tokio::test]
-async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply() -> anyhow::Result<()> {
+async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply()
+-> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let bot = BotKey::local("badinput")?;
     // The cache starts before the stream exists: alive, not ready, waiting.
     let mut cache = CacheProcess::start(&nats, bot.as_str(), &[]).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let not_ready = cache.admin_get("/readyz").await.expect_err("ready without a stream");
+    let not_ready = cache
+        .admin_get("/readyz")
+        .await
+        .expect_err("ready without a stream");
     assert!(not_ready.to_string().contains("503"), "{not_ready}");
     let js = nats.jetstream().await?;
     js.create_stream(jetstream::stream::Config {
@@ -336,7 +442,14 @@ async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply
     .await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
 
-    publish(&js, &bot, 1, "GUILD_CREATE", r#"{"id": true, "name": "broken"}"#).await?;
+    publish(
+        &js,
+        &bot,
+        1,
+        "GUILD_CREATE",
+        r#"{"id": true, "name": "broken"}"#,
+    )
+    .await?;
     publish(&js, &bot, 2, "CHANNEL_CREATE", "not json at all").await?;
     publish(&js, &bot, 3, "MESSAGE_CREATE", "not the cache's business").await?;
     publish(
@@ -361,22 +474,37 @@ async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply
     assert_eq!(guild["channel_ids"], json!(["43"]));
     assert_eq!(cache.metric("shardyard_cache_bad_events_total").await?, 2.0);
     assert_eq!(
-        cache.metric("shardyard_cache_apply_errors_total{kind=\"malformed\"}").await?,
+        cache
+            .metric("shardyard_cache_apply_errors_total{kind=\"malformed\"}")
+            .await?,
         2.0
     );
     assert_eq!(
-        cache.metric("shardyard_cache_events_applied_total{event=\"GUILD_CREATE\"}").await?,
+        cache
+            .metric("shardyard_cache_events_applied_total{event=\"GUILD_CREATE\"}")
+            .await?,
         1.0
     );
     assert_eq!(
-        cache.metric("shardyard_cache_events_applied_total{event=\"CHANNEL_CREATE\"}").await?,
+        cache
+            .metric("shardyard_cache_events_applied_total{event=\"CHANNEL_CREATE\"}")
+            .await?,
         1.0
     );
-    assert!(cache.metric("shardyard_cache_last_applied_sequence").await? >= 5.0);
+    assert!(
+        cache
+            .metric("shardyard_cache_last_applied_sequence")
+            .await?
+            >= 5.0
+    );
     let log = cache.process().log();
     assert!(log.contains("does not match its type"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
     let status = cache.process().terminate(Duration::from_secs(10)).await?;
-    assert!(status.success(), "SIGTERM: {status}\n{}", cache.log_report());
+    assert!(
+        status.success(),
+        "SIGTERM: {status}\n{}",
+        cache.log_report()
+    );
     Ok(())
 }
