@@ -9,7 +9,6 @@
 //!
 //! See `cache/README.md` for the schema, the guarantees and the flags.
 
-pub mod admin;
 pub mod apply;
 pub mod http;
 mod reader;

@@ -13,12 +13,14 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer::pull, kv};
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
+use shardyard_admin::Status;
+use shardyard_admin::prom::{Counter, Gauge, Histogram, LATENCY_BUCKETS, header};
 use shardyard_protocol::names::{BotKey, CACHE_CONSUMER, headers};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -85,19 +87,19 @@ pub enum ServiceError {
 /// Error kinds counted in `shardyard_cache_apply_errors_total`.
 const ERROR_KINDS: [&str; 4] = ["malformed", "missing_field", "kv_read", "kv_write"];
 
-/// The service's state for `/readyz` and `/metrics`.
+/// The service's state for `/readyz` and `/metrics` (served by [`shardyard_admin`]).
 #[derive(Debug)]
 pub struct CacheStatus {
     ready: AtomicBool,
     waiting_for: std::sync::Mutex<String>,
-    applied: Vec<AtomicU64>,
-    errors: [AtomicU64; ERROR_KINDS.len()],
-    bad_events: AtomicU64,
-    kv_writes: AtomicU64,
-    kv_reads: AtomicU64,
-    last_seq: AtomicU64,
-    pending: AtomicU64,
-    apply_micros: AtomicU64,
+    applied: Vec<Counter>,
+    errors: [Counter; ERROR_KINDS.len()],
+    bad_events: Counter,
+    kv_writes: Counter,
+    kv_reads: Counter,
+    last_seq: Gauge,
+    pending: Gauge,
+    apply_duration: Histogram,
     http_addr: std::sync::Mutex<Option<SocketAddr>>,
 }
 
@@ -106,35 +108,20 @@ impl Default for CacheStatus {
         Self {
             ready: AtomicBool::new(false),
             waiting_for: std::sync::Mutex::new("starting".to_owned()),
-            applied: EVENT_TYPES.iter().map(|_| AtomicU64::new(0)).collect(),
+            applied: EVENT_TYPES.iter().map(|_| Counter::new()).collect(),
             errors: Default::default(),
-            bad_events: AtomicU64::new(0),
-            kv_writes: AtomicU64::new(0),
-            kv_reads: AtomicU64::new(0),
-            last_seq: AtomicU64::new(0),
-            pending: AtomicU64::new(0),
-            apply_micros: AtomicU64::new(0),
+            bad_events: Counter::new(),
+            kv_writes: Counter::new(),
+            kv_reads: Counter::new(),
+            last_seq: Gauge::new(),
+            pending: Gauge::new(),
+            apply_duration: Histogram::new(LATENCY_BUCKETS),
             http_addr: std::sync::Mutex::new(None),
         }
     }
 }
 
 impl CacheStatus {
-    /// `Ok` once the consumer is set up; else what the service waits for.
-    ///
-    /// # Errors
-    /// Why the service is not ready, in one line.
-    pub fn readiness(&self) -> Result<(), String> {
-        if self.ready.load(Ordering::Relaxed) {
-            Ok(())
-        } else {
-            Err(self
-                .waiting_for
-                .lock()
-                .map_or_else(|_| "starting".to_owned(), |w| w.clone()))
-        }
-    }
-
     fn not_ready(&self, why: impl Into<String>) {
         self.ready.store(false, Ordering::Relaxed);
         if let Ok(mut w) = self.waiting_for.lock() {
@@ -151,104 +138,99 @@ impl CacheStatus {
     /// Events applied so far (all types).
     #[must_use]
     pub fn applied_total(&self) -> u64 {
-        self.applied.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        self.applied.iter().map(Counter::get).sum()
     }
 
     /// The stream sequence of the last event applied (or skipped as malformed).
     #[must_use]
     pub fn last_seq(&self) -> u64 {
-        self.last_seq.load(Ordering::Relaxed)
+        u64::try_from(self.last_seq.get()).unwrap_or(0)
     }
 
     fn error(&self, kind: &str) {
         if let Some(i) = ERROR_KINDS.iter().position(|k| *k == kind) {
-            self.errors[i].fetch_add(1, Ordering::Relaxed);
+            self.errors[i].inc();
+        }
+    }
+}
+
+impl Status for CacheStatus {
+    /// `Ok` once the consumer is set up; else what the service waits for.
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err(self
+                .waiting_for
+                .lock()
+                .map_or_else(|_| "starting".to_owned(), |w| w.clone()))
         }
     }
 
-    /// Appends the metrics in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        let gauge = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        let _ = writeln!(
+    fn render_metrics(&self, out: &mut String) {
+        header(
             out,
-            "# HELP shardyard_cache_events_applied_total Events applied to the cache, by type.\n\
-             # TYPE shardyard_cache_events_applied_total counter"
+            "shardyard_cache_events_applied_total",
+            "counter",
+            "Events applied to the cache, by type.",
         );
         for ((event, _), count) in EVENT_TYPES.iter().zip(&self.applied) {
             let _ = writeln!(
                 out,
                 "shardyard_cache_events_applied_total{{event=\"{event}\"}} {}",
-                count.load(Ordering::Relaxed)
+                count.get()
             );
         }
-        let _ = writeln!(
+        header(
             out,
-            "# HELP shardyard_cache_apply_errors_total Failures while applying events, by kind \
-             (malformed payloads are skipped; NATS failures are retried).\n\
-             # TYPE shardyard_cache_apply_errors_total counter"
+            "shardyard_cache_apply_errors_total",
+            "counter",
+            "Failures while applying events, by kind (malformed payloads are skipped; NATS \
+             failures are retried).",
         );
         for (kind, count) in ERROR_KINDS.iter().zip(&self.errors) {
             let _ = writeln!(
                 out,
                 "shardyard_cache_apply_errors_total{{kind=\"{kind}\"}} {}",
-                count.load(Ordering::Relaxed)
+                count.get()
             );
         }
-        counter(
+        self.bad_events.render(
             out,
             "shardyard_cache_bad_events_total",
             "Events whose payload did not match their type: logged, acked and skipped.",
-            self.bad_events.load(Ordering::Relaxed),
         );
-        counter(
+        self.kv_writes.render(
             out,
             "shardyard_cache_kv_writes_total",
             "KV puts and deletes done.",
-            self.kv_writes.load(Ordering::Relaxed),
         );
-        counter(
+        self.kv_reads.render(
             out,
             "shardyard_cache_kv_reads_total",
             "KV gets and key listings done.",
-            self.kv_reads.load(Ordering::Relaxed),
         );
-        #[allow(clippy::cast_precision_loss)]
-        let seconds = self.apply_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(
+        self.apply_duration.render(
             out,
-            "# HELP shardyard_cache_apply_seconds_total Time spent applying events (reads, writes, \
-             ack); divided by the events applied, the average per event.\n\
-             # TYPE shardyard_cache_apply_seconds_total counter\n\
-             shardyard_cache_apply_seconds_total {seconds}"
+            "shardyard_cache_apply_duration_seconds",
+            "Time to apply one event: its reads, its writes and the ack.",
         );
-        gauge(
+        self.last_seq.render(
             out,
             "shardyard_cache_last_applied_sequence",
             "Stream sequence of the last event applied.",
-            self.last_seq.load(Ordering::Relaxed),
         );
-        gauge(
+        self.pending.render(
             out,
             "shardyard_cache_consumer_pending",
             "Cache-relevant events in the stream not yet delivered to the cache (as of the last one).",
-            self.pending.load(Ordering::Relaxed),
         );
-        gauge(
+        let ready = Gauge::new();
+        ready.set(i64::from(self.ready.load(Ordering::Relaxed)));
+        ready.render(
             out,
             "shardyard_cache_ready",
             "1 once the consumer is set up.",
-            u64::from(self.ready.load(Ordering::Relaxed)),
         );
     }
 }
@@ -486,7 +468,7 @@ impl Consumer<'_> {
                         %error,
                         "skipping an event whose payload does not match its type"
                     );
-                    self.status.bad_events.fetch_add(1, Ordering::Relaxed);
+                    self.status.bad_events.inc();
                     self.status.error(error.kind());
                     break false;
                 }
@@ -511,14 +493,15 @@ impl Consumer<'_> {
             tracing::warn!(%error, stream_seq = seq, "acking an applied event");
         }
         if applied && let Some(i) = apply::event_index(&event_type) {
-            self.status.applied[i].fetch_add(1, Ordering::Relaxed);
+            self.status.applied[i].inc();
         }
-        self.status.last_seq.store(seq, Ordering::Relaxed);
-        self.status.pending.store(pending, Ordering::Relaxed);
-        #[allow(clippy::cast_possible_truncation)]
         self.status
-            .apply_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            .last_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
+        self.status
+            .pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.status.apply_duration.observe(started.elapsed());
         true
     }
 
@@ -540,7 +523,7 @@ impl Consumer<'_> {
                 .get(key)
                 .await
                 .map_err(|e| Failure::Nats("kv_read", format!("reading {key}: {e}")))?;
-            self.status.kv_reads.fetch_add(1, Ordering::Relaxed);
+            self.status.kv_reads.inc();
             current.values.push((key.clone(), value));
         }
         for filter in &reads.lists {
@@ -550,7 +533,7 @@ impl Consumer<'_> {
                     format!("{e}: {:?}", std::error::Error::source(&e)),
                 )
             })?;
-            self.status.kv_reads.fetch_add(1, Ordering::Relaxed);
+            self.status.kv_reads.inc();
             current.listed.extend(keys);
         }
         Ok(current)
@@ -583,7 +566,7 @@ impl Consumer<'_> {
                 .map_err(|e| format!("deleting {key}: {e}")),
         };
         result.map_err(|e| Failure::Nats("kv_write", e))?;
-        self.status.kv_writes.fetch_add(1, Ordering::Relaxed);
+        self.status.kv_writes.inc();
         Ok(())
     }
 }

@@ -77,7 +77,7 @@ pub(crate) fn run(args: CacheArgs) -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let status = Arc::new(CacheStatus::default());
         if let Some(addr) = admin_addr {
-            let bound = shardyard_cache::admin::spawn(addr, status.clone(), shutdown.clone())
+            let bound = shardyard_admin::spawn(addr, status.clone(), shutdown.clone())
                 .await
                 .with_context(|| format!("binding the admin address {addr}"))?;
             tracing::info!(%bound, "serving /healthz, /readyz and /metrics");

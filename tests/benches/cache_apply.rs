@@ -155,7 +155,10 @@ impl World {
                     json!({"guild_id": gid.to_string(), "user": user_object(user)}),
                 )
             }
-            60..=74 => ("CHANNEL_UPDATE", channel(pick(&guild.channels, r), gid, "renamed")),
+            60..=74 => (
+                "CHANNEL_UPDATE",
+                channel(pick(&guild.channels, r), gid, "renamed"),
+            ),
             75..=79 => {
                 guild.channels.push(new_id);
                 ("CHANNEL_CREATE", channel(new_id, gid, "new"))
@@ -297,16 +300,20 @@ async fn end_to_end(events: &[(&'static str, String)]) -> anyhow::Result<()> {
     let started = Instant::now();
     cache.wait_ready(Duration::from_secs(30)).await?;
     let total = events.len() as u64;
-    eventually(Duration::from_secs(600), "the cache applied every event", || async {
-        let stream = js.get_stream(bot.stream()).await?;
-        let info = stream.consumer_info(CACHE_CONSUMER).await?;
-        anyhow::ensure!(
-            info.ack_floor.stream_sequence >= total,
-            "acked up to {}",
-            info.ack_floor.stream_sequence
-        );
-        Ok(())
-    })
+    eventually(
+        Duration::from_secs(600),
+        "the cache applied every event",
+        || async {
+            let stream = js.get_stream(bot.stream()).await?;
+            let info = stream.consumer_info(CACHE_CONSUMER).await?;
+            anyhow::ensure!(
+                info.ack_floor.stream_sequence >= total,
+                "acked up to {}",
+                info.ack_floor.stream_sequence
+            );
+            Ok(())
+        },
+    )
     .await
     .with_context(|| cache.log_report())?;
     let secs = started.elapsed().as_secs_f64();

@@ -33,7 +33,9 @@ pub use gateway::GatewayProcess;
 pub use nats::{NatsConfig, NatsServer};
 pub use ports::free_port;
 pub use process::{ProcessGuard, pid_alive};
-pub use rest::{RestArgs, RestProcess, rest_busiest_second, rest_rate_limited};
+pub use rest::{
+    RestArgs, RestProcess, rest_busiest_second, rest_busiest_second_within, rest_rate_limited,
+};
 pub use sim::{SimArgs, SimProcess};
 
 /// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default

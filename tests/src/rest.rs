@@ -280,3 +280,17 @@ pub fn rest_busiest_second(stats: &serde_json::Value) -> anyhow::Result<u64> {
         .as_u64()
         .context("no rest.max_requests_in_any_second in the simulator's stats")
 }
+
+/// [`rest_busiest_second`], which must be at most `limit` (the global limit the clients had to
+/// keep).
+///
+/// # Errors
+/// When the field is missing or more than `limit` requests reached the simulator in a second.
+pub fn rest_busiest_second_within(stats: &serde_json::Value, limit: u64) -> anyhow::Result<u64> {
+    let max = rest_busiest_second(stats)?;
+    anyhow::ensure!(
+        max <= limit,
+        "{max} requests reached the simulator in one second (limit {limit})"
+    );
+    Ok(max)
+}
