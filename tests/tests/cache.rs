@@ -221,6 +221,37 @@ async fn guild_differences(
             diff(format!("user {user_id}: cache {cached_user:?}, sim {user}"));
         }
     }
+    // Voice states (GUILD_CREATE's shape plus the guild id) and the emoji list.
+    let sim_voice: BTreeMap<u64, &Value> = truth["voice_states"]
+        .as_array()
+        .context("voice_states")?
+        .iter()
+        .map(|v| (id(&v["user_id"]), v))
+        .collect();
+    let voice_keys: BTreeSet<String> = reader
+        .keys(&keys::voice_states_of(guild_id))
+        .await?
+        .into_iter()
+        .collect();
+    let expected: BTreeSet<String> = sim_voice
+        .keys()
+        .map(|u| keys::voice_state(guild_id, *u))
+        .collect();
+    if voice_keys != expected {
+        diff(format!("voice keys {voice_keys:?} != {expected:?}"));
+    }
+    for (user_id, state) in &sim_voice {
+        let mut expected = (*state).clone();
+        expected["guild_id"] = json!(guild_id.to_string());
+        let cached = kv_json(kv, &keys::voice_state(guild_id, *user_id)).await?;
+        if cached.as_ref() != Some(&expected) {
+            diff(format!("voice {user_id}: cache {cached:?}, sim {expected}"));
+        }
+    }
+    let emojis = kv_json(kv, &keys::emojis(guild_id)).await?;
+    if emojis.as_ref() != Some(&truth["emojis"]) {
+        diff(format!("emojis: cache {emojis:?}, sim {}", truth["emojis"]));
+    }
     Ok(())
 }
 
@@ -235,12 +266,13 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     })
     .await?;
     let bot = BotKey::local("cachestorm")?;
-    let gateway = GatewayProcess::start(
+    let gateway = GatewayProcess::start_with_intents(
         &sim,
         &nats,
         bot.as_str(),
         1,
         0..1,
+        "GUILDS,GUILD_MEMBERS,GUILD_VOICE_STATES",
         &["--large-threshold", "250"],
     )
     .await?;
@@ -249,12 +281,16 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     let mut cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
 
-    // A storm: about 9% of the simulator's traffic is members, channels and roles changing.
+    // A storm: about 9% of the simulator's traffic is members, channels, roles and voice
+    // changing (the rest is messages, typing and presences, which these intents leave out).
+    let before = sim_guild_ids(&sim).await?;
     sim.post_json("/_sim/traffic", &json!({"events_per_second": 2500}))
         .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // A crash mid-event, then a graceful stop, while the storm goes on.
+    // A crash mid-event, then a graceful stop, while the storm goes on; meanwhile the bot is
+    // removed from a guild and added to two more.
     cache.process().kill_9()?;
+    sim.post_json("/_sim/guilds", &json!({"count": 5})).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
@@ -265,6 +301,7 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         "SIGTERM: {status}\n{}",
         cache.log_report()
     );
+    sim.post_json("/_sim/guilds", &json!({"count": 7})).await?;
     let cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -281,6 +318,8 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         "GUILD_MEMBER_REMOVE",
         "CHANNEL_DELETE",
         "GUILD_ROLE_DELETE",
+        "VOICE_STATE_UPDATE",
+        "GUILD_DELETE",
     ] {
         anyhow::ensure!(
             by_type[structural].as_u64().unwrap_or(0) > 0,
@@ -290,8 +329,23 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     let store = js.get_key_value(bot.cache_bucket()).await?;
     let reader = CacheReader::new(store.clone());
     let guilds = sim_guild_ids(&sim).await?;
-    anyhow::ensure!(guilds.len() == 6, "{guilds:?}");
+    anyhow::ensure!(guilds.len() == 7, "{guilds:?}");
     let mut differences = Vec::new();
+    // The guild the bot was removed from left nothing behind but its members' users.
+    let removed: Vec<u64> = before
+        .iter()
+        .copied()
+        .filter(|g| !guilds.contains(g))
+        .collect();
+    anyhow::ensure!(removed.len() == 1, "removed {removed:?}");
+    let all_keys = reader.keys(">").await?;
+    let left: Vec<&String> = all_keys
+        .iter()
+        .filter(|k| !k.starts_with("user.") && k.contains(&removed[0].to_string()))
+        .collect();
+    if !left.is_empty() {
+        differences.push(format!("removed guild {}: left {left:?}", removed[0]));
+    }
     let mut sim_channels = BTreeSet::new();
     for guild in &guilds {
         guild_differences(&store, &reader, &sim, *guild, &mut differences).await?;
@@ -387,7 +441,7 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     assert_eq!(user_value["id"], json!(user.to_string()));
     let (status, counts) = cache.api_get("/counts").await?;
     assert_eq!(status, 200);
-    assert_eq!(counts["guilds"], 6);
+    assert_eq!(counts["guilds"], 7);
     assert_eq!(counts["channels"], json!(sim_channels.len()));
     let (status, error) = cache.api_get("/guilds/12345").await?;
     assert_eq!((status, error["error"].is_string()), (404, true));
