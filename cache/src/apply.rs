@@ -14,9 +14,12 @@
 //! `shardyard_seq`, and an event whose sequence is not above it leaves it alone. The guild's
 //! write is always the *last* write of an event ([`Writes::commit`]), so an event redelivered
 //! after a crash between two writes redoes the others (absolute, harmless) and then the guild's
-//! once. Replaying a whole stream again ends in the same state.
+//! once. Replaying a whole stream again ends in the same state: a replayed event (older than the
+//! guild's value) rewrites a channel or role only if the guild's value still lists it, so
+//! something deleted later without an event of its own (a thread with its parent channel)
+//! is not brought back.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use bytes::Bytes;
@@ -686,6 +689,8 @@ impl Parser {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Meta {
     channel_ids: BTreeSet<Id>,
+    /// Each thread's parent channel: Discord sends no THREAD_DELETE when the parent is deleted.
+    thread_parents: BTreeMap<Id, Id>,
     role_ids: BTreeSet<Id>,
     member_count: u64,
     unavailable: bool,
@@ -709,6 +714,10 @@ fn stored_guild(bytes: Option<&[u8]>) -> Option<(Object<'_>, Meta)> {
     };
     let meta = Meta {
         channel_ids: ids(fields::CHANNEL_IDS)?,
+        thread_parents: object
+            .get(fields::THREAD_PARENTS)
+            .and_then(|raw| serde_json::from_str(raw.get()).ok())
+            .unwrap_or_default(),
         role_ids: ids(fields::ROLE_IDS)?,
         member_count: number(fields::MEMBER_COUNT).unwrap_or(0),
         unavailable: object
@@ -768,12 +777,38 @@ fn id_list(ids: &BTreeSet<Id>) -> String {
     out
 }
 
+fn id_map(map: &BTreeMap<Id, Id>) -> String {
+    let mut out = String::with_capacity(map.len() * 44 + 2);
+    out.push('{');
+    for (i, (key, value)) in map.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&format!("\"{key}\":\"{value}\""));
+    }
+    out.push('}');
+    out
+}
+
+/// A thread's parent channel; `None` for a channel that is not a thread.
+fn thread_parent(channel: &Object<'_>) -> Option<Id> {
+    let kind: u8 = serde_json::from_str(channel.get("type")?.get()).ok()?;
+    if !THREAD_TYPES.contains(&kind) {
+        return None;
+    }
+    serde_json::from_str(channel.get("parent_id")?.get()).ok()
+}
+
+/// Discord's thread channel types: announcement, public and private threads.
+const THREAD_TYPES: [u8; 3] = [10, 11, 12];
+
 fn quoted(id: Id) -> String {
     format!("\"{}\"", id.0)
 }
 
 fn guild_value(base: &Object<'_>, meta: &Meta) -> Vec<u8> {
     let channel_ids = id_list(&meta.channel_ids);
+    let thread_parents = id_map(&meta.thread_parents);
     let role_ids = id_list(&meta.role_ids);
     let member_count = meta.member_count.to_string();
     let seq = meta.seq.to_string();
@@ -782,6 +817,7 @@ fn guild_value(base: &Object<'_>, meta: &Meta) -> Vec<u8> {
         GUILD_ARRAYS,
         &[
             (fields::CHANNEL_IDS, &channel_ids),
+            (fields::THREAD_PARENTS, &thread_parents),
             (fields::ROLE_IDS, &role_ids),
             (fields::MEMBER_COUNT, &member_count),
             (
@@ -801,11 +837,17 @@ fn delete(key: String) -> Op {
     Op::Delete { key }
 }
 
+/// A channel or thread as stored: with its guild, without THREAD_CREATE's `newly_created` (a
+/// fact about the event, not the thread).
 fn channel_value(channel: &Object<'_>, guild_id: Id) -> Vec<u8> {
     if channel.contains_key(fields::GUILD_ID) {
-        write_object(channel, &[], &[])
+        write_object(channel, &[fields::NEWLY_CREATED], &[])
     } else {
-        write_object(channel, &[], &[(fields::GUILD_ID, &quoted(guild_id))])
+        write_object(
+            channel,
+            &[fields::NEWLY_CREATED],
+            &[(fields::GUILD_ID, &quoted(guild_id))],
+        )
     }
 }
 
@@ -959,16 +1001,26 @@ impl Event<'_> {
                     seq,
                     ..Meta::default()
                 };
+                // Replayed (the guild's value is newer): only what still exists is rewritten.
+                let replayed = old.as_ref().filter(|(_, m)| !fresh(m)).map(|(_, m)| m);
                 if resources.contains(Resource::Channels) {
                     for (id, channel) in &g.channels {
                         meta.channel_ids.insert(*id);
-                        w.ops
-                            .push(put(keys::channel(id.0), channel_value(channel, g.id)));
+                        if let Some(parent) = thread_parent(channel) {
+                            meta.thread_parents.insert(*id, parent);
+                        }
+                        if replayed.is_none_or(|m| m.channel_ids.contains(id)) {
+                            w.ops
+                                .push(put(keys::channel(id.0), channel_value(channel, g.id)));
+                        }
                     }
                 }
                 if resources.contains(Resource::Roles) {
                     for (id, role) in &g.roles {
                         meta.role_ids.insert(*id);
+                        if replayed.is_some_and(|m| !m.role_ids.contains(id)) {
+                            continue;
+                        }
                         w.ops.push(put(
                             keys::role(g.id.0, id.0),
                             role.get().as_bytes().to_vec(),
@@ -1092,39 +1144,82 @@ impl Event<'_> {
             } => {
                 // A DM channel has no guild; the cache keeps guild channels only.
                 let Some(guild_id) = guild_id else { return w };
-                w.ops
-                    .push(put(keys::channel(id.0), channel_value(channel, *guild_id)));
-                if let Some((object, mut meta)) = stored(*guild_id)
-                    && fresh(&meta)
-                    && !meta.channel_ids.contains(id)
+                let old = stored(*guild_id);
+                // Replayed (the guild's value is newer): a channel deleted since (perhaps with
+                // its parent, without an event of its own) stays deleted.
+                if old
+                    .as_ref()
+                    .is_none_or(|(_, m)| fresh(m) || m.channel_ids.contains(id))
                 {
-                    meta.channel_ids.insert(*id);
-                    meta.seq = seq;
-                    w.commit = Some(put(keys::guild(guild_id.0), guild_value(&object, &meta)));
+                    w.ops
+                        .push(put(keys::channel(id.0), channel_value(channel, *guild_id)));
+                }
+                if let Some((object, mut meta)) = old
+                    && fresh(&meta)
+                {
+                    let added = meta.channel_ids.insert(*id);
+                    let parent = thread_parent(channel);
+                    let reparented = match parent {
+                        Some(parent) => meta.thread_parents.insert(*id, parent) != Some(parent),
+                        None => meta.thread_parents.remove(id).is_some(),
+                    };
+                    if added || reparented {
+                        meta.seq = seq;
+                        w.commit = Some(put(keys::guild(guild_id.0), guild_value(&object, &meta)));
+                    }
                 }
             }
             Kind::ChannelDelete { id, guild_id } => {
                 let Some(guild_id) = guild_id else { return w };
                 w.ops.push(delete(keys::channel(id.0)));
-                if let Some((object, mut meta)) = stored(*guild_id)
-                    && fresh(&meta)
-                    && meta.channel_ids.remove(id)
-                {
-                    meta.seq = seq;
-                    w.commit = Some(put(keys::guild(guild_id.0), guild_value(&object, &meta)));
+                let Some((object, mut meta)) = stored(*guild_id) else {
+                    return w;
+                };
+                // A deleted channel takes its threads along, without a THREAD_DELETE each.
+                let threads: Vec<Id> = meta
+                    .thread_parents
+                    .iter()
+                    .filter(|(_, parent)| *parent == id)
+                    .map(|(thread, _)| *thread)
+                    .collect();
+                w.ops
+                    .extend(threads.iter().map(|thread| delete(keys::channel(thread.0))));
+                if fresh(&meta) {
+                    let mut changed = meta.channel_ids.remove(id);
+                    changed |= meta.thread_parents.remove(id).is_some();
+                    for thread in &threads {
+                        meta.channel_ids.remove(thread);
+                        meta.thread_parents.remove(thread);
+                        changed = true;
+                    }
+                    if changed {
+                        meta.seq = seq;
+                        w.commit = Some(put(keys::guild(guild_id.0), guild_value(&object, &meta)));
+                    }
                 }
             }
             Kind::ThreadListSync { guild_id, threads } => {
+                let old = stored(*guild_id);
                 for (id, thread) in threads {
-                    w.ops
-                        .push(put(keys::channel(id.0), channel_value(thread, *guild_id)));
+                    if old
+                        .as_ref()
+                        .is_none_or(|(_, m)| fresh(m) || m.channel_ids.contains(id))
+                    {
+                        w.ops
+                            .push(put(keys::channel(id.0), channel_value(thread, *guild_id)));
+                    }
                 }
-                if let Some((object, mut meta)) = stored(*guild_id)
+                if let Some((object, mut meta)) = old
                     && fresh(&meta)
                 {
-                    let before = meta.channel_ids.len();
-                    meta.channel_ids.extend(threads.iter().map(|(id, _)| *id));
-                    if meta.channel_ids.len() != before {
+                    let before = (meta.channel_ids.clone(), meta.thread_parents.clone());
+                    for (id, thread) in threads {
+                        meta.channel_ids.insert(*id);
+                        if let Some(parent) = thread_parent(thread) {
+                            meta.thread_parents.insert(*id, parent);
+                        }
+                    }
+                    if (&meta.channel_ids, &meta.thread_parents) != (&before.0, &before.1) {
                         meta.seq = seq;
                         w.commit = Some(put(keys::guild(guild_id.0), guild_value(&object, &meta)));
                     }
@@ -1135,11 +1230,17 @@ impl Event<'_> {
                 role_id,
                 role,
             } => {
-                w.ops.push(put(
-                    keys::role(guild_id.0, role_id.0),
-                    role.get().as_bytes().to_vec(),
-                ));
-                if let Some((object, mut meta)) = stored(*guild_id)
+                let old = stored(*guild_id);
+                if old
+                    .as_ref()
+                    .is_none_or(|(_, m)| fresh(m) || m.role_ids.contains(role_id))
+                {
+                    w.ops.push(put(
+                        keys::role(guild_id.0, role_id.0),
+                        role.get().as_bytes().to_vec(),
+                    ));
+                }
+                if let Some((object, mut meta)) = old
                     && fresh(&meta)
                     && meta.role_ids.insert(*role_id)
                 {

@@ -4,8 +4,8 @@
 //!
 //! | key (from `shardyard_protocol::names::keys`) | value |
 //! |---|---|
-//! | `guild.<id>` | the guild object of GUILD_CREATE **without** `channels`, `threads`, `roles`, `emojis`, `members`, `presences` and `voice_states` (they have keys of their own), **plus** `channel_ids` and `role_ids` (string snowflakes, ascending: the guild's channels and threads, its roles), `member_count` (kept up to date by member add/remove), `unavailable` (`true` during an outage) and `shardyard_seq` (the stream sequence of the last event that wrote this value) |
-//! | `channel.<id>` | the channel or thread object, always with `guild_id` (GUILD_CREATE's channels lack it; it is added) |
+//! | `guild.<id>` | the guild object of GUILD_CREATE **without** `channels`, `threads`, `roles`, `emojis`, `members`, `presences` and `voice_states` (they have keys of their own), **plus** `channel_ids` and `role_ids` (string snowflakes, ascending: the guild's channels and threads, its roles), `thread_parents` (`{"<thread>": "<parent channel>"}`: a deleted channel's threads go with it, as Discord sends no THREAD_DELETE for them), `member_count` (kept up to date by member add/remove), `unavailable` (`true` during an outage) and `shardyard_seq` (the stream sequence of the last event that wrote this value) |
+//! | `channel.<id>` | the channel or thread object, always with `guild_id` (GUILD_CREATE's channels lack it; it is added), without THREAD_CREATE's `newly_created` |
 //! | `role.<guild>.<id>` | the role object |
 //! | `member.<guild>.<user>` | the member object **without** `user` and `guild_id`, **plus** `user_id`; the user lives at `user.<id>` |
 //! | `user.<id>` | the user object (from READY, USER_UPDATE and every member payload) |
@@ -36,6 +36,11 @@ pub type Object<'a> = BTreeMap<&'a str, &'a RawValue>;
 pub mod fields {
     /// `guild.<id>`: the guild's channel and thread ids, ascending.
     pub const CHANNEL_IDS: &str = "channel_ids";
+    /// `guild.<id>`: each thread's parent channel, `{"<thread id>": "<parent id>"}` (a deleted
+    /// channel's threads are deleted with it: Discord sends no THREAD_DELETE for them).
+    pub const THREAD_PARENTS: &str = "thread_parents";
+    /// Removed from THREAD_CREATE's thread: a fact about the event.
+    pub const NEWLY_CREATED: &str = "newly_created";
     /// `guild.<id>`: the guild's role ids, ascending.
     pub const ROLE_IDS: &str = "role_ids";
     /// `guild.<id>`: the number of members.
@@ -120,6 +125,9 @@ pub struct Guild {
     /// Its channels and threads, ascending.
     #[serde(default)]
     pub channel_ids: Vec<Id>,
+    /// Each thread's parent channel.
+    #[serde(default)]
+    pub thread_parents: BTreeMap<Id, Id>,
     /// Its roles, ascending.
     #[serde(default)]
     pub role_ids: Vec<Id>,

@@ -111,26 +111,51 @@ fn channel_create_update_delete_keep_the_guild_index() {
 }
 
 #[test]
-fn threads_are_channels() {
+fn threads_are_channels_and_go_with_their_parent() {
     let mut store = created();
-    let thread =
-        json!({"id": "320", "type": 11, "parent_id": "300", "guild_id": "100", "name": "th"});
+    assert_eq!(guild(&store)["thread_parents"], json!({"302": "300"}));
+    let thread = json!({"id": "320", "type": 11, "parent_id": "300", "guild_id": "100",
+        "name": "th", "newly_created": true});
     apply(&mut store, "THREAD_CREATE", &thread, 2);
-    assert_eq!(get(&store, "channel.320").unwrap()["name"], "th");
-    let sync = json!({"guild_id": "100", "threads": [{"id": "321", "type": 11, "parent_id": "300"}], "members": []});
+    let stored = get(&store, "channel.320").unwrap();
+    assert_eq!(stored["name"], "th");
+    assert!(
+        stored.get("newly_created").is_none(),
+        "a fact about the event"
+    );
+    let sync = json!({"guild_id": "100", "threads": [{"id": "321", "type": 11, "parent_id": "301"}], "members": []});
     apply(&mut store, "THREAD_LIST_SYNC", &sync, 3);
     assert_eq!(get(&store, "channel.321").unwrap()["guild_id"], "100");
     apply(
         &mut store,
-        "THREAD_DELETE",
-        &json!({"id": "320", "guild_id": "100", "parent_id": "300", "type": 11}),
+        "THREAD_UPDATE",
+        &json!({"id": "320", "type": 11, "parent_id": "300", "guild_id": "100", "name": "renamed"}),
         4,
     );
-    assert!(get(&store, "channel.320").is_none());
+    assert_eq!(get(&store, "channel.320").unwrap()["name"], "renamed");
     assert_eq!(
-        guild(&store)["channel_ids"],
-        json!(["300", "301", "302", "321"])
+        guild(&store)["thread_parents"],
+        json!({"302": "300", "320": "300", "321": "301"})
     );
+    apply(
+        &mut store,
+        "THREAD_DELETE",
+        &json!({"id": "321", "guild_id": "100", "parent_id": "301", "type": 11}),
+        5,
+    );
+    assert!(get(&store, "channel.321").is_none());
+    // Deleting a channel deletes its threads: Discord sends no THREAD_DELETE for them.
+    apply(
+        &mut store,
+        "CHANNEL_DELETE",
+        &json!({"id": "300", "type": 0, "guild_id": "100"}),
+        6,
+    );
+    for gone in ["channel.300", "channel.302", "channel.320"] {
+        assert!(get(&store, gone).is_none(), "{gone} left");
+    }
+    assert_eq!(guild(&store)["channel_ids"], json!(["301"]));
+    assert_eq!(guild(&store)["thread_parents"], json!({}));
 }
 
 #[test]
@@ -395,6 +420,14 @@ fn storm() -> Vec<(&'static str, Value)> {
             json!({"id": "100", "name": "renamed", "owner_id": "7"}),
         ),
         (
+            "THREAD_CREATE",
+            json!({"id": "330", "type": 11, "parent_id": "310", "guild_id": "100", "newly_created": true}),
+        ),
+        (
+            "CHANNEL_DELETE",
+            json!({"id": "310", "type": 0, "guild_id": "100"}),
+        ),
+        (
             "GUILD_MEMBER_ADD",
             json!({"guild_id": "100", "user": {"id": "10"}, "roles": [], "joined_at": "w"}),
         ),
@@ -426,7 +459,8 @@ fn every_event_applied_twice_leaves_the_state_of_once() {
         "GUILD_UPDATE merges"
     );
     assert_eq!(g["role_ids"], json!(["100", "210"]));
-    assert_eq!(g["channel_ids"], json!(["300", "302", "310"]));
+    assert_eq!(g["channel_ids"], json!(["300", "302"]));
+    assert!(get(&once, "channel.330").is_none());
 }
 
 #[test]
