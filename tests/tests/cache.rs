@@ -320,6 +320,9 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         "GUILD_ROLE_DELETE",
         "VOICE_STATE_UPDATE",
         "GUILD_DELETE",
+        "THREAD_CREATE",
+        "THREAD_UPDATE",
+        "THREAD_DELETE",
     ] {
         anyhow::ensure!(
             by_type[structural].as_u64().unwrap_or(0) > 0,
