@@ -389,6 +389,16 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
         cache.log_report()
     );
     assert_eq!(cache.metric("shardyard_cache_bad_events_total").await?, 0.0);
+    // The last instance resumed where the one before stopped: of the GUILD_CREATEs it saw only
+    // the two of the guilds added while no cache ran, not the first six again.
+    assert_eq!(
+        cache
+            .metric("shardyard_cache_events_applied_total{event=\"GUILD_CREATE\"}")
+            .await?,
+        2.0,
+        "{}",
+        cache.log_report()
+    );
     assert!(
         cache
             .metric("shardyard_cache_events_applied_total{event=\"GUILD_MEMBER_ADD\"}")
