@@ -6,7 +6,8 @@ use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use futures_util::{StreamExt as _, TryStreamExt as _};
 use serde::de::DeserializeOwned;
-use shardyard_protocol::names::{BotKey, keys};
+use shardyard_protocol::names::BotKey;
+use shardyard_protocol::names::keys::{self, cache_kind};
 
 use crate::schema::{Channel, Counts, Guild, Member, Role, User, VoiceState};
 
@@ -50,6 +51,24 @@ pub enum ReadError {
 
 /// Typed lookups over a bot's cache bucket (see [`crate::schema`] for what each value is). Cheap
 /// to clone; every method is one or a few KV reads.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use shardyard_cache::CacheReader;
+/// use shardyard_protocol::BotKey;
+///
+/// let client = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let jetstream = async_nats::jetstream::new(client);
+/// let cache = CacheReader::open(&jetstream, &BotKey::local("mybot")?).await?;
+/// if let Some(guild) = cache.guild(81384788765712384).await? {
+///     println!("{:?} has {} members", guild.name, guild.member_count);
+///     for channel in cache.channels(guild.id.0).await?.unwrap_or_default() {
+///         println!("  #{}", channel.name.unwrap_or_default());
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct CacheReader {
     kv: kv::Store,
@@ -274,15 +293,15 @@ impl CacheReader {
     pub async fn counts(&self) -> Result<Counts, ReadError> {
         let mut counts = Counts::default();
         for key in self.keys(">").await? {
-            let counter = match key.split('.').next() {
-                Some("guild") => &mut counts.guilds,
-                Some("channel") => &mut counts.channels,
-                Some("role") => &mut counts.roles,
-                Some("member") => &mut counts.members,
-                Some("user") => &mut counts.users,
-                Some("voice") => &mut counts.voice_states,
-                Some("presence") => &mut counts.presences,
-                Some("emojis") => &mut counts.emoji_lists,
+            let counter = match keys::kind_of(&key) {
+                cache_kind::GUILD => &mut counts.guilds,
+                cache_kind::CHANNEL => &mut counts.channels,
+                cache_kind::ROLE => &mut counts.roles,
+                cache_kind::MEMBER => &mut counts.members,
+                cache_kind::USER => &mut counts.users,
+                cache_kind::VOICE => &mut counts.voice_states,
+                cache_kind::PRESENCE => &mut counts.presences,
+                cache_kind::EMOJIS => &mut counts.emoji_lists,
                 _ => continue,
             };
             *counter += 1;

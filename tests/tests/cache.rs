@@ -344,7 +344,9 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     let all_keys = reader.keys(">").await?;
     let left: Vec<&String> = all_keys
         .iter()
-        .filter(|k| !k.starts_with("user.") && k.contains(&removed[0].to_string()))
+        .filter(|k| {
+            keys::kind_of(k) != keys::cache_kind::USER && k.contains(&removed[0].to_string())
+        })
         .collect();
     if !left.is_empty() {
         differences.push(format!("removed guild {}: left {left:?}", removed[0]));
@@ -365,10 +367,10 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     }
     // No channel outlives its deletion.
     let cached_channels: BTreeSet<u64> = reader
-        .keys("channel.*")
+        .keys(&keys::all_of(keys::cache_kind::CHANNEL))
         .await?
         .iter()
-        .filter_map(|k| k.strip_prefix("channel.")?.parse().ok())
+        .filter_map(|k| k.rsplit('.').next()?.parse().ok())
         .collect();
     if cached_channels != sim_channels {
         differences.push(format!(
