@@ -255,6 +255,50 @@ async fn guild_differences(
     Ok(())
 }
 
+/// Every difference between the cache and the simulator's state of `guilds`, and of the
+/// cache's channels with theirs (no channel outlives its deletion); the simulator's channel ids.
+async fn cache_differences(
+    store: &kv::Store,
+    reader: &CacheReader,
+    sim: &SimProcess,
+    guilds: &[u64],
+    differences: &mut Vec<String>,
+) -> anyhow::Result<BTreeSet<u64>> {
+    let mut sim_channels = BTreeSet::new();
+    for guild in guilds {
+        guild_differences(store, reader, sim, *guild, differences).await?;
+        let truth = sim.get_json(&format!("/_sim/guilds/{guild}")).await?;
+        sim_channels.extend(ids(&Value::Array(
+            truth["channels"]
+                .as_array()
+                .into_iter()
+                .chain(truth["threads"].as_array())
+                .flatten()
+                .map(|c| c["id"].clone())
+                .collect(),
+        )));
+    }
+    // No channel outlives its deletion.
+    let cached_channels: BTreeSet<u64> = reader
+        .keys(&keys::all_of(keys::cache_kind::CHANNEL))
+        .await?
+        .iter()
+        .filter_map(|k| k.rsplit('.').next()?.parse().ok())
+        .collect();
+    if cached_channels != sim_channels {
+        differences.push(format!(
+            "channels only in cache {:?}, only in sim {:?}",
+            cached_channels
+                .difference(&sim_channels)
+                .collect::<Vec<_>>(),
+            sim_channels
+                .difference(&cached_channels)
+                .collect::<Vec<_>>()
+        ));
+    }
+    Ok(sim_channels)
+}
+
 #[tokio::test]
 async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
@@ -351,38 +395,7 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     if !left.is_empty() {
         differences.push(format!("removed guild {}: left {left:?}", removed[0]));
     }
-    let mut sim_channels = BTreeSet::new();
-    for guild in &guilds {
-        guild_differences(&store, &reader, &sim, *guild, &mut differences).await?;
-        let truth = sim.get_json(&format!("/_sim/guilds/{guild}")).await?;
-        sim_channels.extend(ids(&Value::Array(
-            truth["channels"]
-                .as_array()
-                .into_iter()
-                .chain(truth["threads"].as_array())
-                .flatten()
-                .map(|c| c["id"].clone())
-                .collect(),
-        )));
-    }
-    // No channel outlives its deletion.
-    let cached_channels: BTreeSet<u64> = reader
-        .keys(&keys::all_of(keys::cache_kind::CHANNEL))
-        .await?
-        .iter()
-        .filter_map(|k| k.rsplit('.').next()?.parse().ok())
-        .collect();
-    if cached_channels != sim_channels {
-        differences.push(format!(
-            "channels only in cache {:?}, only in sim {:?}",
-            cached_channels
-                .difference(&sim_channels)
-                .collect::<Vec<_>>(),
-            sim_channels
-                .difference(&cached_channels)
-                .collect::<Vec<_>>()
-        ));
-    }
+    let sim_channels = cache_differences(&store, &reader, &sim, &guilds, &mut differences).await?;
     anyhow::ensure!(
         differences.is_empty(),
         "{} differences:\n{}\n{}",
@@ -573,6 +586,74 @@ async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply
     assert!(
         status.success(),
         "SIGTERM: {status}\n{}",
+        cache.log_report()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nats_crash_while_applying_a_backlog_is_waited_out_and_the_bucket_still_converges()
+-> anyhow::Result<()> {
+    let mut nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 4,
+        events_per_second: 0.0,
+        extra: vec!["--members-per-guild".into(), "15".into()],
+        ..SimArgs::default()
+    })
+    .await?;
+    let bot = BotKey::local("cachenats")?;
+    let gateway = GatewayProcess::start_with_intents(
+        &sim,
+        &nats,
+        bot.as_str(),
+        1,
+        0..1,
+        "GUILDS,GUILD_MEMBERS,GUILD_VOICE_STATES",
+        &["--large-threshold", "250"],
+    )
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    // A backlog while no cache runs (NATS stays up meanwhile: the gateway's own behaviour
+    // across a NATS restart is tested in tests/gateway.rs).
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 3000}))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    let js = nats.jetstream().await?;
+    wait_until_stream_matches(&js, &sim, "bot", &bot, 1, Duration::from_secs(30)).await?;
+    let mut cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
+    cache.wait_ready(Duration::from_secs(30)).await?;
+    // NATS crashes, and is away for 2 s, while the cache works through the backlog.
+    let stream = js.get_stream(bot.stream()).await?;
+    let info = stream.consumer_info(CACHE_CONSUMER).await?;
+    anyhow::ensure!(
+        info.num_pending > 100,
+        "the backlog was applied before NATS restarted ({} pending); make it bigger",
+        info.num_pending
+    );
+    nats.kill_9()?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    nats.start_again().await?;
+    let js = nats.jetstream().await?;
+    wait_drained(&js, &bot, &cache).await?;
+    anyhow::ensure!(
+        cache.process().is_running(),
+        "the cache exited\n{}",
+        cache.log_report()
+    );
+    cache.wait_ready(Duration::from_secs(30)).await?;
+    let store = js.get_key_value(bot.cache_bucket()).await?;
+    let reader = CacheReader::new(store.clone());
+    let guilds = sim_guild_ids(&sim).await?;
+    let mut differences = Vec::new();
+    cache_differences(&store, &reader, &sim, &guilds, &mut differences).await?;
+    anyhow::ensure!(
+        differences.is_empty(),
+        "{} differences:\n{}\n{}",
+        differences.len(),
+        differences.join("\n"),
         cache.log_report()
     );
     Ok(())
