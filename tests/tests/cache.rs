@@ -1,7 +1,9 @@
 //! `shardyard cache` end to end: the simulator's structural events go through `shardyard
 //! gateway` and JetStream into the cache bucket, and after a storm (with the cache killed and
-//! restarted in the middle) the bucket holds exactly the simulator's own state of every guild.
-//! Malformed payloads are counted and skipped without stopping the consumer.
+//! restarted in the middle, guilds removed and added, threads deleted with their channels) the
+//! bucket holds exactly the simulator's own state of every guild; the same after NATS crashes
+//! while the cache works through a backlog. Malformed payloads are counted and skipped without
+//! stopping the consumer.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
