@@ -1,5 +1,6 @@
 //! `shardyard`: one binary, every service a subcommand.
 
+mod cache;
 mod gateway;
 mod rest;
 mod runtime;
@@ -24,6 +25,8 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Proxy Discord's REST API, sharing its rate limits between every client.
     Rest(rest::RestArgs),
+    /// Apply the bot's cache-relevant events, in order, to its cache in NATS KV.
+    Cache(cache::CacheArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +43,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Rest(args) => rest::run(args),
+        Command::Cache(args) => cache::run(args),
     }
 }

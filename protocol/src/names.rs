@@ -287,6 +287,38 @@ pub mod keys {
     /// Identify bucket: the bot's shared daily session-start budget.
     pub const IDENTIFY_BUDGET: &str = "budget";
 
+    /// Cache: the kinds of key, each key's first token.
+    pub mod cache_kind {
+        /// `guild.<id>`.
+        pub const GUILD: &str = "guild";
+        /// `channel.<id>`.
+        pub const CHANNEL: &str = "channel";
+        /// `role.<guild>.<id>`.
+        pub const ROLE: &str = "role";
+        /// `member.<guild>.<user>`.
+        pub const MEMBER: &str = "member";
+        /// `user.<id>`.
+        pub const USER: &str = "user";
+        /// `emojis.<guild>`.
+        pub const EMOJIS: &str = "emojis";
+        /// `voice.<guild>.<user>`.
+        pub const VOICE: &str = "voice";
+        /// `presence.<guild>.<user>`.
+        pub const PRESENCE: &str = "presence";
+    }
+
+    /// Cache: the key filter matching every key of a kind (`channel.>`).
+    #[must_use]
+    pub fn all_of(kind: &str) -> String {
+        format!("{kind}.>")
+    }
+
+    /// Cache: the kind of a key (its first token, one of [`cache_kind`]).
+    #[must_use]
+    pub fn kind_of(key: &str) -> &str {
+        key.split('.').next().unwrap_or_default()
+    }
+
     /// Cache: a guild.
     #[must_use]
     pub fn guild(guild: u64) -> String {
@@ -327,6 +359,37 @@ pub mod keys {
     #[must_use]
     pub fn voice_state(guild: u64, user: u64) -> String {
         format!("voice.{guild}.{user}")
+    }
+
+    /// Cache: a user's presence in a guild (only with presences enabled).
+    #[must_use]
+    pub fn presence(guild: u64, user: u64) -> String {
+        format!("presence.{guild}.{user}")
+    }
+
+    /// Cache: the key filter matching every member of a guild, `member.<guild>.*` (for key
+    /// listings and KV watches).
+    #[must_use]
+    pub fn members_of(guild: u64) -> String {
+        format!("member.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every voice state in a guild, `voice.<guild>.*`.
+    #[must_use]
+    pub fn voice_states_of(guild: u64) -> String {
+        format!("voice.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every presence in a guild, `presence.<guild>.*`.
+    #[must_use]
+    pub fn presences_of(guild: u64) -> String {
+        format!("presence.{guild}.*")
+    }
+
+    /// Cache: the key filter matching every role of a guild, `role.<guild>.*`.
+    #[must_use]
+    pub fn roles_of(guild: u64) -> String {
+        format!("role.{guild}.*")
     }
 }
 
@@ -440,5 +503,27 @@ mod tests {
         assert_eq!(keys::role(1, 3), "role.1.3");
         assert_eq!(keys::member(1, 4), "member.1.4");
         assert_eq!(keys::user(4), "user.4");
+        assert_eq!(keys::emojis(1), "emojis.1");
+        assert_eq!(keys::voice_state(1, 4), "voice.1.4");
+        assert_eq!(keys::presence(1, 4), "presence.1.4");
+        assert_eq!(keys::members_of(1), "member.1.*");
+        assert_eq!(keys::voice_states_of(1), "voice.1.*");
+        assert_eq!(keys::presences_of(1), "presence.1.*");
+        assert_eq!(keys::roles_of(1), "role.1.*");
+        assert_eq!(keys::all_of(keys::cache_kind::CHANNEL), "channel.>");
+        assert_eq!(keys::kind_of(&keys::member(1, 2)), keys::cache_kind::MEMBER);
+        assert_eq!(keys::kind_of(&keys::emojis(1)), keys::cache_kind::EMOJIS);
+        assert_eq!(
+            keys::kind_of(&keys::voice_state(1, 2)),
+            keys::cache_kind::VOICE
+        );
+        assert_eq!(
+            keys::kind_of(&keys::presence(1, 2)),
+            keys::cache_kind::PRESENCE
+        );
+        assert_eq!(keys::kind_of(&keys::guild(1)), keys::cache_kind::GUILD);
+        assert_eq!(keys::kind_of(&keys::role(1, 2)), keys::cache_kind::ROLE);
+        assert_eq!(keys::kind_of(&keys::user(1)), keys::cache_kind::USER);
+        assert_eq!(keys::kind_of(&keys::channel(1)), keys::cache_kind::CHANNEL);
     }
 }

@@ -330,6 +330,34 @@ pub struct RoleDelete {
     pub role_id: u64,
 }
 
+/// THREAD_CREATE: the thread channel, and `newly_created` when it was just created (rather than
+/// the bot being added to an existing private thread).
+#[derive(Serialize)]
+pub struct ThreadCreate<'a> {
+    /// The thread.
+    #[serde(flatten)]
+    pub thread: &'a crate::model::Channel,
+    /// Always `true` here.
+    pub newly_created: bool,
+}
+
+/// THREAD_DELETE: only the thread's id, guild, parent and type.
+#[derive(Serialize)]
+pub struct ThreadDelete {
+    /// The thread.
+    #[serde(with = "as_string")]
+    pub id: u64,
+    /// Guild.
+    #[serde(with = "as_string")]
+    pub guild_id: u64,
+    /// The channel the thread was in.
+    #[serde(with = "as_string")]
+    pub parent_id: u64,
+    /// The thread's channel type.
+    #[serde(rename = "type")]
+    pub kind: u8,
+}
+
 /// GUILD_DELETE: `unavailable: true` for an outage, absent when the bot was removed.
 #[derive(Serialize)]
 pub struct GuildDelete {

@@ -11,14 +11,14 @@ use shardyard_protocol::Intents;
 use tokio::time::Instant;
 
 use crate::bot::{BotState, Dispatch};
-use crate::model::channel_kind;
+use crate::model::{ThreadMetadata, channel_kind};
 use crate::payload::{
     Activity, ClientStatus, EmojiRef, GuildDelete, MemberRemove, MemberWithGuild, MessageDelete,
     MessageParts, MessagePayload, Nonce, PresenceUpdate, ReactionAdd, RoleDelete, RoleEvent,
-    TypingStart, UserRef, VoiceState, unix_secs,
+    ThreadCreate, ThreadDelete, TypingStart, UserRef, VoiceState, unix_secs,
 };
 use crate::session::Event;
-use crate::snowflake::now_ms;
+use crate::snowflake::{iso8601, now_ms};
 use crate::world::World;
 
 const SENTENCE_WORDS: &[&str] = &[
@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_millis(5);
 /// Kinds of generated traffic with their weight out of 1,000. Creations and deletions balance,
 /// so guilds wander around their size instead of growing without end in a long run.
 const MIX: &[(Kind, u32)] = &[
-    (Kind::MessageCreate, 560),
+    (Kind::MessageCreate, 552),
     (Kind::TypingStart, 120),
     (Kind::ReactionAdd, 80),
     (Kind::PresenceUpdate, 80),
@@ -53,6 +53,9 @@ const MIX: &[(Kind, u32)] = &[
     (Kind::RoleCreate, 2),
     (Kind::RoleUpdate, 3),
     (Kind::RoleDelete, 2),
+    (Kind::ThreadCreate, 3),
+    (Kind::ThreadUpdate, 3),
+    (Kind::ThreadDelete, 2),
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +76,9 @@ enum Kind {
     RoleCreate,
     RoleUpdate,
     RoleDelete,
+    ThreadCreate,
+    ThreadUpdate,
+    ThreadDelete,
 }
 
 fn pick_kind(rng: &mut impl Rng) -> Kind {
@@ -376,7 +382,20 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
             }
             let id = random_text_channel(world, guild_id)?;
             world.channel_guild.remove(&id);
-            let channel = world.guilds.get_mut(&guild_id)?.channels.remove(&id)?;
+            let guild = world.guilds.get_mut(&guild_id)?;
+            let channel = guild.channels.remove(&id)?;
+            // Its threads go with it, without a THREAD_DELETE of their own (as on Discord).
+            let threads: Vec<u64> = guild
+                .channels
+                .values()
+                .filter(|c| c.thread_metadata.is_some() && c.parent_id == Some(id))
+                .map(|c| c.id)
+                .collect();
+            for thread in threads {
+                guild.channels.remove(&thread);
+                world.channel_guild.remove(&thread);
+                world.messages.remove(&thread);
+            }
             world.messages.remove(&id);
             guild_event(
                 guild_id,
@@ -421,6 +440,9 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
                 Event::json("GUILD_ROLE_UPDATE", &RoleEvent { guild_id, role }),
             )
         }
+        Kind::ThreadCreate => thread_create(world, guild_id)?,
+        Kind::ThreadUpdate => thread_update(world, guild_id)?,
+        Kind::ThreadDelete => thread_delete(world, guild_id)?,
         Kind::RoleDelete => {
             let guild = world.guilds.get_mut(&guild_id)?;
             if guild.roles.len() <= 2 {
@@ -454,6 +476,81 @@ pub fn generate(bot: &BotState) -> Option<Dispatch> {
             )
         }
     })
+}
+
+/// A member starts a public thread in a text channel: THREAD_CREATE.
+fn thread_create(world: &mut World, guild_id: u64) -> Option<Dispatch> {
+    let parent = random_text_channel(world, guild_id)?;
+    let bot_id = world.bot_user.id;
+    let owner = random_member(world.guilds.get(&guild_id)?, &mut world.rng, bot_id)?
+        .user
+        .id;
+    let mut thread = world.new_channel(guild_id, channel_kind::PUBLIC_THREAD, 0, Some(parent));
+    thread.thread_metadata = Some(ThreadMetadata {
+        archived: false,
+        auto_archive_duration: 1440,
+        archive_timestamp: iso8601(now_ms()),
+        locked: false,
+    });
+    thread.owner_id = Some(owner);
+    let id = thread.id;
+    world.channel_guild.insert(id, guild_id);
+    let guild = world.guilds.get_mut(&guild_id)?;
+    guild.channels.insert(id, thread);
+    Some(guild_event(
+        guild_id,
+        Intents::GUILDS,
+        Event::json(
+            "THREAD_CREATE",
+            &ThreadCreate {
+                thread: guild.channels.get(&id)?,
+                newly_created: true,
+            },
+        ),
+    ))
+}
+
+/// A random thread of the guild is archived or unarchived: THREAD_UPDATE.
+fn thread_update(world: &mut World, guild_id: u64) -> Option<Dispatch> {
+    let guild = world.guilds.get_mut(&guild_id)?;
+    let id = random_entry(&guild.channels, &mut world.rng, |c| {
+        c.thread_metadata.is_some()
+    })?
+    .id;
+    let thread = guild.channels.get_mut(&id)?;
+    let metadata = thread.thread_metadata.as_mut()?;
+    metadata.archived = !metadata.archived;
+    metadata.archive_timestamp = iso8601(now_ms());
+    Some(guild_event(
+        guild_id,
+        Intents::GUILDS,
+        Event::json("THREAD_UPDATE", &*thread),
+    ))
+}
+
+/// A random thread of the guild is deleted: THREAD_DELETE.
+fn thread_delete(world: &mut World, guild_id: u64) -> Option<Dispatch> {
+    let guild = world.guilds.get_mut(&guild_id)?;
+    let id = random_entry(&guild.channels, &mut world.rng, |c| {
+        c.thread_metadata.is_some()
+    })?
+    .id;
+    let thread = guild.channels.remove(&id)?;
+    world.channel_guild.remove(&id);
+    world.messages.remove(&id);
+    Some(guild_event(
+        guild_id,
+        Intents::GUILDS,
+        Event::json(
+            "THREAD_DELETE",
+            &ThreadDelete {
+                id,
+                guild_id,
+                parent_id: thread.parent_id?,
+                kind: thread.kind,
+            },
+        ),
+    ))
 }
 
 /// An index below `count`, skewed like real bot traffic: a few busy guilds carry most events

@@ -30,6 +30,31 @@ impl GatewayProcess {
         shards: std::ops::Range<u32>,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_intents(
+            sim,
+            nats,
+            bot,
+            total,
+            shards,
+            "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_MEMBERS",
+            extra,
+        )
+        .await
+    }
+
+    /// [`start`](Self::start) with other `--intents` (names joined by `,`).
+    ///
+    /// # Errors
+    /// When the process does not start or never serves `/healthz`.
+    pub async fn start_with_intents(
+        sim: &SimProcess,
+        nats: &NatsServer,
+        bot: &str,
+        total: u32,
+        shards: std::ops::Range<u32>,
+        intents: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut command = Command::new(shardyard_bin()?);
         command
@@ -48,12 +73,7 @@ impl GatewayProcess {
                 "--shards",
                 &format!("{}..{}", shards.start, shards.end),
             ])
-            .args([
-                "--admin-addr",
-                &admin.to_string(),
-                "--intents",
-                "GUILDS,GUILD_MESSAGES,MESSAGE_CONTENT,GUILD_MEMBERS",
-            ])
+            .args(["--admin-addr", &admin.to_string(), "--intents", intents])
             .args(extra)
             .env("SHARDYARD_TOKEN", sim.token())
             .env("RUST_LOG", "info,shardyard_gateway=debug");

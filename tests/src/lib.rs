@@ -5,6 +5,7 @@
 //! - [`SimProcess`]: `shardyard sim` (the Discord simulator) on a free port.
 //! - [`GatewayProcess`]: `shardyard gateway` against a simulator and a nats-server.
 //! - [`RestProcess`]: `shardyard rest`, the REST proxy, in front of a simulator.
+//! - [`CacheProcess`]: `shardyard cache`, the central cache, with its HTTP API.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
 //! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
@@ -14,6 +15,7 @@
 
 pub mod bench;
 mod bin;
+mod cache;
 mod gateway;
 pub mod ground_truth;
 mod nats;
@@ -26,6 +28,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 pub use bin::{nats_server_bin, repo_root, shardyard_bin};
+pub use cache::CacheProcess;
 pub use gateway::GatewayProcess;
 pub use nats::{NatsConfig, NatsServer};
 pub use ports::free_port;
