@@ -184,8 +184,8 @@ async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
     sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
         .await?;
     gateway.wait_ready(Duration::from_secs(60)).await?;
-    // Longer than the other tests: publishes refused while JetStream recovers its stream count
-    // as failures, and the shard backs off before resuming again.
+    // Longer than the other tests: after the restart each shard waits for JetStream to answer,
+    // then resumes, and Discord replays what was not acknowledged.
     let js = nats.jetstream().await?;
     let bot = BotKey::local("natsdown")?;
     wait_until_stream_matches(&js, &sim, "bot", &bot, 2, Duration::from_secs(90)).await?;
