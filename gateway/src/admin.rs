@@ -1,44 +1,25 @@
-//! `/healthz` (alive), `/readyz` (every shard READY) and `/metrics`.
+//! What the gateway reports on its admin address (served by [`shardyard_admin`]): ready when
+//! every owned shard is READY or RESUMED, and the shards' metrics.
 
-use std::sync::Arc;
+use shardyard_admin::Status;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use crate::status::{GatewayStatus, ShardState};
 
-use crate::status::GatewayStatus;
-
-/// The admin routes.
-pub fn router(status: Arc<GatewayStatus>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(status)
-}
-
-async fn ready(State(status): State<Arc<GatewayStatus>>) -> impl IntoResponse {
-    if status.ready() {
-        (StatusCode::OK, "ready\n".to_owned())
-    } else {
-        let waiting: Vec<String> = status
+impl Status for GatewayStatus {
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready() {
+            return Ok(());
+        }
+        let waiting: Vec<String> = self
             .shards
             .iter()
-            .filter(|s| s.state() != crate::status::ShardState::Ready)
+            .filter(|s| s.state() != ShardState::Ready)
             .map(|s| format!("shard {} {}", s.id, s.state().name()))
             .collect();
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {}\n", waiting.join(", ")),
-        )
+        Err(waiting.join(", "))
     }
-}
 
-async fn metrics(State(status): State<Arc<GatewayStatus>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        status.metrics(),
-    )
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(&self.metrics());
+    }
 }

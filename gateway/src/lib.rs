@@ -103,16 +103,9 @@ pub async fn run(
             .collect(),
     });
     if let Some(addr) = admin_addr {
-        let listener = tokio::net::TcpListener::bind(addr)
+        shardyard_admin::spawn(addr, status.clone(), shutdown.clone())
             .await
             .map_err(|source| GatewayError::Admin { addr, source })?;
-        let app = admin::router(status.clone());
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await;
-        });
     }
     // TLS for https:// and wss:// uses ring; a no-op when the binary installed it already.
     let _ = rustls::crypto::ring::default_provider().install_default();

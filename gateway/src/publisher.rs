@@ -32,6 +32,11 @@ pub enum PublishError {
 /// How long a replayed message id is recognized as a duplicate: longer than any resume.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(300);
 
+/// How long one probe of [`Publisher::wait_until_available`] may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest pause between two probes.
+const MAX_PROBE_PAUSE: Duration = Duration::from_secs(2);
+
 impl Publisher {
     /// A publisher for `bot`'s shards out of `total`.
     #[must_use]
@@ -56,6 +61,33 @@ impl Publisher {
             .await
             .map(|_| ())
             .map_err(|source| PublishError::Stream { stream, source })
+    }
+
+    /// Waits until JetStream answers for the bot's stream again (after publishes failed because
+    /// NATS went away or JetStream was recovering), probing with a short backoff. `false` when
+    /// `shutdown` came first.
+    pub async fn wait_until_available(
+        &self,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        let stream = self.bot.stream();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let probe = tokio::time::timeout(PROBE_TIMEOUT, self.js.get_stream(&stream));
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                answer = probe => {
+                    if matches!(answer, Ok(Ok(_))) {
+                        return true;
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+            pause = (pause * 2).min(MAX_PROBE_PAUSE);
+        }
     }
 
     /// A publish window for one of the bot's shards.

@@ -87,6 +87,9 @@ enum Outcome {
     Fatal(u16),
     /// Could not connect or talk: back off and try again.
     Failed(String),
+    /// JetStream refused or lost a publish: wait until it takes publishes again, then resume
+    /// (Discord replays what was not acknowledged).
+    PublishFailed(String),
 }
 
 #[derive(Deserialize)]
@@ -139,6 +142,9 @@ pub async fn run(
         ctx.shutdown.clone(),
     ));
     let mut failures: u32 = 0;
+    // Counted apart from `failures`: a NATS outage says nothing about Discord, and its backoff
+    // must not outlast the outage (the wait for JetStream does the waiting).
+    let mut publish_failures: u32 = 0;
     let Some(mut window) = open_window(&ctx, shard).await else {
         saver.abort();
         status.set_state(ShardState::Stopped);
@@ -171,6 +177,7 @@ pub async fn run(
                 }
             }
         }
+        let done_before = done(&status);
         let outcome = connection(
             &ctx,
             &status,
@@ -185,6 +192,9 @@ pub async fn run(
         status.window.store(0, Ordering::Relaxed);
         status.set_state(ShardState::Disconnected);
         save_tx.send_replace(session.as_ref().map(Session::to_saved));
+        if done(&status) > done_before {
+            publish_failures = 0;
+        }
         let pause = match outcome {
             Outcome::Shutdown => break,
             Outcome::Fatal(code) => {
@@ -211,6 +221,14 @@ pub async fn run(
                 session = None;
                 save_tx.send_replace(None);
                 delay
+            }
+            Outcome::PublishFailed(why) => {
+                publish_failures = publish_failures.saturating_add(1);
+                tracing::warn!(shard, %why, "waiting for JetStream before resuming");
+                if !ctx.publisher.wait_until_available(&ctx.shutdown).await {
+                    break;
+                }
+                backoff(publish_failures).min(MAX_PUBLISH_BACKOFF)
             }
             Outcome::Failed(why) => {
                 failures = failures.saturating_add(1);
@@ -315,6 +333,16 @@ fn websocket_config() -> WebSocketConfig {
 
 /// Bytes read from the socket at a time.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The longest pause before resuming after JetStream failed a publish and answers again (it
+/// can answer stream info while still refusing publishes for a moment after a restart).
+const MAX_PUBLISH_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Dispatches of the shard that are done (published or suppressed): progress since a
+/// connection started means the publish path worked.
+fn done(status: &ShardStatus) -> u64 {
+    status.published.load(Ordering::Relaxed) + status.suppressed.load(Ordering::Relaxed)
+}
 
 /// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … up to a minute, each scaled by [0.5, 1).
 fn backoff(failures: u32) -> Duration {
@@ -454,7 +482,9 @@ async fn connection(
                     // replays the rest (JetStream drops the duplicates by message id).
                     status.count_close("publish_failed");
                     close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
-                    return Outcome::Failed("JetStream did not acknowledge a publish".into());
+                    return Outcome::PublishFailed(
+                        "JetStream did not acknowledge a publish".into(),
+                    );
                 }
                 record_ack(session, status, seq, ack);
                 status.window.store(window.len() as u64, Ordering::Relaxed);
@@ -596,7 +626,7 @@ async fn connection(
                                 status.count_close("publish_failed");
                                 drain(window, session, status).await;
                                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
-                                return Outcome::Failed("publish failed".into());
+                                return Outcome::PublishFailed("publish failed".into());
                             }
                         }
                     }

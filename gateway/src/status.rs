@@ -2,10 +2,11 @@
 //! come from the process's own range, event types from Discord's set (an unknown type counts as
 //! `UNKNOWN` once a hundred types were seen).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+
+pub use shardyard_admin::prom::Histogram;
+use shardyard_admin::prom::{LabeledCounters, header};
 
 /// The state of one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +49,8 @@ impl ShardState {
 }
 
 const MAX_EVENT_TYPES: usize = 100;
+/// Close reasons are a fixed set in practice; the cap only guards against a bug.
+const MAX_CLOSE_REASONS: usize = 64;
 
 /// One shard's status and counters.
 #[derive(Debug)]
@@ -75,8 +78,8 @@ pub struct ShardStatus {
     pub publish_latency: Histogram,
     /// Waiting for an identify turn (the shared concurrency buckets and the daily budget).
     pub identify_wait: Histogram,
-    events: Mutex<BTreeMap<String, u64>>,
-    closes: Mutex<BTreeMap<String, u64>>,
+    events: LabeledCounters,
+    closes: LabeledCounters,
 }
 
 impl ShardStatus {
@@ -96,8 +99,8 @@ impl ShardStatus {
             window: AtomicU64::new(0),
             publish_latency: Histogram::default(),
             identify_wait: Histogram::default(),
-            events: Mutex::default(),
-            closes: Mutex::default(),
+            events: LabeledCounters::new(MAX_EVENT_TYPES, "UNKNOWN"),
+            closes: LabeledCounters::new(MAX_CLOSE_REASONS, "other"),
         }
     }
 
@@ -113,89 +116,13 @@ impl ShardStatus {
 
     /// Counts a dispatch of `event` (bounded: past 100 types, new ones count as `UNKNOWN`).
     pub fn count_event(&self, event: &str) {
-        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(count) = events.get_mut(event) {
-            *count += 1;
-        } else if events.len() < MAX_EVENT_TYPES {
-            events.insert(event.to_owned(), 1);
-        } else {
-            *events.entry("UNKNOWN".to_owned()).or_default() += 1;
-        }
+        self.events.inc(event);
     }
 
     /// Counts a connection end by reason (a bounded set: close-code reasons and a few causes).
     pub fn count_close(&self, reason: &str) {
-        *self
-            .closes
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(reason.to_owned())
-            .or_default() += 1;
+        self.closes.inc(reason);
     }
-}
-
-/// Upper bounds of the histograms' buckets, in seconds: sub-millisecond publishes up to identify
-/// waits of minutes (a daily budget reset can be hours: those land in `+Inf`).
-const BUCKETS: [f64; 16] = [
-    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 15.0,
-    60.0, 300.0,
-];
-
-/// A Prometheus histogram with fixed buckets, updated without locks.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    /// Observations at or below each bound (not cumulative; summed when rendered).
-    counts: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one duration.
-    pub fn observe(&self, d: std::time::Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(
-            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// How many durations were recorded.
-    pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
-    }
-}
-
-/// Writes `name` as one histogram summing `histograms` (one per shard: the process's view).
-fn write_histogram<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    histograms: impl Iterator<Item = &'a Histogram>,
-) {
-    let mut counts = [0u64; BUCKETS.len()];
-    let (mut count, mut sum_us) = (0u64, 0u64);
-    for h in histograms {
-        for (total, c) in counts.iter_mut().zip(&h.counts) {
-            *total += c.load(Ordering::Relaxed);
-        }
-        count += h.count.load(Ordering::Relaxed);
-        sum_us = sum_us.saturating_add(h.sum_us.load(Ordering::Relaxed));
-    }
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-    let mut cumulative = 0;
-    for (bound, c) in BUCKETS.iter().zip(counts) {
-        cumulative += c;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-    }
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-    #[allow(clippy::cast_precision_loss)]
-    let sum = sum_us as f64 / 1e6;
-    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
 /// Every shard of the process.
@@ -216,9 +143,11 @@ impl GatewayStatus {
     #[must_use]
     pub fn metrics(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP shardyard_gateway_shard_state 1 for the state each shard is in.\n# TYPE shardyard_gateway_shard_state gauge"
+        header(
+            &mut out,
+            "shardyard_gateway_shard_state",
+            "gauge",
+            "1 for the state each shard is in.",
         );
         for shard in &self.shards {
             let current = shard.state();
@@ -240,7 +169,7 @@ impl GatewayStatus {
         }
         let counter =
             |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ShardStatus) -> u64| {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                header(out, name, "counter", help);
                 for shard in &self.shards {
                     let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.id, get(shard));
                 }
@@ -269,9 +198,11 @@ impl GatewayStatus {
             "Inflated bytes received.",
             &|s| s.bytes_raw.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# HELP shardyard_gateway_publish_window Publishes awaiting JetStream's acknowledgement.\n# TYPE shardyard_gateway_publish_window gauge"
+        header(
+            &mut out,
+            "shardyard_gateway_publish_window",
+            "gauge",
+            "Publishes awaiting JetStream's acknowledgement.",
         );
         for shard in &self.shards {
             let _ = writeln!(
@@ -281,21 +212,23 @@ impl GatewayStatus {
                 shard.window.load(Ordering::Relaxed)
             );
         }
-        write_histogram(
+        Histogram::render_sum(
             &mut out,
             "shardyard_gateway_publish_latency_seconds",
             "From receiving a dispatch to JetStream acknowledging it.",
             self.shards.iter().map(|s| &s.publish_latency),
         );
-        write_histogram(
+        Histogram::render_sum(
             &mut out,
             "shardyard_gateway_identify_wait_seconds",
             "Waiting for an identify turn (concurrency buckets shared by every process, the daily budget).",
             self.shards.iter().map(|s| &s.identify_wait),
         );
-        let _ = writeln!(
-            out,
-            "# HELP shardyard_gateway_heartbeat_rtt_seconds Last heartbeat round trip.\n# TYPE shardyard_gateway_heartbeat_rtt_seconds gauge"
+        header(
+            &mut out,
+            "shardyard_gateway_heartbeat_rtt_seconds",
+            "gauge",
+            "Last heartbeat round trip.",
         );
         for shard in &self.shards {
             #[allow(clippy::cast_precision_loss)]
@@ -306,17 +239,14 @@ impl GatewayStatus {
                 shard.id
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP shardyard_gateway_events_total Dispatches received, by type.\n# TYPE shardyard_gateway_events_total counter"
+        header(
+            &mut out,
+            "shardyard_gateway_events_total",
+            "counter",
+            "Dispatches received, by type.",
         );
         for shard in &self.shards {
-            for (event, n) in shard
-                .events
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-            {
+            for (event, n) in shard.events.snapshot() {
                 let _ = writeln!(
                     out,
                     "shardyard_gateway_events_total{{shard=\"{}\",event=\"{event}\"}} {n}",
@@ -324,17 +254,14 @@ impl GatewayStatus {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP shardyard_gateway_closes_total Connections ended, by reason.\n# TYPE shardyard_gateway_closes_total counter"
+        header(
+            &mut out,
+            "shardyard_gateway_closes_total",
+            "counter",
+            "Connections ended, by reason.",
         );
         for shard in &self.shards {
-            for (reason, n) in shard
-                .closes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .iter()
-            {
+            for (reason, n) in shard.closes.snapshot() {
                 let _ = writeln!(
                     out,
                     "shardyard_gateway_closes_total{{shard=\"{}\",reason=\"{reason}\"}} {n}",

@@ -9,22 +9,17 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use shardyard_admin::prom::{Histogram, escape_label, header};
+
 use crate::ratelimit::{Snapshot, TokenFingerprint, lock};
 
 /// Distinct `(method, route, status)` series kept before new ones count as `route="other"`.
 pub(crate) const MAX_ROUTE_SERIES: usize = 4096;
 
 /// Upstream latency buckets, seconds.
-const LATENCY_BUCKETS: [f64; 12] = [
+const LATENCY_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
-
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; LATENCY_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
 
 /// Counters the proxy keeps itself; the engine's numbers come from its [`Snapshot`].
 #[derive(Debug, Default)]
@@ -56,16 +51,10 @@ impl Metrics {
 
     /// One upstream answer (headers received) after `latency`, by method.
     pub(crate) fn upstream(&self, method: &'static str, latency: Duration) {
-        let seconds = latency.as_secs_f64();
-        let mut upstream = lock(&self.upstream);
-        let histogram = upstream.entry(method).or_default();
-        for (bucket, count) in LATENCY_BUCKETS.iter().zip(histogram.counts.iter_mut()) {
-            if seconds <= *bucket {
-                *count += 1;
-            }
-        }
-        histogram.count += 1;
-        histogram.sum += seconds;
+        lock(&self.upstream)
+            .entry(method)
+            .or_insert_with(|| Histogram::new(LATENCY_BUCKETS))
+            .observe(latency);
     }
 
     /// An upstream failure: `connect` (no answer, or a broken one), `timeout`, `status_5xx`.
@@ -104,7 +93,7 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "shardyard_rest_requests_total{{method=\"{method}\",route=\"{}\",status=\"{status}\"}} {n}",
-                escape(&route)
+                escape_label(&route)
             );
         }
 
@@ -128,27 +117,14 @@ impl Metrics {
         );
         let mut upstream: Vec<_> = lock(&self.upstream)
             .iter()
-            .map(|(k, h)| (*k, h.counts, h.count, h.sum))
+            .map(|(method, h)| (*method, h.snapshot()))
             .collect();
         upstream.sort_by_key(|u| u.0);
-        for (method, counts, count, sum) in upstream {
-            for (bucket, n) in LATENCY_BUCKETS.iter().zip(counts) {
-                let _ = writeln!(
-                    o,
-                    "shardyard_rest_upstream_latency_seconds_bucket{{method=\"{method}\",le=\"{bucket}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
+        for (method, histogram) in upstream {
+            histogram.write_series(
                 o,
-                "shardyard_rest_upstream_latency_seconds_bucket{{method=\"{method}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                o,
-                "shardyard_rest_upstream_latency_seconds_sum{{method=\"{method}\"}} {sum}"
-            );
-            let _ = writeln!(
-                o,
-                "shardyard_rest_upstream_latency_seconds_count{{method=\"{method}\"}} {count}"
+                "shardyard_rest_upstream_latency_seconds",
+                &format!("method=\"{method}\""),
             );
         }
 
@@ -225,7 +201,7 @@ impl Metrics {
             "Time requests waited for the rate limit, by route template.",
         );
         for wait in &snapshot.queue_waits {
-            let route = escape(&wait.route);
+            let route = escape_label(&wait.route);
             let _ = writeln!(
                 o,
                 "shardyard_rest_queue_wait_seconds_sum{{route=\"{route}\"}} {}",
@@ -247,7 +223,7 @@ impl Metrics {
             let _ = writeln!(
                 o,
                 "shardyard_rest_queue_wait_max_seconds{{route=\"{}\"}} {}",
-                escape(&wait.route),
+                escape_label(&wait.route),
                 wait.max.as_secs_f64()
             );
         }
@@ -320,10 +296,6 @@ type PerToken = (
     fn(&crate::ratelimit::TokenSnapshot) -> String,
 );
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 fn counters(
     out: &mut String,
     name: &str,
@@ -337,14 +309,6 @@ fn counters(
     for (key, n) in values {
         let _ = writeln!(out, "{name}{{{label}=\"{key}\"}} {n}");
     }
-}
-
-/// A label value: templates hold no `"` or `\`, but escape anyway.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]

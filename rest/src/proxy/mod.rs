@@ -20,7 +20,6 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use bytes::BytesMut;
 use futures_util::StreamExt as _;
 use shardyard_protocol::Token;
@@ -207,19 +206,9 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
     });
 
     if let Some(addr) = config.admin_addr {
-        let admin = tokio::net::TcpListener::bind(addr)
+        shardyard_admin::spawn(addr, Arc::clone(&proxy) as _, shutdown.clone())
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
-        let app = admin_router(Arc::clone(&proxy));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = axum::serve(admin, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-            {
-                tracing::error!(%error, "the admin server failed");
-            }
-        });
     }
     let app = Router::new()
         .fallback(handle)
@@ -242,32 +231,26 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         .map_err(ProxyError::Serve)
 }
 
-fn admin_router(proxy: Arc<Proxy>) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/readyz",
-            get(|State(proxy): State<Arc<Proxy>>| async move {
-                if proxy.ready.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ready\n")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(|State(proxy): State<Arc<Proxy>>| async move {
-                let mut text = proxy
-                    .metrics
-                    .render(&proxy.engine.snapshot(), proxy.default_fingerprint);
-                if let Some(cluster) = &proxy.cluster {
-                    text.push_str(&cluster.render_metrics());
-                }
-                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
-            }),
-        )
-        .with_state(proxy)
+/// Ready while serving (not yet while starting, no longer while draining).
+impl shardyard_admin::Status for Proxy {
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("starting or draining".into())
+        }
+    }
+
+    fn render_metrics(&self, out: &mut String) {
+        out.push_str(
+            &self
+                .metrics
+                .render(&self.engine.snapshot(), self.default_fingerprint),
+        );
+        if let Some(cluster) = &self.cluster {
+            out.push_str(&cluster.render_metrics());
+        }
+    }
 }
 
 /// Counts a request in flight until dropped (also when the client goes away mid-request).
