@@ -5,6 +5,7 @@ mod rest;
 mod runtime;
 mod signal;
 mod sim;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -24,6 +25,9 @@ enum Command {
     Gateway(gateway::GatewayArgs),
     /// Proxy Discord's REST API, sharing its rate limits between every client.
     Rest(rest::RestArgs),
+    /// Run the example bot on the worker library: consume the bot's events, answer `!ping` and
+    /// `/ping` through the REST proxy.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,5 +44,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sim(args) => sim::run(args),
         Command::Gateway(args) => gateway::run(args),
         Command::Rest(args) => rest::run(args),
+        Command::Worker(args) => worker::run(args),
     }
 }

@@ -7,6 +7,8 @@
 //! - [`RestProcess`]: `shardyard rest`, the REST proxy, in front of a simulator.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
+//! - [`WorkerProcess`]: `shardyard worker` (the example bot) or `test-worker` (behaviours by
+//!   flags, a record of what it handled: [`worker::read_record`]).
 //! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
 //! - [`free_port`], [`shardyard_bin`], [`nats_server_bin`], [`eventually`], [`pid_alive`].
 //!
@@ -21,6 +23,7 @@ mod ports;
 mod process;
 mod rest;
 mod sim;
+pub mod worker;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -32,6 +35,7 @@ pub use ports::free_port;
 pub use process::{ProcessGuard, pid_alive};
 pub use rest::{RestArgs, RestProcess, rest_busiest_second, rest_rate_limited};
 pub use sim::{SimArgs, SimProcess};
+pub use worker::WorkerProcess;
 
 /// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default
 /// provider, as the services install theirs at start-up. The harness calls it before any HTTP.
