@@ -204,7 +204,19 @@ pub struct GatewayCommands {
 }
 
 impl GatewayCommands {
-    pub(crate) fn new(client: async_nats::Client, bot: BotKey, total: Arc<ShardTotal>) -> Self {
+    /// Commands to `bot`'s shards over `client`, outside any handler (a task that sets the
+    /// presence at start-up, an admin tool): `shard_total` routes guild commands. Handlers use
+    /// [`Context::gateway`](crate::Context::gateway), whose shard total follows the events.
+    #[must_use]
+    pub fn new(client: async_nats::Client, bot: BotKey, shard_total: Option<u32>) -> Self {
+        Self::with_total(client, bot, Arc::new(ShardTotal::new(shard_total)))
+    }
+
+    pub(crate) fn with_total(
+        client: async_nats::Client,
+        bot: BotKey,
+        total: Arc<ShardTotal>,
+    ) -> Self {
         Self { client, bot, total }
     }
 

@@ -150,6 +150,8 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
             url: config.nats_url.clone(),
             source,
         })?;
+    // twilight-http's TLS needs a crypto provider; keep one the application installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let total = Arc::new(ShardTotal::new(config.shards));
     let (proxy, use_http) = proxy_address(&config.rest_url);
     let rest = twilight_http::Client::builder()
@@ -159,7 +161,11 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
     let shared = Arc::new(Shared {
         bot: config.bot.clone(),
         rest,
-        gateway: GatewayCommands::new(client.clone(), config.bot.clone(), Arc::clone(&total)),
+        gateway: GatewayCommands::with_total(
+            client.clone(),
+            config.bot.clone(),
+            Arc::clone(&total),
+        ),
     });
     let worker = Arc::new(Worker {
         js: jetstream::new(client.clone()),
