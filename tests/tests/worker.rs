@@ -584,3 +584,145 @@ async fn a_worker_killed_mid_batch_loses_nothing_and_the_survivor_handles_its_ev
     consumer_settles(&nats, &bot).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn gateway_commands_reach_the_shard_that_holds_the_guild() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "cmdbot", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let worker = WorkerProcess::start_test(
+        &nats,
+        "cmdbot",
+        &["--types", "MESSAGE_CREATE", "--members-when", "!members"],
+        &[],
+    )
+    .await?;
+    // One guild on each shard: the shard total comes from the events' Shardyard-Shard header.
+    let guilds: Vec<Value> = reqwest::Client::new()
+        .get(format!("{}/users/@me/guilds", sim.api_base()))
+        .header("authorization", format!("Bot {}", sim.token()))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let mut per_shard: HashMap<u64, u64> = HashMap::new();
+    for guild in &guilds {
+        let id = as_u64(&guild["id"])?;
+        per_shard.entry((id >> 22) % 2).or_insert(id);
+    }
+    assert_eq!(per_shard.len(), 2, "a guild on each shard");
+    for guild in per_shard.values() {
+        sim.post_json(
+            "/_sim/say",
+            &json!({"content": "!members", "guild_id": guild.to_string()}),
+        )
+        .await?;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "each shard sent one member request to Discord",
+        || async {
+            let stats = sim.stats().await?;
+            for shard in stats["shards"].as_array().context("shards")? {
+                anyhow::ensure!(
+                    shard["commands"]["request_guild_members"] == 1,
+                    "shard {}: {}",
+                    shard["id"],
+                    shard["commands"]
+                );
+            }
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| worker.log_report())?;
+    eventually(Duration::from_secs(5), "both handled", || async {
+        anyhow::ensure!(worker.handled("MESSAGE_CREATE", "ok").await? >= 2);
+        Ok(())
+    })
+    .await?;
+    assert_eq!(worker.handled("MESSAGE_CREATE", "dead_letter").await?, 0);
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_events_and_hands_the_rest_back_at_once() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = nats.jetstream().await?;
+    let bot = BotKey::local("stopbot")?;
+    create_event_stream(&js, &bot).await?;
+    let dir = tempfile::tempdir()?;
+    let (path_a, path_b) = (dir.path().join("a"), dir.path().join("b"));
+    let path = |p: &std::path::Path| p.to_str().unwrap_or_default().to_owned();
+    // ack_wait 30 s: an event back within seconds was handed back, not timed out.
+    let env = [("SHARDYARD_WORKER_CONCURRENCY", "8")];
+    let mut worker_a = WorkerProcess::start_test(
+        &nats,
+        "stopbot",
+        &["--delay-ms", "1000", "--record", &path(&path_a)],
+        &env,
+    )
+    .await?;
+    let mut ids = HashSet::new();
+    for seq in 1..=40 {
+        ids.insert(
+            publish_event(
+                &js,
+                &bot,
+                (0, 1),
+                seq,
+                "MESSAGE_CREATE",
+                r#"{"content":"x"}"#,
+            )
+            .await?,
+        );
+    }
+    eventually(Duration::from_secs(10), "A is busy", || async {
+        let started = read_record(&path_a)?.len();
+        anyhow::ensure!(started >= 8, "{started} started");
+        Ok(())
+    })
+    .await?;
+    worker_a.process().sigterm()?;
+    let stopped = std::time::Instant::now();
+    let status = worker_a
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    assert!(status.success(), "{status}\n{}", worker_a.log_report());
+    // Everything A started, it finished.
+    let record_a = read_record(&path_a)?;
+    let done_a = done_counts(&record_a);
+    for line in record_a.iter().filter(|l| l.what == "start") {
+        assert!(done_a.contains_key(&line.msg_id), "{line:?} abandoned");
+    }
+    let _worker_b =
+        WorkerProcess::start_test(&nats, "stopbot", &["--record", &path(&path_b)], &env).await?;
+    eventually(Duration::from_secs(10), "B handles the rest", || async {
+        let done_b = done_counts(&read_record(&path_b)?);
+        let missing = ids
+            .iter()
+            .filter(|id| !done_a.contains_key(*id) && !done_b.contains_key(*id))
+            .count();
+        anyhow::ensure!(missing == 0, "{missing} not handled");
+        Ok(())
+    })
+    .await?;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(20),
+        "handed back, not left for ack_wait"
+    );
+    // Nothing twice: what A finished was acked before it exited.
+    let done_b = done_counts(&read_record(&path_b)?);
+    let handled: usize = done_a.values().chain(done_b.values()).sum();
+    assert_eq!(handled, 40, "A {} + B {}", done_a.len(), done_b.len());
+    assert!(!done_b.is_empty(), "A handed events back");
+    consumer_settles(&nats, &bot).await?;
+    Ok(())
+}

@@ -12,7 +12,8 @@
 //! `--types` registers a raw handler per type; `--typed` handles `MESSAGE_CREATE` as
 //! twilight-model's `MessageCreate` instead (so a payload of another shape is dead-lettered).
 //! Each handler sleeps `--delay-ms` plus up to `--random-delay-ms`, fails (retryably) when the
-//! payload contains `--fail-when`, panics when it contains `--panic-when`. `--record FILE`
+//! payload contains `--fail-when`, panics when it contains `--panic-when`, and asks the gateway
+//! for the members of the payload's guild when it contains `--members-when`. `--record FILE`
 //! gets one line per handler start and one per success, written before the event is acked:
 //! `start <stream seq> <Nats-Msg-Id> <type> <delivered>` / `done …`.
 
@@ -25,7 +26,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use shardyard_worker::twilight_model::gateway::payload::incoming::MessageCreate;
-use shardyard_worker::{Bot, Context, HandlerError};
+use shardyard_worker::twilight_model::id::Id;
+use shardyard_worker::{Bot, Context, HandlerError, MemberQuery, RequestGuildMembers};
 
 #[derive(Default)]
 struct Args {
@@ -36,6 +38,7 @@ struct Args {
     random_delay_ms: u64,
     fail_when: Option<String>,
     panic_when: Option<String>,
+    members_when: Option<String>,
     admin_addr: Option<SocketAddr>,
 }
 
@@ -58,6 +61,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--random-delay-ms" => args.random_delay_ms = value.parse()?,
             "--fail-when" => args.fail_when = Some(value),
             "--panic-when" => args.panic_when = Some(value),
+            "--members-when" => args.members_when = Some(value),
             "--admin-addr" => args.admin_addr = Some(value.parse()?),
             _ => bail!("unknown flag {flag}"),
         }
@@ -71,6 +75,7 @@ struct Behaviour {
     random_delay_ms: u64,
     fail_when: Option<String>,
     panic_when: Option<String>,
+    members_when: Option<String>,
 }
 
 impl Behaviour {
@@ -114,9 +119,35 @@ impl Behaviour {
         if contains(&self.fail_when) {
             return Err(HandlerError::retry("deliberate failure"));
         }
+        if contains(&self.members_when) {
+            request_members(ctx, payload).await?;
+        }
         self.record("done", ctx);
         Ok(())
     }
+}
+
+/// Asks the gateway for the members of the payload's guild, on the shard that holds it; a
+/// refusal is fatal (the event is dead-lettered with the gateway's reason).
+async fn request_members(ctx: &Context, payload: &[u8]) -> Result<(), HandlerError> {
+    let guild: u64 = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v["guild_id"].as_str().and_then(|g| g.parse().ok()))
+        .ok_or_else(|| HandlerError::fatal("no guild_id"))?;
+    let guild_id = Id::new_checked(guild).ok_or_else(|| HandlerError::fatal("guild 0"))?;
+    let request = RequestGuildMembers {
+        guild_id,
+        query: MemberQuery::Prefix {
+            query: String::new(),
+            limit: 0,
+        },
+        presences: false,
+        nonce: None,
+    };
+    ctx.gateway()
+        .request_guild_members(&request)
+        .await
+        .map_err(HandlerError::fatal)
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -138,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
         random_delay_ms: args.random_delay_ms,
         fail_when: args.fail_when.clone(),
         panic_when: args.panic_when.clone(),
+        members_when: args.members_when.clone(),
     });
     let mut builder = Bot::from_env().context("configuration from SHARDYARD_*")?;
     for event_type in &args.types {
