@@ -472,9 +472,10 @@ impl Worker {
 
     /// Runs one attempt of an event's handlers: parse errors, handler errors and panics all
     /// come back as an [`Attempt`]; the ack deadline is extended while it runs.
-    async fn attempt(&self, job: &Job, lane: Option<OrderKey>) -> Attempt {
+    async fn attempt(&self, job: &Job, lane: Option<OrderKey>, first: bool) -> Attempt {
         let info = &job.incoming.info;
-        if info.delivered == 1
+        if first
+            && info.delivered == 1
             && let Some(age) = info.age()
         {
             self.metrics.receive_latency(age);
@@ -542,7 +543,7 @@ impl Worker {
 
     /// Unordered: one attempt, then ack, NAK with backoff, or dead letter.
     async fn process(&self, job: Job) {
-        let attempt = self.attempt(&job, None).await;
+        let attempt = self.attempt(&job, None, true).await;
         let delivered = job.incoming.info.delivered;
         self.settle(job, attempt, delivered).await;
     }
@@ -551,9 +552,12 @@ impl Worker {
     /// (its ack deadline extended) so later events of the lane cannot overtake it.
     async fn run_lane(&self, key: OrderKey, mut job: Job) {
         loop {
-            let mut attempts = job.incoming.info.delivered;
+            let first_attempt = job.incoming.info.delivered;
+            let mut attempts = first_attempt;
             loop {
-                let attempt = self.attempt(&job, Some(key)).await;
+                let attempt = self
+                    .attempt(&job, Some(key), attempts == first_attempt)
+                    .await;
                 let retry = match &attempt {
                     Attempt::Failed(error) => error.is_retryable(),
                     Attempt::Panicked(_) => true,

@@ -5,7 +5,8 @@
 //! ```text
 //! SHARDYARD_BOT=b SHARDYARD_NATS_URL=… SHARDYARD_REST_URL=… test-worker \
 //!     [--types MESSAGE_CREATE,TYPING_START] [--typed] [--record FILE] [--delay-ms N] \
-//!     [--random-delay-ms N] [--fail-when CONTENT] [--panic-when CONTENT] [--admin-addr ADDR]
+//!     [--random-delay-ms N] [--fail-when CONTENT] [--panic-when CONTENT] \
+//!     [--members-when CONTENT] [--latencies FILE] [--admin-addr ADDR]
 //! ```
 //!
 //! The configuration comes from the environment (`WorkerConfig::from_env`). Handlers:
@@ -15,7 +16,9 @@
 //! payload contains `--fail-when`, panics when it contains `--panic-when`, and asks the gateway
 //! for the members of the payload's guild when it contains `--members-when`. `--record FILE`
 //! gets one line per handler start and one per success, written before the event is acked:
-//! `start <stream seq> <Nats-Msg-Id> <type> <delivered>` / `done …`.
+//! `start <stream seq> <Nats-Msg-Id> <type> <delivered>` / `done …`. `--types all` handles every
+//! type twilight-model knows; `--latencies FILE` writes, on exit, a line per first delivery:
+//! `<Shardyard-Received-At> <µs from it to the handler's start>`.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -27,7 +30,9 @@ use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use shardyard_worker::twilight_model::gateway::payload::incoming::MessageCreate;
 use shardyard_worker::twilight_model::id::Id;
-use shardyard_worker::{Bot, Context, HandlerError, MemberQuery, RequestGuildMembers};
+use shardyard_worker::{
+    Bot, Context, HandlerError, KNOWN_EVENTS, MemberQuery, RequestGuildMembers,
+};
 
 #[derive(Default)]
 struct Args {
@@ -39,6 +44,7 @@ struct Args {
     fail_when: Option<String>,
     panic_when: Option<String>,
     members_when: Option<String>,
+    latencies: Option<String>,
     admin_addr: Option<SocketAddr>,
 }
 
@@ -55,7 +61,11 @@ fn parse_args() -> anyhow::Result<Args> {
         }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
+            "--types" if value == "all" => {
+                args.types = KNOWN_EVENTS.iter().map(|t| (*t).to_owned()).collect();
+            }
             "--types" => args.types = value.split(',').map(str::to_owned).collect(),
+            "--latencies" => args.latencies = Some(value),
             "--record" => args.record = Some(value),
             "--delay-ms" => args.delay_ms = value.parse()?,
             "--random-delay-ms" => args.random_delay_ms = value.parse()?,
@@ -76,6 +86,8 @@ struct Behaviour {
     fail_when: Option<String>,
     panic_when: Option<String>,
     members_when: Option<String>,
+    /// Gateway receive to handler start of each event, in µs, when `--latencies` is given.
+    latencies: Option<Mutex<Vec<(u64, u64)>>>,
 }
 
 impl Behaviour {
@@ -98,6 +110,17 @@ impl Behaviour {
     }
 
     async fn handle(&self, ctx: &Context, payload: &[u8]) -> Result<(), HandlerError> {
+        if let Some(latencies) = &self.latencies
+            && ctx.event().delivered == 1
+            && let Some(age) = ctx.event().age()
+        {
+            let micros = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
+            let received = ctx.event().received_at_us.unwrap_or_default();
+            latencies
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push((received, micros));
+        }
         self.record("start", ctx);
         let mut delay = self.delay;
         if self.random_delay_ms > 0 {
@@ -170,6 +193,7 @@ async fn main() -> anyhow::Result<()> {
         fail_when: args.fail_when.clone(),
         panic_when: args.panic_when.clone(),
         members_when: args.members_when.clone(),
+        latencies: args.latencies.as_ref().map(|_| Mutex::new(Vec::new())),
     });
     let mut builder = Bot::from_env().context("configuration from SHARDYARD_*")?;
     for event_type in &args.types {
@@ -203,6 +227,16 @@ async fn main() -> anyhow::Result<()> {
         stop.cancel();
     });
     bot.run(shutdown).await?;
+    if let (Some(path), Some(latencies)) = (&args.latencies, &behaviour.latencies) {
+        let latencies = latencies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let text: String = latencies
+            .iter()
+            .map(|(received, latency)| format!("{received} {latency}\n"))
+            .collect();
+        std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
+    }
     eprintln!("test-worker: stopped");
     Ok(())
 }
