@@ -13,7 +13,8 @@
 //!    handling every type: the time from the gateway's receive (`Shardyard-Received-At`) to the
 //!    handler's start for each event the gateway received in a `BENCH_WINDOW_SECS` (10) window
 //!    after a 5 s warm-up,
-//!    p50 / p99 / p99.9 / max, and the worker's CPU.
+//!    p50 / p99 / p99.9 / max, the part from JetStream storing it (the message's stream
+//!    timestamp) to the handler's start, and the worker's CPU.
 //!
 //! ```sh
 //! cargo bench -p shardyard-tests --bench worker
@@ -281,12 +282,14 @@ async fn latency(nats: &NatsServer) -> anyhow::Result<()> {
     worker.sigterm()?;
     worker.wait_exit(Duration::from_secs(30)).await?;
     // Events the gateway received within the window.
-    let mut measured: Vec<u64> = read_latencies(&file)?
+    let window_events: Vec<(u64, u64, u64)> = read_latencies(&file)?
         .into_iter()
-        .filter(|(received, _)| (from..to).contains(received))
-        .map(|(_, latency)| latency)
+        .filter(|(received, _, _)| (from..to).contains(received))
         .collect();
+    let mut measured: Vec<u64> = window_events.iter().map(|e| e.1).collect();
     measured.sort_unstable();
+    let mut from_stored: Vec<u64> = window_events.iter().map(|e| e.2).collect();
+    from_stored.sort_unstable();
     #[allow(clippy::cast_precision_loss)]
     let handled_per_sec = measured.len() as f64 / secs;
     println!(
@@ -301,6 +304,13 @@ async fn latency(nats: &NatsServer) -> anyhow::Result<()> {
         measured.last().copied().unwrap_or_default(),
         measured.len(),
         cpu / secs * 100.0
+    );
+    println!(
+        "  of which JetStream stored → handler start: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+        percentile(&from_stored, 0.5),
+        percentile(&from_stored, 0.99),
+        percentile(&from_stored, 0.999),
+        from_stored.last().copied().unwrap_or_default(),
     );
     println!(
         "  simulator violations: {}",
@@ -327,14 +337,16 @@ fn unix_micros() -> u64 {
     u64::try_from(since.as_micros()).unwrap_or(u64::MAX)
 }
 
-/// `(received at, latency)` pairs, in µs, as `test-worker --latencies` writes them.
-fn read_latencies(path: &Path) -> anyhow::Result<Vec<(u64, u64)>> {
+/// `(received at, latency from it, latency from stored)`, in µs, as `test-worker --latencies`
+/// writes them.
+fn read_latencies(path: &Path) -> anyhow::Result<Vec<(u64, u64, u64)>> {
     std::fs::read_to_string(path)
         .with_context(|| format!("reading {}", path.display()))?
         .lines()
         .map(|line| {
-            let (received, latency) = line.split_once(' ').context("two numbers")?;
-            Ok((received.parse()?, latency.parse()?))
+            let numbers: Vec<u64> = line.split(' ').map(str::parse).collect::<Result<_, _>>()?;
+            anyhow::ensure!(numbers.len() == 3, "three numbers: {line}");
+            Ok((numbers[0], numbers[1], numbers[2]))
         })
         .collect()
 }

@@ -726,3 +726,66 @@ async fn sigterm_finishes_in_flight_events_and_hands_the_rest_back_at_once() -> 
     consumer_settles(&nats, &bot).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_handler_slower_than_ack_wait_keeps_its_event_by_extending_the_deadline()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let js = nats.jetstream().await?;
+    let bot = BotKey::local("slowbot")?;
+    create_event_stream(&js, &bot).await?;
+    let record = tempfile::NamedTempFile::new()?;
+    let record_path = record.path().to_str().context("a UTF-8 path")?;
+    // ack_wait 2 s, handlers of 5 s: without progress reports JetStream would redeliver each
+    // event twice while its first handler still runs.
+    let worker = WorkerProcess::start_test(
+        &nats,
+        bot.as_str(),
+        &["--delay-ms", "5000", "--record", record_path],
+        &[("SHARDYARD_WORKER_ACK_WAIT", "2")],
+    )
+    .await?;
+    let mut ids = Vec::new();
+    for seq in 1..=3 {
+        ids.push(
+            publish_event(
+                &js,
+                &bot,
+                (0, 1),
+                seq,
+                "MESSAGE_CREATE",
+                r#"{"content":"slow"}"#,
+            )
+            .await?,
+        );
+    }
+    let lines = eventually(
+        Duration::from_secs(20),
+        "the slow events finish",
+        || async {
+            let lines = read_record(record.path())?;
+            anyhow::ensure!(done_counts(&lines).len() == 3, "not yet");
+            Ok(lines)
+        },
+    )
+    .await
+    .with_context(|| worker.log_report())?;
+    consumer_settles(&nats, &bot).await?;
+    let lines = {
+        // Anything redelivered would have started by now.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let later = read_record(record.path())?;
+        assert!(later.len() >= lines.len());
+        later
+    };
+    for id in &ids {
+        let starts: Vec<u32> = lines
+            .iter()
+            .filter(|l| l.what == "start" && &l.msg_id == id)
+            .map(|l| l.delivered)
+            .collect();
+        assert_eq!(starts, [1], "{id} started once, on its first delivery");
+    }
+    assert_eq!(worker.handled("MESSAGE_CREATE", "ok").await?, 3);
+    Ok(())
+}

@@ -422,22 +422,25 @@ impl Worker {
         permit: OwnedSemaphorePermit,
         tracker: &TaskTracker,
     ) {
-        let (stream_sequence, delivered) = message
+        let (stream_sequence, delivered, stored_at_us) = message
             .info()
             .map(|info| {
+                let stored = info.published.unix_timestamp_nanos() / 1000;
                 (
                     info.stream_sequence,
                     u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                    u64::try_from(stored).ok(),
                 )
             })
-            .unwrap_or((0, 1));
+            .unwrap_or((0, 1, None));
         let message = message.message;
-        let info = EventInfo::from_headers(
+        let mut info = EventInfo::from_headers(
             message.subject.as_str(),
             message.headers.as_ref(),
             stream_sequence,
             delivered,
         );
+        info.stored_at_us = stored_at_us;
         if let Some((_, total)) = info.shard {
             self.total.observe(total);
         }

@@ -152,6 +152,8 @@ pub struct EventInfo {
     pub msg_id: Option<String>,
     /// When the gateway received it, in unix microseconds (`Shardyard-Received-At`).
     pub received_at_us: Option<u64>,
+    /// When JetStream stored it, in unix microseconds (from the delivery).
+    pub stored_at_us: Option<u64>,
     /// The event's sequence number in the bot's stream.
     pub stream_sequence: u64,
     /// How many times JetStream has delivered it, this time included (1 the first time).
@@ -160,7 +162,7 @@ pub struct EventInfo {
 
 impl EventInfo {
     /// Reads the headers of a message on `subject`; `stream_sequence` and `delivered` come from
-    /// JetStream's reply subject.
+    /// JetStream's reply subject (as does `stored_at_us`, left `None` here).
     #[must_use]
     pub fn from_headers(
         subject: &str,
@@ -182,6 +184,7 @@ impl EventInfo {
             seq: get(headers::SEQ).and_then(|v| v.parse().ok()),
             msg_id: get(headers::MSG_ID),
             received_at_us: get(headers::RECEIVED_AT).and_then(|v| v.parse().ok()),
+            stored_at_us: None,
             stream_sequence,
             delivered,
         }

@@ -18,7 +18,8 @@
 //! gets one line per handler start and one per success, written before the event is acked:
 //! `start <stream seq> <Nats-Msg-Id> <type> <delivered>` / `done …`. `--types all` handles every
 //! type twilight-model knows; `--latencies FILE` writes, on exit, a line per first delivery:
-//! `<Shardyard-Received-At> <µs from it to the handler's start>`.
+//! `<Shardyard-Received-At> <µs from it to the handler's start> <µs from JetStream storing it to
+//! the handler's start>`.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -87,7 +88,7 @@ struct Behaviour {
     panic_when: Option<String>,
     members_when: Option<String>,
     /// Gateway receive to handler start of each event, in µs, when `--latencies` is given.
-    latencies: Option<Mutex<Vec<(u64, u64)>>>,
+    latencies: Option<Mutex<Vec<(u64, u64, u64)>>>,
 }
 
 impl Behaviour {
@@ -115,11 +116,15 @@ impl Behaviour {
             && let Some(age) = ctx.event().age()
         {
             let micros = u64::try_from(age.as_micros()).unwrap_or(u64::MAX);
-            let received = ctx.event().received_at_us.unwrap_or_default();
+            let event = ctx.event();
+            let received = event.received_at_us.unwrap_or_default();
+            let from_stored = event
+                .stored_at_us
+                .map_or(0, |stored| (received + micros).saturating_sub(stored));
             latencies
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push((received, micros));
+                .push((received, micros, from_stored));
         }
         self.record("start", ctx);
         let mut delay = self.delay;
@@ -233,7 +238,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let text: String = latencies
             .iter()
-            .map(|(received, latency)| format!("{received} {latency}\n"))
+            .map(|(received, latency, stored)| format!("{received} {latency} {stored}\n"))
             .collect();
         std::fs::write(path, text).with_context(|| format!("writing {path}"))?;
     }
