@@ -6,6 +6,7 @@ mod rest;
 mod runtime;
 mod signal;
 mod sim;
+mod worker;
 
 use clap::{Parser, Subcommand};
 
@@ -27,6 +28,9 @@ enum Command {
     Rest(rest::RestArgs),
     /// Apply the bot's cache-relevant events, in order, to its cache in NATS KV.
     Cache(cache::CacheArgs),
+    /// Run the example bot on the worker library: consume the bot's events, answer `!ping` and
+    /// `/ping` through the REST proxy.
+    Worker(worker::WorkerArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -44,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Command::Gateway(args) => gateway::run(args),
         Command::Rest(args) => rest::run(args),
         Command::Cache(args) => cache::run(args),
+        Command::Worker(args) => worker::run(args),
     }
 }

@@ -15,7 +15,7 @@ pub fn repo_root() -> &'static Path {
 /// The directory cargo put this test binary's profile output in (`<target>/debug`): test
 /// binaries live in `<target>/<profile>/deps/`. Falls back to `CARGO_TARGET_DIR` or
 /// `<repo>/target`, plus `debug`.
-fn profile_dir() -> PathBuf {
+pub(crate) fn profile_dir() -> PathBuf {
     if let Ok(exe) = std::env::current_exe()
         && let Some(deps) = exe.parent()
         && deps.file_name().is_some_and(|name| name == "deps")

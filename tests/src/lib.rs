@@ -8,6 +8,8 @@
 //! - [`CacheProcess`]: `shardyard cache`, the central cache, with its HTTP API.
 //! - [`ProcessGuard`]: any child process in its own process group with its output in a log file;
 //!   the group is killed on drop, and by a watchdog if the test process itself is killed.
+//! - [`WorkerProcess`]: `shardyard worker` (the example bot) or `test-worker` (behaviours by
+//!   flags, a record of what it handled: [`worker::read_record`]).
 //! - [`ground_truth`]: the simulator's record of each shard against what a stream holds.
 //! - [`free_port`], [`shardyard_bin`], [`nats_server_bin`], [`eventually`], [`pid_alive`].
 //!
@@ -23,6 +25,7 @@ mod ports;
 mod process;
 mod rest;
 mod sim;
+pub mod worker;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -37,6 +40,7 @@ pub use rest::{
     RestArgs, RestProcess, rest_busiest_second, rest_busiest_second_within, rest_rate_limited,
 };
 pub use sim::{SimArgs, SimProcess};
+pub use worker::WorkerProcess;
 
 /// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default
 /// provider, as the services install theirs at start-up. The harness calls it before any HTTP.
