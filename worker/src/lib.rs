@@ -58,3 +58,8 @@ pub use metrics::{Metrics, Outcome};
 pub use order::{OrderKey, order_key};
 pub use twilight_http;
 pub use twilight_model;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
