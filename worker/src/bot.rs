@@ -168,7 +168,7 @@ impl std::fmt::Debug for Bot {
 }
 
 impl Bot {
-    /// A bot configured from the environment the operator injects ([`crate::config::env`]).
+    /// A bot configured from the environment the operator injects ([`config::env`](mod@crate::config::env)).
     ///
     /// # Errors
     /// [`ConfigError`] when a required variable is missing or one is invalid.

@@ -1,5 +1,5 @@
 //! A worker's configuration, from code or from the environment the operator injects
-//! (`SHARDYARD_*`, listed in [`env`] and in `worker/README.md`).
+//! (`SHARDYARD_*`, listed in [`env`](mod@env) and in `worker/README.md`).
 
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ impl WorkerConfig {
         }
     }
 
-    /// The configuration from the process environment ([`env`]).
+    /// The configuration from the process environment ([`env`](mod@env)).
     ///
     /// # Errors
     /// [`ConfigError`] when a required variable is missing or one is invalid.

@@ -41,7 +41,7 @@ mod error;
 mod event;
 pub mod example;
 mod metrics;
-pub mod order;
+mod order;
 
 pub use backoff::Backoff;
 pub use bot::{Bot, BotBuilder, BuildError};
@@ -55,5 +55,11 @@ pub use context::Context;
 pub use error::HandlerError;
 pub use event::{Event, EventInfo, EventParseError, KNOWN_EVENTS, parse_event};
 pub use metrics::{Metrics, Outcome};
+pub use order::{OrderKey, order_key};
 pub use twilight_http;
 pub use twilight_model;
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

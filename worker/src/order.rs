@@ -53,7 +53,7 @@ pub fn order_key(event_type: &str, payload: &[u8]) -> Option<OrderKey> {
 /// Per-key FIFO lanes: at most one item of a key runs at a time; the others wait in arrival
 /// order. Pure bookkeeping: the caller runs what it is handed.
 #[derive(Debug)]
-pub struct Lanes<K, T> {
+pub(crate) struct Lanes<K, T> {
     waiting: HashMap<K, VecDeque<T>>,
 }
 
@@ -68,7 +68,7 @@ impl<K: Eq + Hash + Clone, T> Default for Lanes<K, T> {
 impl<K: Eq + Hash + Clone, T> Lanes<K, T> {
     /// An item arrives: handed back to run now when its lane is idle (the lane is then busy),
     /// else queued behind the lane's running and waiting items (`None`).
-    pub fn push(&mut self, key: K, item: T) -> Option<T> {
+    pub(crate) fn push(&mut self, key: K, item: T) -> Option<T> {
         match self.waiting.get_mut(&key) {
             Some(queue) => {
                 queue.push_back(item);
@@ -83,7 +83,7 @@ impl<K: Eq + Hash + Clone, T> Lanes<K, T> {
 
     /// The running item of `key` finished: the lane's next item to run, or `None` when none
     /// waits (the lane is then idle).
-    pub fn next(&mut self, key: &K) -> Option<T> {
+    pub(crate) fn next(&mut self, key: &K) -> Option<T> {
         let queue = self.waiting.get_mut(key)?;
         let next = queue.pop_front();
         if next.is_none() {
@@ -93,19 +93,19 @@ impl<K: Eq + Hash + Clone, T> Lanes<K, T> {
     }
 
     /// The items waiting behind `key`'s running one.
-    pub fn waiting(&self, key: &K) -> impl Iterator<Item = &T> {
+    pub(crate) fn waiting(&self, key: &K) -> impl Iterator<Item = &T> {
         self.waiting.get(key).into_iter().flatten()
     }
 
     /// Busy lanes.
-    #[must_use]
-    pub fn busy(&self) -> usize {
+    #[cfg(test)]
+    fn busy(&self) -> usize {
         self.waiting.len()
     }
 
     /// Every waiting item of every lane, taken out (on shutdown, to hand them back). Running
     /// items stay running; their lanes stay busy until they finish.
-    pub fn take_waiting(&mut self) -> Vec<T> {
+    pub(crate) fn take_waiting(&mut self) -> Vec<T> {
         self.waiting.values_mut().flat_map(std::mem::take).collect()
     }
 }
