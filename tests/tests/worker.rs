@@ -702,7 +702,7 @@ async fn sigterm_finishes_in_flight_events_and_hands_the_rest_back_at_once() -> 
     for line in record_a.iter().filter(|l| l.what == "start") {
         assert!(done_a.contains_key(&line.msg_id), "{line:?} abandoned");
     }
-    let _worker_b =
+    let mut worker_b =
         WorkerProcess::start_test(&nats, "stopbot", &["--record", &path(&path_b)], &env).await?;
     eventually(Duration::from_secs(10), "B handles the rest", || async {
         let done_b = done_counts(&read_record(&path_b)?);
@@ -724,6 +724,19 @@ async fn sigterm_finishes_in_flight_events_and_hands_the_rest_back_at_once() -> 
     assert_eq!(handled, 40, "A {} + B {}", done_a.len(), done_b.len());
     assert!(!done_b.is_empty(), "A handed events back");
     consumer_settles(&nats, &bot).await?;
+    // With NATS gone for good, SIGTERM still ends the worker cleanly: the last flush and the
+    // drain are bounded instead of waiting for a reconnect that never comes.
+    let mut nats = nats;
+    nats.kill_9()?;
+    let status = worker_b
+        .process()
+        .terminate(Duration::from_secs(15))
+        .await?;
+    assert!(
+        status.success(),
+        "exits by itself with NATS down: {status}\n{}",
+        worker_b.log_report()
+    );
     Ok(())
 }
 

@@ -43,6 +43,8 @@ pub enum WorkerError {
 /// How long shutdown keeps reading messages already pulled, to hand them back at once instead
 /// of letting them wait for `ack_wait`.
 const HAND_BACK_WINDOW: Duration = Duration::from_millis(250);
+/// How long shutdown waits for NATS to take the last acknowledgements, and again to drain.
+const FINAL_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle heartbeat of pull requests: a silent server is noticed within two of these.
 const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a pull request lasts.
@@ -387,13 +389,23 @@ impl Worker {
         }
         let waiting = self.lanes().take_waiting();
         let handed_back = hand_back.len() + waiting.len();
-        for message in hand_back {
-            Delivery::new(self.client.clone(), message.message.reply)
-                .finish(AckKind::Nak(None))
-                .await;
-        }
-        for job in waiting {
-            job.delivery.finish(AckKind::Nak(None)).await;
+        let give_back = async {
+            for message in hand_back {
+                Delivery::new(self.client.clone(), message.message.reply)
+                    .finish(AckKind::Nak(None))
+                    .await;
+            }
+            for job in waiting {
+                job.delivery.finish(AckKind::Nak(None)).await;
+            }
+        };
+        if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, give_back)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "NATS did not take the hand-backs in time: they are redelivered after ack_wait"
+            );
         }
         tracker.close();
         if tokio::time::timeout(self.config.shutdown_grace, tracker.wait())
@@ -407,11 +419,20 @@ impl Worker {
             self.hard_stop.cancel();
             tracker.wait().await;
         }
-        if let Err(error) = self.client.flush().await {
-            tracing::warn!(%error, "cannot flush the last acknowledgements");
+        // Bounded: with NATS gone both would wait for a reconnect that may never come, and a
+        // pod that never stops is worse (Kubernetes kills it anyway). What was not acknowledged
+        // is redelivered after ack_wait.
+        match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot flush the last acknowledgements"),
+            Err(_) => tracing::warn!(
+                "NATS did not take the last acknowledgements in time: those events are redelivered after ack_wait"
+            ),
         }
-        if let Err(error) = self.client.drain().await {
-            tracing::warn!(%error, "cannot drain the NATS connection");
+        match tokio::time::timeout(FINAL_FLUSH_TIMEOUT, self.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "cannot drain the NATS connection"),
+            Err(_) => tracing::warn!("draining the NATS connection timed out"),
         }
         tracing::info!(handed_back, "worker stopped");
     }
