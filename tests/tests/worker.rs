@@ -15,7 +15,8 @@ use shardyard_tests::worker::{
     Handled, create_event_stream, done_counts, publish_event, read_record, read_stream,
 };
 use shardyard_tests::{
-    GatewayProcess, NatsServer, RestProcess, SimArgs, SimProcess, WorkerProcess, eventually,
+    CacheProcess, GatewayProcess, NatsServer, RestProcess, SimArgs, SimProcess, WorkerProcess,
+    eventually,
 };
 
 fn as_u64(value: &Value) -> anyhow::Result<u64> {
@@ -93,6 +94,69 @@ async fn the_example_bot_answers_ping_and_a_slash_command_through_the_proxy() ->
     assert!(!worker.log_report().contains(sim.token()));
     let stats = sim.stats().await?;
     assert_eq!(stats["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_example_bot_answers_from_the_central_cache() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 3,
+        events_per_second: 0.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "cachedbot", 1, 0..1, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    // The worker starts before the cache's bucket exists: it opens the cache on first use.
+    let worker = WorkerProcess::start_example(&nats, &rest, "cachedbot", &[]).await?;
+    let cache = CacheProcess::start(&nats, "cachedbot", &[]).await?;
+    cache.wait_ready(Duration::from_secs(30)).await?;
+    let guilds = sim.stats().await?["bots"][0]["guilds"].as_u64();
+    assert_eq!(guilds, Some(3));
+    let said = sim
+        .post_json("/_sim/say", &json!({"content": "!ping"}))
+        .await?;
+    let guild = as_u64(&said["guild_id"])?;
+    eventually(
+        Duration::from_secs(20),
+        "the cache has the guild",
+        || async {
+            let (status, _) = cache.api_get(&format!("/guilds/{guild}")).await?;
+            anyhow::ensure!(status == 200, "{status}");
+            Ok(())
+        },
+    )
+    .await?;
+
+    let said = sim
+        .post_json(
+            "/_sim/say",
+            &json!({"content": "!guild", "guild_id": guild.to_string()}),
+        )
+        .await?;
+    let channel = as_u64(&said["channel_id"])?;
+    let truth = sim.get_json(&format!("/_sim/guilds/{guild}")).await?;
+    let count = |field: &str| truth[field].as_array().map_or(0, Vec::len);
+    let expected = format!(
+        "{}: {} members, {} channels, {} roles",
+        truth["name"].as_str().context("a guild name")?,
+        count("members"),
+        count("channels") + count("threads"),
+        count("roles")
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the answer from the cache",
+        || async {
+            let got = sim.channel_message_contents(channel).await?;
+            anyhow::ensure!(got.last() == Some(&expected), "{got:?}, want {expected:?}");
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| worker.log_report())?;
     Ok(())
 }
 

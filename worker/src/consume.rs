@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::bot::{Bot, Handler};
 use crate::commands::{GatewayCommands, ShardTotal};
 use crate::config::{DeliverFrom, WorkerConfig};
-use crate::context::{Context, Incoming, Shared};
+use crate::context::{Context, Incoming, LazyCache, Shared};
 use crate::error::HandlerError;
 use crate::event::EventInfo;
 use crate::metrics::{Metrics, Outcome};
@@ -168,6 +168,7 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
             config.bot.clone(),
             Arc::clone(&total),
         ),
+        cache: LazyCache::new(jetstream::new(client.clone()), config.bot.clone()),
     });
     let worker = Arc::new(Worker {
         js: jetstream::new(client.clone()),

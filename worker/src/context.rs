@@ -1,11 +1,14 @@
-//! What a handler gets besides its event: the REST client, gateway commands, and the event's
-//! headers and delivery.
+//! What a handler gets besides its event: the REST client, gateway commands, the central
+//! cache, and the event's headers and delivery.
 
 use std::sync::Arc;
 
 use async_nats::HeaderMap;
+use async_nats::jetstream;
 use bytes::Bytes;
+use shardyard_cache::{CacheReader, ReadError};
 use shardyard_protocol::BotKey;
+use tokio::sync::OnceCell;
 
 use crate::commands::GatewayCommands;
 use crate::event::EventInfo;
@@ -16,8 +19,34 @@ pub(crate) struct Shared {
     pub(crate) bot: BotKey,
     pub(crate) rest: twilight_http::Client,
     pub(crate) gateway: GatewayCommands,
-    // The central cache's reader (`shardyard_cache::CacheReader`) joins here once the cache
-    // crate is merged, with `Context::cache()` beside `rest()` and `gateway()`.
+    pub(crate) cache: LazyCache,
+}
+
+/// The central cache's reader, opened on first use: its bucket is made by `shardyard cache`,
+/// which may start after the worker, and a bot that never reads the cache never opens it.
+#[derive(Debug)]
+pub(crate) struct LazyCache {
+    js: jetstream::Context,
+    bot: BotKey,
+    reader: OnceCell<CacheReader>,
+}
+
+impl LazyCache {
+    pub(crate) fn new(js: jetstream::Context, bot: BotKey) -> Self {
+        Self {
+            js,
+            bot,
+            reader: OnceCell::new(),
+        }
+    }
+
+    /// The reader; an error (the bucket does not exist yet, NATS did not answer) is not kept,
+    /// so the next call tries again.
+    async fn get(&self) -> Result<&CacheReader, ReadError> {
+        self.reader
+            .get_or_try_init(|| CacheReader::open(&self.js, &self.bot))
+            .await
+    }
 }
 
 /// One event as it arrived: headers, payload, what they say.
@@ -54,6 +83,16 @@ impl Context {
     #[must_use]
     pub fn gateway(&self) -> &GatewayCommands {
         &self.shared.gateway
+    }
+
+    /// The central cache (guilds, channels, roles, members, users, … kept by `shardyard cache`
+    /// in NATS KV; keys and values in `cache/README.md`).
+    ///
+    /// # Errors
+    /// [`ReadError::Open`] while the cache's bucket does not exist yet (`shardyard cache` has
+    /// not started) or NATS does not answer; the next call tries again.
+    pub async fn cache(&self) -> Result<&CacheReader, ReadError> {
+        self.shared.cache.get().await
     }
 
     /// The bot.

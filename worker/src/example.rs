@@ -1,6 +1,6 @@
 //! The example bot `shardyard worker` runs, and an author's starting point: it answers `!ping`
-//! with `pong` through the REST proxy, and the `/ping` slash command within Discord's
-//! 3-second window. What it handles is counted in `/metrics`
+//! with `pong` through the REST proxy, `!guild` with what the central cache knows of the guild,
+//! and the `/ping` slash command within Discord's 3-second window. What it handles is counted in `/metrics`
 //! (`shardyard_worker_events_total{type=…,outcome=…}`).
 
 use twilight_model::application::interaction::InteractionData;
@@ -15,6 +15,20 @@ use crate::{Bot, BuildError, Context, HandlerError, WorkerConfig};
 pub const PING: &str = "!ping";
 /// Its answer, to `!ping` and to the `/ping` command.
 pub const PONG: &str = "pong";
+/// The message answered from the central cache with [`guild_summary`].
+pub const GUILD: &str = "!guild";
+
+/// The answer to `!guild`: `<name>: <members> members, <channels> channels, <roles> roles`.
+#[must_use]
+pub fn guild_summary(guild: &shardyard_cache::schema::Guild) -> String {
+    format!(
+        "{}: {} members, {} channels, {} roles",
+        guild.name.as_deref().unwrap_or("?"),
+        guild.member_count,
+        guild.channel_ids.len(),
+        guild.role_ids.len()
+    )
+}
 
 /// The example bot with `config`.
 ///
@@ -27,14 +41,29 @@ pub fn bot(config: WorkerConfig) -> Result<Bot, BuildError> {
         .build()
 }
 
-/// `!ping` → `pong` in the same channel. Other messages, and bots' messages, are ignored.
+/// `!ping` → `pong` in the same channel; `!guild` → the guild as the central cache has it.
+/// Other messages, and bots' messages, are ignored.
 async fn on_message(ctx: Context, message: MessageCreate) -> Result<(), HandlerError> {
-    if message.author.bot || message.content.trim() != PING {
+    if message.author.bot {
         return Ok(());
     }
+    let answer = match message.content.trim() {
+        PING => PONG.to_owned(),
+        GUILD => {
+            let Some(guild_id) = message.guild_id else {
+                return Ok(());
+            };
+            // An error (the cache's bucket is not there yet) is retried with backoff.
+            match ctx.cache().await?.guild(guild_id.get()).await? {
+                Some(guild) => guild_summary(&guild),
+                None => "this guild is not cached yet".to_owned(),
+            }
+        }
+        _ => return Ok(()),
+    };
     ctx.rest()
         .create_message(message.channel_id)
-        .content(PONG)
+        .content(&answer)
         .await?;
     Ok(())
 }

@@ -56,6 +56,7 @@ pub use error::HandlerError;
 pub use event::{Event, EventInfo, EventParseError, KNOWN_EVENTS, parse_event};
 pub use metrics::{Metrics, Outcome};
 pub use order::{OrderKey, order_key};
+pub use shardyard_cache::{self as cache, CacheReader};
 pub use twilight_http;
 pub use twilight_model;
 
