@@ -59,15 +59,7 @@ impl CacheProcess {
     /// # Errors
     /// On a non-2xx status or no answer.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.admin))
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
+        crate::admin::admin_get(self.admin, path).await
     }
 
     /// Waits until `/readyz` answers 200.
@@ -88,14 +80,7 @@ impl CacheProcess {
     /// When `/metrics` does not answer.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
         let text = self.admin_get("/metrics").await?;
-        Ok(text
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0))
+        Ok(crate::admin::metric_value(&text, series).unwrap_or(0.0))
     }
 
     /// GET on the HTTP API: the status and the body as JSON (`Value::Null` when it isn't).

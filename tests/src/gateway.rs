@@ -95,11 +95,7 @@ impl GatewayProcess {
     /// # Errors
     /// On a non-2xx status or no answer.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
-        let response = reqwest::get(format!("http://{}{path}", self.admin)).await?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
+        crate::admin::admin_get(self.admin, path).await
     }
 
     /// Waits until `/readyz` says every shard is ready.

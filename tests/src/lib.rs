@@ -15,6 +15,7 @@
 //!
 //! Run the suite with `scripts/test`, which installs nats-server first; see `tests/README.md`.
 
+mod admin;
 pub mod bench;
 mod bin;
 mod cache;
@@ -30,6 +31,7 @@ pub mod worker;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+pub use admin::{admin_get, metric_value};
 pub use bin::{nats_server_bin, repo_root, shardyard_bin};
 pub use cache::CacheProcess;
 pub use gateway::GatewayProcess;

@@ -169,15 +169,7 @@ impl RestProcess {
     /// # Errors
     /// On a non-2xx status or no answer.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
-        let response = self
-            .http
-            .get(format!("http://{}{path}", self.admin))
-            .send()
-            .await?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
+        crate::admin::admin_get(self.admin, path).await
     }
 
     /// `/metrics`.
@@ -195,14 +187,7 @@ impl RestProcess {
     /// When `/metrics` does not answer.
     pub async fn metric(&self, series: &str) -> anyhow::Result<f64> {
         let text = self.metrics().await?;
-        Ok(text
-            .lines()
-            .find_map(|line| {
-                line.strip_prefix(series)
-                    .and_then(|rest| rest.strip_prefix(' '))
-                    .and_then(|v| v.trim().parse::<f64>().ok())
-            })
-            .unwrap_or(0.0))
+        Ok(crate::admin::metric_value(&text, series).unwrap_or(0.0))
     }
 
     /// The first `n` text channels of the simulated bot's guilds: the guild list asked through

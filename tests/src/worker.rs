@@ -110,11 +110,7 @@ impl WorkerProcess {
     /// # Errors
     /// On a non-2xx status or no answer.
     pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
-        let response = reqwest::get(format!("http://{}{path}", self.admin)).await?;
-        let status = response.status();
-        let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
-        Ok(body)
+        crate::admin::admin_get(self.admin, path).await
     }
 
     /// `shardyard_worker_events_total{type="TYPE",outcome="OUTCOME"}`.
@@ -123,16 +119,12 @@ impl WorkerProcess {
     /// When `/metrics` does not answer or has no such series.
     pub async fn handled(&self, event_type: &str, outcome: &str) -> anyhow::Result<u64> {
         let metrics = self.admin_get("/metrics").await?;
-        let series = format!(
-            "shardyard_worker_events_total{{type=\"{event_type}\",outcome=\"{outcome}\"}} "
-        );
-        metrics
-            .lines()
-            .find_map(|line| line.strip_prefix(&series))
-            .with_context(|| format!("no {series} in /metrics"))?
-            .trim()
-            .parse()
-            .context("a count")
+        let series =
+            format!("shardyard_worker_events_total{{type=\"{event_type}\",outcome=\"{outcome}\"}}");
+        let value = crate::admin::metric_value(&metrics, &series)
+            .with_context(|| format!("no {series} in /metrics"))?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Ok(value as u64)
     }
 
     /// The process.
