@@ -56,7 +56,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use shardyard_protocol::{BotKey, Intents, MAX_SEND_PAYLOAD_BYTES, OpCode, shard_for_guild};
 use tokio::sync::mpsc::error::TrySendError;
@@ -133,61 +133,11 @@ impl fmt::Display for CommandOp {
     }
 }
 
-/// The answer to a command request, serialized as `{"status": …}` (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-pub enum CommandReply {
-    /// Written to Discord's websocket.
-    Sent,
-    /// Invalid: never sent.
-    Rejected {
-        /// What is wrong with the request.
-        reason: String,
-    },
-    /// Not sent: the send budget or the queue is full.
-    RetryAfter {
-        /// How long to wait before retrying, in milliseconds.
-        retry_after_ms: u64,
-    },
-    /// Not sent (or, as the reason says, maybe sent): the shard is not connected.
-    Unavailable {
-        /// Why.
-        reason: String,
-    },
-}
+pub use shardyard_protocol::CommandReply;
 
-impl CommandReply {
-    /// A `rejected` reply.
-    #[must_use]
-    pub fn rejected(reason: impl Into<String>) -> Self {
-        Self::Rejected {
-            reason: reason.into(),
-        }
-    }
-
-    /// An `unavailable` reply.
-    #[must_use]
-    pub fn unavailable(reason: impl Into<String>) -> Self {
-        Self::Unavailable {
-            reason: reason.into(),
-        }
-    }
-
-    /// A `retry_after` reply, rounded up to whole milliseconds (at least 1), so that retrying
-    /// when told is never early.
-    #[must_use]
-    pub fn retry_after(wait: Duration) -> Self {
-        let ms = wait.as_micros().div_ceil(1000).max(1);
-        Self::RetryAfter {
-            retry_after_ms: u64::try_from(ms).unwrap_or(u64::MAX),
-        }
-    }
-
-    /// The reply's JSON.
-    #[must_use]
-    pub fn to_json(&self) -> Bytes {
-        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
-    }
+/// A reply's JSON, as published to the requester.
+fn reply_json(reply: &CommandReply) -> Bytes {
+    Bytes::from(serde_json::to_vec(reply).unwrap_or_default())
 }
 
 /// A valid command: what [`validate_command`] returns.
@@ -495,7 +445,7 @@ async fn respond(
     reply: &CommandReply,
 ) {
     let Some(reply_to) = reply_to else { return };
-    if let Err(e) = client.publish(reply_to, reply.to_json()).await {
+    if let Err(e) = client.publish(reply_to, reply_json(reply)).await {
         tracing::debug!(error = %e, "a gateway command's answer was not delivered");
     }
 }
@@ -1372,7 +1322,7 @@ mod tests {
 
     #[test]
     fn replies_serialize_to_the_contract() {
-        let json = |reply: &CommandReply| String::from_utf8(reply.to_json().to_vec()).unwrap();
+        let json = |reply: &CommandReply| String::from_utf8(reply_json(reply).to_vec()).unwrap();
         assert_eq!(json(&CommandReply::Sent), r#"{"status":"sent"}"#);
         assert_eq!(
             json(&CommandReply::rejected("bad")),

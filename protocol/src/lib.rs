@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod close_code;
+pub mod command_reply;
 pub mod envelope;
 pub mod intents;
 pub mod names;
@@ -13,6 +14,7 @@ pub mod shard;
 pub mod token;
 
 pub use close_code::{CloseAction, CloseCode, RESUMABLE_CLIENT_CLOSE};
+pub use command_reply::CommandReply;
 pub use envelope::{Envelope, EnvelopeError, read_envelope};
 pub use intents::{Intents, UnknownIntent};
 pub use names::{BotKey, InvalidBotKey};

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde_json::{Value, json};
-use shardyard_protocol::{BotKey, shard_for_guild};
+use shardyard_protocol::{BotKey, CommandReply, shard_for_guild};
 use twilight_model::gateway::presence::{ActivityType, Status};
 use twilight_model::id::Id;
 use twilight_model::id::marker::{ChannelMarker, GuildMarker, UserMarker};
@@ -154,16 +153,6 @@ impl CommandError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::Rejected { .. } | Self::BadReply { .. })
     }
-}
-
-/// The gateway's reply (see the contract in `gateway/src/commands.rs`).
-#[derive(Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
-enum Reply {
-    Sent,
-    Rejected { reason: String },
-    RetryAfter { retry_after_ms: u64 },
-    Unavailable { reason: String },
 }
 
 /// The shard total: the latest `Shardyard-Shard` header consumed, else a configured one.
@@ -321,13 +310,13 @@ impl GatewayCommands {
 }
 
 fn interpret(reply: &[u8]) -> Result<(), CommandError> {
-    match serde_json::from_slice::<Reply>(reply) {
-        Ok(Reply::Sent) => Ok(()),
-        Ok(Reply::Rejected { reason }) => Err(CommandError::Rejected { reason }),
-        Ok(Reply::RetryAfter { retry_after_ms }) => Err(CommandError::RetryAfter {
+    match serde_json::from_slice::<CommandReply>(reply) {
+        Ok(CommandReply::Sent) => Ok(()),
+        Ok(CommandReply::Rejected { reason }) => Err(CommandError::Rejected { reason }),
+        Ok(CommandReply::RetryAfter { retry_after_ms }) => Err(CommandError::RetryAfter {
             retry_after: Duration::from_millis(retry_after_ms),
         }),
-        Ok(Reply::Unavailable { reason }) => Err(CommandError::Unavailable { reason }),
+        Ok(CommandReply::Unavailable { reason }) => Err(CommandError::Unavailable { reason }),
         Err(_) => Err(CommandError::BadReply {
             reply: String::from_utf8_lossy(reply).into_owned(),
         }),
