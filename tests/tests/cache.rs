@@ -301,17 +301,21 @@ async fn cache_differences(
     Ok(sim_channels)
 }
 
-#[tokio::test]
-async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> anyhow::Result<()> {
+/// nats-server, a simulator of `guilds` guilds with 15 members each (no traffic yet), and one
+/// READY gateway shard of bot `name` with the intents the cache needs.
+async fn storm_setup(
+    guilds: u32,
+    name: &str,
+) -> anyhow::Result<(NatsServer, SimProcess, BotKey, GatewayProcess)> {
     let nats = NatsServer::start().await?;
     let sim = SimProcess::start(SimArgs {
-        guilds: 6,
+        guilds,
         events_per_second: 0.0,
         extra: vec!["--members-per-guild".into(), "15".into()],
         ..SimArgs::default()
     })
     .await?;
-    let bot = BotKey::local("cachestorm")?;
+    let bot = BotKey::local(name)?;
     let gateway = GatewayProcess::start_with_intents(
         &sim,
         &nats,
@@ -323,6 +327,12 @@ async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> 
     )
     .await?;
     gateway.wait_ready(Duration::from_secs(30)).await?;
+    Ok((nats, sim, bot, gateway))
+}
+
+#[tokio::test]
+async fn after_a_storm_and_a_cache_restart_the_bucket_equals_the_simulator() -> anyhow::Result<()> {
+    let (nats, sim, bot, _gateway) = storm_setup(6, "cachestorm").await?;
     let js = nats.jetstream().await?;
     let mut cache = CacheProcess::start(&nats, bot.as_str(), &["--ack-wait", "2"]).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
@@ -596,26 +606,7 @@ async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply
 #[tokio::test]
 async fn a_nats_crash_while_applying_a_backlog_is_waited_out_and_the_bucket_still_converges()
 -> anyhow::Result<()> {
-    let mut nats = NatsServer::start().await?;
-    let sim = SimProcess::start(SimArgs {
-        guilds: 4,
-        events_per_second: 0.0,
-        extra: vec!["--members-per-guild".into(), "15".into()],
-        ..SimArgs::default()
-    })
-    .await?;
-    let bot = BotKey::local("cachenats")?;
-    let gateway = GatewayProcess::start_with_intents(
-        &sim,
-        &nats,
-        bot.as_str(),
-        1,
-        0..1,
-        "GUILDS,GUILD_MEMBERS,GUILD_VOICE_STATES",
-        &["--large-threshold", "250"],
-    )
-    .await?;
-    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let (mut nats, sim, bot, _gateway) = storm_setup(4, "cachenats").await?;
     // A backlog while no cache runs (NATS stays up meanwhile: the gateway's own behaviour
     // across a NATS restart is tested in tests/gateway.rs).
     sim.post_json("/_sim/traffic", &json!({"events_per_second": 3000}))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use shardyard_protocol::BotKey;
-use shardyard_protocol::names::headers;
+use shardyard_protocol::names::{self, headers};
 use shardyard_tests::ground_truth::wait_until_stream_matches;
 use shardyard_tests::worker::{
     Handled, create_event_stream, done_counts, publish_event, read_record, read_stream,
@@ -186,7 +186,7 @@ async fn consumer_settles(nats: &NatsServer, bot: &BotKey) -> anyhow::Result<()>
         || async {
             let stream = js.get_stream(bot.stream()).await?;
             let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
-                .get_consumer("workers")
+                .get_consumer(&names::worker_consumer(None))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let info = consumer.info().await?;
