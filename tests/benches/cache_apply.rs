@@ -22,13 +22,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream;
 use serde_json::{Value, json};
 use shardyard_cache::Resources;
 use shardyard_cache::apply::MemoryStore;
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::{CACHE_CONSUMER, headers};
 use shardyard_tests::bench::{self, cpu_secs, env_or};
+use shardyard_tests::worker::create_event_stream;
 use shardyard_tests::{CacheProcess, NatsServer, eventually};
 
 fn main() -> anyhow::Result<()> {
@@ -267,13 +267,7 @@ async fn end_to_end(events: &[(&'static str, String)]) -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let js = nats.jetstream().await?;
     let bot = BotKey::local("bench")?;
-    js.create_stream(jetstream::stream::Config {
-        name: bot.stream(),
-        subjects: vec![bot.events_filter()],
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await?;
+    create_event_stream(&js, &bot).await?;
     let mut acks = Vec::with_capacity(events.len());
     for (i, (t, payload)) in events.iter().enumerate() {
         let mut h = async_nats::HeaderMap::new();

@@ -16,6 +16,7 @@ use shardyard_cache::CacheReader;
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::{CACHE_CONSUMER, headers, keys};
 use shardyard_tests::ground_truth::wait_until_stream_matches;
+use shardyard_tests::worker::create_event_stream;
 use shardyard_tests::{CacheProcess, GatewayProcess, NatsServer, SimArgs, SimProcess, eventually};
 
 /// Waits until the cache consumer has applied and acked everything in the stream.
@@ -527,13 +528,7 @@ async fn malformed_payloads_are_counted_and_skipped_and_later_events_still_apply
         .expect_err("ready without a stream");
     assert!(not_ready.to_string().contains("503"), "{not_ready}");
     let js = nats.jetstream().await?;
-    js.create_stream(jetstream::stream::Config {
-        name: bot.stream(),
-        subjects: vec![bot.events_filter()],
-        storage: jetstream::stream::StorageType::File,
-        ..Default::default()
-    })
-    .await?;
+    create_event_stream(&js, &bot).await?;
     cache.wait_ready(Duration::from_secs(30)).await?;
 
     publish(
