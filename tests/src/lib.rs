@@ -79,13 +79,21 @@ where
 {
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_millis(10);
+    // What the attempt before a cut-off one said: a cut-off alone says nothing about why.
+    let mut previous: Option<String> = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let error = match tokio::time::timeout(remaining, attempt()).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(e)) => e,
-            Err(_) => anyhow::anyhow!("the last attempt was still running at the deadline"),
+            Err(_) => match &previous {
+                Some(before) => anyhow::anyhow!(
+                    "the last attempt was still running at the deadline; the one before: {before}"
+                ),
+                None => anyhow::anyhow!("the last attempt was still running at the deadline"),
+            },
         };
+        previous = Some(format!("{error:#}"));
         if Instant::now() >= deadline {
             return Err(error.context(format!("{what}: not true within {timeout:?}")));
         }
