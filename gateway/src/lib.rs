@@ -11,6 +11,7 @@ pub mod coordinator;
 pub mod discord;
 pub mod generation;
 pub mod inflate;
+pub mod nats_link;
 pub mod pacer;
 pub mod publisher;
 pub mod send_limit;
@@ -41,6 +42,9 @@ pub enum GatewayError {
         #[source]
         source: async_nats::ConnectError,
     },
+    /// `--nats` cannot be used for the publishing connection.
+    #[error("the NATS URL cannot be used for publishing")]
+    NatsAddress(#[from] nats_link::AddressError),
     /// The event stream could not be ensured.
     #[error("preparing the event stream")]
     Stream(#[from] publisher::PublishError),
@@ -147,7 +151,11 @@ pub async fn run(
             source,
         })?;
     let js = async_nats::jetstream::new(nats.clone());
-    let publisher = publisher::Publisher::new(js.clone(), config.bot.clone(), config.total);
+    // Dispatches go over a connection of their own (see `nats_link` for why).
+    let link = nats_link::NatsLink::start(&config.nats_url, "shardyard-gateway-publish")?;
+    let _close_link = link.close_on_drop();
+    let publisher =
+        publisher::Publisher::new(js.clone(), link.clone(), config.bot.clone(), config.total);
     publisher.ensure_stream().await?;
     let generation = match config.generation {
         Some(g) => generation::GenerationGate::watch(&js, &config.bot, g, shutdown.clone()).await?,

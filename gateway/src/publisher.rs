@@ -1,16 +1,19 @@
-//! The bot's event stream, and a [`PublishWindow`] per shard that publishes to it.
+//! The bot's event stream, and a [`PublishWindow`] per shard that publishes to it over the
+//! process's [`NatsLink`].
 
 use std::time::Duration;
 
 use async_nats::jetstream;
 use shardyard_protocol::BotKey;
 
-use crate::window::{PublishWindow, SubscribeError};
+use crate::nats_link::NatsLink;
+use crate::window::PublishWindow;
 
 /// Publishes one bot's events.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     js: jetstream::Context,
+    link: NatsLink,
     bot: BotKey,
     total: u32,
 }
@@ -38,10 +41,22 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const MAX_PROBE_PAUSE: Duration = Duration::from_secs(2);
 
 impl Publisher {
-    /// A publisher for `bot`'s shards out of `total`.
+    /// A publisher for `bot`'s shards out of `total`: publishes go over `link`, the stream is
+    /// managed through `js`.
     #[must_use]
-    pub fn new(js: jetstream::Context, bot: BotKey, total: u32) -> Self {
-        Self { js, bot, total }
+    pub fn new(js: jetstream::Context, link: NatsLink, bot: BotKey, total: u32) -> Self {
+        Self {
+            js,
+            link,
+            bot,
+            total,
+        }
+    }
+
+    /// The publishing connection.
+    #[must_use]
+    pub fn link(&self) -> &NatsLink {
+        &self.link
     }
 
     /// Creates the event stream when it does not exist yet (the operator normally has).
@@ -63,13 +78,16 @@ impl Publisher {
             .map_err(|source| PublishError::Stream { stream, source })
     }
 
-    /// Waits until JetStream answers for the bot's stream again (after publishes failed because
-    /// NATS went away or JetStream was recovering), probing with a short backoff. `false` when
-    /// `shutdown` came first.
+    /// Waits until the publishing connection is up and JetStream answers for the bot's stream
+    /// again (after publishes failed because NATS went away or JetStream was recovering),
+    /// probing with a short backoff. `false` when `shutdown` came first.
     pub async fn wait_until_available(
         &self,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> bool {
+        if !self.link.wait_up(shutdown).await {
+            return false;
+        }
         let stream = self.bot.stream();
         let mut pause = Duration::from_millis(100);
         loop {
@@ -91,10 +109,8 @@ impl Publisher {
     }
 
     /// A publish window for one of the bot's shards.
-    ///
-    /// # Errors
-    /// [`SubscribeError`] when NATS refuses the window's reply subscription.
-    pub async fn window(&self, shard: u32) -> Result<PublishWindow, SubscribeError> {
-        PublishWindow::open(self.js.client(), &self.bot, shard, self.total).await
+    #[must_use]
+    pub fn window(&self, shard: u32) -> PublishWindow {
+        PublishWindow::open(&self.link, &self.bot, shard, self.total)
     }
 }

@@ -28,7 +28,7 @@ use crate::publisher::Publisher;
 use crate::send_limit::SendLimiter;
 use crate::sessions::{self, SavedSession, SessionStore};
 use crate::status::{ShardState, ShardStatus};
-use crate::window::{Ack, Acked, PublishWindow};
+use crate::window::{Ack, Acked, PublishWindow, SendError};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// How long a connection may take to say HELLO.
@@ -145,11 +145,7 @@ pub async fn run(
     // Counted apart from `failures`: a NATS outage says nothing about Discord, and its backoff
     // must not outlast the outage (the wait for JetStream does the waiting).
     let mut publish_failures: u32 = 0;
-    let Some(mut window) = open_window(&ctx, shard).await else {
-        saver.abort();
-        status.set_state(ShardState::Stopped);
-        return;
-    };
+    let mut window = ctx.publisher.window(shard);
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
@@ -262,25 +258,6 @@ pub async fn run(
         }
     }
     status.set_state(ShardState::Stopped);
-}
-
-/// The shard's publish window; `None` when shutdown came first. Retried with backoff: it only
-/// fails while the NATS client is closing.
-async fn open_window(ctx: &ShardContext, shard: u32) -> Option<PublishWindow> {
-    let mut failures = 0;
-    loop {
-        match ctx.publisher.window(shard).await {
-            Ok(window) => return Some(window),
-            Err(e) => {
-                failures += 1;
-                tracing::error!(shard, error = %e, "cannot open the publish window; retrying");
-            }
-        }
-        tokio::select! {
-            () = ctx.shutdown.cancelled() => return None,
-            () = tokio::time::sleep(backoff(failures)) => {}
-        }
-    }
 }
 
 /// Keeps the shard's session in KV: after every change (at most once a second) and every
@@ -614,12 +591,16 @@ async fn connection(
                             window.suppress(seq, received);
                             continue;
                         }
-                        match window
-                            .publish(&s.id, seq, event, received, received_at, data)
-                            .await
-                        {
+                        match window.publish(&s.id, seq, event, received, received_at, &data) {
                             Ok(()) => {
                                 status.window.store(window.len() as u64, Ordering::Relaxed);
+                            }
+                            Err(e @ SendError::TooLarge { .. }) => {
+                                // No resume can ever publish it: retrying would stop the shard
+                                // for good. It is dropped, loudly, and counted.
+                                tracing::error!(shard, seq, event, error = %e, "dispatch too large for NATS: dropped (raise nats-server's max_payload)");
+                                status.oversized.fetch_add(1, Ordering::Relaxed);
+                                window.skip(seq, received);
                             }
                             Err(e) => {
                                 tracing::warn!(shard, error = %e, "publish failed: resuming from the last acknowledged event");
@@ -773,7 +754,7 @@ fn record_ack(session: &mut Option<Session>, status: &ShardStatus, seq: u64, ack
     match ack {
         Ack::Published => status.published.fetch_add(1, Ordering::Relaxed),
         Ack::Suppressed => status.suppressed.fetch_add(1, Ordering::Relaxed),
-        Ack::Failed => 0,
+        Ack::Skipped | Ack::Failed => 0,
     };
 }
 

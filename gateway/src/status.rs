@@ -62,6 +62,8 @@ pub struct ShardStatus {
     pub published: AtomicU64,
     /// Dispatches not published because another generation is active.
     pub suppressed: AtomicU64,
+    /// Dispatches dropped because they are larger than NATS' `max_payload`.
+    pub oversized: AtomicU64,
     /// Times the shard reconnected.
     pub reconnects: AtomicU64,
     /// Sequence acknowledged by JetStream (what a resume starts from).
@@ -91,6 +93,7 @@ impl ShardStatus {
             state: AtomicU8::new(ShardState::Disconnected as u8),
             published: AtomicU64::new(0),
             suppressed: AtomicU64::new(0),
+            oversized: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             acked_seq: AtomicU64::new(0),
             heartbeat_rtt_us: AtomicU64::new(0),
@@ -179,6 +182,12 @@ impl GatewayStatus {
             "shardyard_gateway_published_total",
             "Dispatches acknowledged by JetStream.",
             &|s| s.published.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "shardyard_gateway_oversized_dropped_total",
+            "Dispatches larger than NATS' max_payload, dropped (never publishable).",
+            &|s| s.oversized.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -1,22 +1,23 @@
 //! One shard's window of publishes awaiting JetStream's acknowledgement, yielded in sequence
 //! order so the shard's saved sequence never passes an event JetStream has not stored.
 //!
-//! Why not `jetstream::Context::publish`: it makes an inbox, a oneshot, a timer and a boxed ack
-//! future per message, and the shard then polls a `FuturesOrdered` of them. Here each shard has
-//! one reply subscription (`<inbox>.<publish id>`), acknowledgements are matched by id into a
-//! queue, and one timer watches the oldest publish. Same guarantees (every ack checked, in
-//! order, with a timeout), about a third less CPU per event on the receive path.
+//! Publishes go out on the process's [`NatsLink`]: each is framed into the link's write
+//! buffer with its reply subject (`<inbox><slot>.<id>`), the link's reader records the
+//! acknowledgement in the window's state, and one timer per window watches the oldest publish.
+//! When the link's connection drops, everything in flight fails at once; the window then
+//! publishes on a new connection only once its shard has started over (`clear`), so nothing
+//! sent after a lost event can be stored before that event's replay.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap, HeaderName, HeaderValue, Subject, Subscriber};
-use bytes::Bytes;
-use futures_util::StreamExt as _;
-use serde::Deserialize;
 use shardyard_protocol::names::{self, headers};
 use tokio::time::{Instant, Sleep};
+
+use crate::nats_link::{NatsLink, Shared, wire};
 
 /// How long JetStream may take to acknowledge a publish before it counts as failed (the shard
 /// then resumes from the last acknowledged event).
@@ -29,8 +30,10 @@ pub enum Ack {
     Published,
     /// Not published on purpose: another generation is active.
     Suppressed,
-    /// JetStream refused it, or did not answer in time.
+    /// JetStream refused it, or did not answer in time, or the connection was lost.
     Failed,
+    /// Never publishable (over NATS' `max_payload`): dropped, and the shard moves past it.
+    Skipped,
 }
 
 /// A dispatch whose fate is known, oldest first.
@@ -45,46 +48,86 @@ pub struct Acked {
 }
 
 /// A dispatch could not be sent.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The NATS client is closed.
-    #[error("cannot send to NATS")]
-    Nats(#[source] async_nats::PublishError),
+    /// No connection to NATS, or the window's publishes in flight were on one that was lost.
+    #[error("not connected to NATS")]
+    Disconnected,
+    /// Larger than the server's `max_payload`: it can never be published.
+    #[error("{size} bytes with headers, over NATS' max_payload of {max}")]
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The server's limit.
+        max: usize,
+    },
     /// The session id cannot travel in a header (it has a line break): never from Discord.
     #[error("the session id cannot be a message id header")]
     SessionId,
 }
 
-/// The reply subscription could not be made.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot subscribe to JetStream acknowledgements")]
-pub struct SubscribeError(#[source] async_nats::SubscribeError);
-
-const MSG_ID: HeaderName = HeaderName::from_static(headers::MSG_ID);
-const SHARD: HeaderName = HeaderName::from_static(headers::SHARD);
-const SEQ: HeaderName = HeaderName::from_static(headers::SEQ);
-const EVENT: HeaderName = HeaderName::from_static(headers::EVENT);
-const RECEIVED_AT: HeaderName = HeaderName::from_static(headers::RECEIVED_AT);
-
+#[derive(Debug)]
 struct Pending {
+    /// The publish's id (its reply subject); increasing within a window.
+    id: u64,
     seq: u64,
     received: Instant,
     sent: Instant,
     ack: Option<Ack>,
 }
 
+/// A window's publishes in flight, kept in the link's shared state so its reader can record
+/// acknowledgements.
+#[derive(Debug)]
+pub(crate) struct WindowState {
+    /// The link connection this window publishes on.
+    epoch: u64,
+    pending: VecDeque<Pending>,
+    waker: Option<Waker>,
+}
+
+impl WindowState {
+    /// Records the reply to publish `id`; stale ids (cleared, or of an earlier window in the
+    /// slot) are ignored.
+    pub(crate) fn record(&mut self, id: u64, ack: Ack) {
+        // Replies come in publish order, so the front is the usual answer.
+        let index = match self.pending.front() {
+            Some(front) if front.id == id => 0,
+            _ => match self.pending.binary_search_by_key(&id, |p| p.id) {
+                Ok(index) => index,
+                Err(_) => return,
+            },
+        };
+        self.pending[index].ack.get_or_insert(ack);
+        if index == 0 {
+            self.wake();
+        }
+    }
+
+    /// The connection is lost: nothing in flight will be acknowledged.
+    pub(crate) fn fail_in_flight(&mut self) {
+        for p in &mut self.pending {
+            p.ack.get_or_insert(Ack::Failed);
+        }
+        self.wake();
+    }
+
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
 /// A shard's publishes in flight.
 pub struct PublishWindow {
-    client: Client,
-    replies: Subscriber,
-    /// `<inbox>.`: a publish's reply subject is this and its id.
-    reply_prefix: String,
+    link: Arc<Shared>,
+    slot: usize,
     /// `shardyard.<bot>.events.<shard>.`
     subject_prefix: String,
     shard_header: String,
-    /// In publish order; the front has id `front_id`, the next ones count up.
-    pending: VecDeque<Pending>,
-    front_id: u64,
+    /// The header block being framed, reused.
+    headers: Vec<u8>,
     /// Fires when the front publish may have timed out; re-armed only when it fires, so the
     /// timer wheel is touched once per timeout period rather than once per event.
     timeout: Pin<Box<Sleep>>,
@@ -94,210 +137,260 @@ impl std::fmt::Debug for PublishWindow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PublishWindow")
             .field("subject_prefix", &self.subject_prefix)
-            .field("in_flight", &self.pending.len())
+            .field("slot", &self.slot)
             .finish_non_exhaustive()
     }
 }
 
+impl Drop for PublishWindow {
+    fn drop(&mut self) {
+        if let Some(slot) = self.link.lock().windows.get_mut(self.slot) {
+            *slot = None;
+        }
+    }
+}
+
 impl PublishWindow {
-    /// A window for `shard` of `bot` (out of `total`), with its own reply subscription.
-    ///
-    /// # Errors
-    /// [`SubscribeError`] when NATS refuses the subscription.
-    pub async fn open(
-        client: Client,
-        bot: &names::BotKey,
-        shard: u32,
-        total: u32,
-    ) -> Result<Self, SubscribeError> {
-        let inbox = client.new_inbox();
-        let replies = client
-            .subscribe(format!("{inbox}.*"))
-            .await
-            .map_err(SubscribeError)?;
-        Ok(Self {
-            client,
-            replies,
-            reply_prefix: format!("{inbox}."),
+    /// A window for `shard` of `bot` (out of `total`) on `link`.
+    #[must_use]
+    pub fn open(link: &NatsLink, bot: &names::BotKey, shard: u32, total: u32) -> Self {
+        let shared = link.shared.clone();
+        let slot = {
+            let mut state = shared.lock();
+            let epoch = state.epoch;
+            let fresh = WindowState {
+                epoch,
+                pending: VecDeque::new(),
+                waker: None,
+            };
+            match state.windows.iter().position(Option::is_none) {
+                Some(slot) => {
+                    state.windows[slot] = Some(fresh);
+                    slot
+                }
+                None => {
+                    state.windows.push(Some(fresh));
+                    state.windows.len() - 1
+                }
+            }
+        };
+        Self {
+            link: shared,
+            slot,
             subject_prefix: bot.shard_events_prefix(shard),
             shard_header: names::shard_header(shard, total),
-            pending: VecDeque::new(),
-            front_id: 0,
+            headers: Vec::with_capacity(256),
             timeout: Box::pin(tokio::time::sleep(ACK_TIMEOUT)),
-        })
+        }
+    }
+
+    /// Runs `f` on this window's state.
+    fn with_state<T>(&self, f: impl FnOnce(&mut WindowState) -> T) -> Option<T> {
+        with_window(&self.link, self.slot, f)
     }
 
     /// Publishes and acknowledgements not yet yielded by [`next`](Self::next).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.with_state(|w| w.pending.len()).unwrap_or(0)
     }
 
     /// Whether nothing is in flight.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len() == 0
     }
 
-    fn next_id(&self) -> u64 {
-        self.front_id + self.pending.len() as u64
-    }
-
-    /// Sends one dispatch to JetStream: subject, headers and `Nats-Msg-Id` per the contract,
+    /// Frames one dispatch for JetStream: subject, headers and `Nats-Msg-Id` per the contract,
     /// `data` as the payload. Its acknowledgement comes out of [`next`](Self::next) in order.
     ///
     /// # Errors
-    /// [`SendError`] when the NATS client is closed.
-    pub async fn publish(
+    /// [`SendError::Disconnected`] when there is no connection or this window's publishes in
+    /// flight were lost with one (the shard must start over from its last acknowledged event);
+    /// [`SendError::TooLarge`] when NATS would refuse it whatever happens.
+    pub fn publish(
         &mut self,
         session_id: &str,
         seq: u64,
         event: &str,
         received: Instant,
         received_at_us: u64,
-        data: Bytes,
+        data: &[u8],
     ) -> Result<(), SendError> {
-        let token = names::event_subject_token(event);
-        let mut subject = String::with_capacity(self.subject_prefix.len() + token.len());
-        subject.push_str(&self.subject_prefix);
-        subject.push_str(token);
-        let mut reply = String::with_capacity(self.reply_prefix.len() + 20);
-        reply.push_str(&self.reply_prefix);
-        reply.push_str(itoa::Buffer::new().format(self.next_id()));
-        let mut h = HeaderMap::new();
-        let msg_id = names::msg_id(session_id, seq)
-            .parse::<HeaderValue>()
-            .map_err(|_| SendError::SessionId)?;
-        h.insert(MSG_ID, msg_id);
-        h.insert(SHARD, HeaderValue::from(self.shard_header.clone()));
-        h.insert(SEQ, HeaderValue::from(itoa::Buffer::new().format(seq)));
-        // `read_envelope` refuses a `t` with control characters, so this cannot panic.
-        h.insert(EVENT, HeaderValue::from(event));
-        h.insert(
-            RECEIVED_AT,
-            HeaderValue::from(itoa::Buffer::new().format(received_at_us)),
+        if !wire::is_header_value(session_id.as_bytes()) {
+            return Err(SendError::SessionId);
+        }
+        let mut numbers = itoa::Buffer::new();
+        let block = &mut self.headers;
+        wire::begin_headers(block);
+        // `names::msg_id`, written without its allocation.
+        block.extend_from_slice(headers::MSG_ID.as_bytes());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(session_id.as_bytes());
+        block.push(b':');
+        block.extend_from_slice(numbers.format(seq).as_bytes());
+        block.extend_from_slice(b"\r\n");
+        wire::header(block, headers::SHARD, self.shard_header.as_bytes());
+        wire::header(block, headers::SEQ, numbers.format(seq).as_bytes());
+        // `read_envelope` refuses a `t` with control characters: a valid header value.
+        wire::header(block, headers::EVENT, event.as_bytes());
+        wire::header(
+            block,
+            headers::RECEIVED_AT,
+            numbers.format(received_at_us).as_bytes(),
         );
-        self.client
-            .publish_with_reply_and_headers(Subject::from(subject), Subject::from(reply), h, data)
-            .await
-            .map_err(SendError::Nats)?;
-        self.pending.push_back(Pending {
+        wire::end_headers(block);
+        let size = block.len() + data.len();
+
+        let mut guard = self.link.lock();
+        let state = &mut *guard;
+        if !state.up {
+            return Err(SendError::Disconnected);
+        }
+        if size > state.max_payload {
+            return Err(SendError::TooLarge {
+                size,
+                max: state.max_payload,
+            });
+        }
+        let Some(Some(window)) = state.windows.get_mut(self.slot) else {
+            return Err(SendError::Disconnected);
+        };
+        if window.epoch != state.epoch {
+            if !window.pending.is_empty() {
+                // Those were on a lost connection: publishing this one now could store it
+                // before their replay.
+                return Err(SendError::Disconnected);
+            }
+            window.epoch = state.epoch;
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let was_idle = state.out.is_empty();
+        wire::write_hpub(
+            &mut state.out,
+            [&self.subject_prefix, names::event_subject_token(event)],
+            (&self.link.inbox, self.slot as u64, id),
+            block,
+            data,
+        );
+        window.pending.push_back(Pending {
+            id,
             seq,
             received,
             sent: Instant::now(),
             ack: None,
         });
+        drop(guard);
+        if was_idle {
+            self.link.wake_writer();
+        }
         Ok(())
     }
 
     /// Records a dispatch that is done without a publish (another generation publishes it); it
     /// still comes out of [`next`](Self::next) in its place.
     pub fn suppress(&mut self, seq: u64, received: Instant) {
-        self.pending.push_back(Pending {
-            seq,
-            received,
-            sent: Instant::now(),
-            ack: Some(Ack::Suppressed),
-        });
+        self.settled(seq, received, Ack::Suppressed);
+    }
+
+    /// Records a dispatch that can never be published ([`SendError::TooLarge`]); it comes out
+    /// of [`next`](Self::next) in its place, so the shard's sequence moves past it.
+    pub fn skip(&mut self, seq: u64, received: Instant) {
+        self.settled(seq, received, Ack::Skipped);
+    }
+
+    fn settled(&mut self, seq: u64, received: Instant, ack: Ack) {
+        let mut guard = self.link.lock();
+        let state = &mut *guard;
+        let id = state.next_id;
+        state.next_id += 1;
+        if let Some(Some(window)) = state.windows.get_mut(self.slot) {
+            window.pending.push_back(Pending {
+                id,
+                seq,
+                received,
+                sent: Instant::now(),
+                ack: Some(ack),
+            });
+        }
     }
 
     /// The oldest dispatch once its fate is known. Never resolves while the window is empty.
     /// Cancel-safe: nothing is lost when the future is dropped before it resolves.
     pub async fn next(&mut self) -> Acked {
         loop {
-            if let Some(front) = self.pending.front()
-                && let Some(ack) = front.ack
-            {
-                let (seq, received) = (front.seq, front.received);
-                self.pending.pop_front();
-                self.front_id += 1;
-                return Acked { seq, ack, received };
-            }
+            let (link, slot) = (&self.link, self.slot);
+            let known = std::future::poll_fn(|cx| {
+                let found = with_window(link, slot, |w| {
+                    if let Some(front) = w.pending.front()
+                        && let Some(ack) = front.ack
+                    {
+                        let acked = Acked {
+                            seq: front.seq,
+                            ack,
+                            received: front.received,
+                        };
+                        w.pending.pop_front();
+                        return Some(acked);
+                    }
+                    if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
+                        w.waker = Some(cx.waker().clone());
+                    }
+                    None
+                });
+                match found.flatten() {
+                    Some(acked) => Poll::Ready(acked),
+                    None => Poll::Pending,
+                }
+            });
             tokio::select! {
-                reply = self.replies.next() => match reply {
-                    Some(reply) => self.record(&reply),
-                    // The client is gone: nothing in flight will be acknowledged.
-                    None => self.pending.iter_mut().for_each(|p| {
-                        p.ack.get_or_insert(Ack::Failed);
-                    }),
-                },
+                acked = known => return acked,
                 () = self.timeout.as_mut() => {
                     let now = Instant::now();
-                    match self.pending.front_mut() {
-                        Some(front) if front.sent + ACK_TIMEOUT <= now => {
-                            front.ack.get_or_insert(Ack::Failed);
+                    let rearm = with_window(link, slot, |w| match w.pending.front_mut() {
+                        Some(front) if front.ack.is_none() && front.sent + ACK_TIMEOUT <= now => {
+                            front.ack = Some(Ack::Failed);
+                            now + ACK_TIMEOUT
                         }
-                        Some(front) => {
-                            let deadline = front.sent + ACK_TIMEOUT;
-                            self.timeout.as_mut().reset(deadline);
-                        }
-                        None => self.timeout.as_mut().reset(now + ACK_TIMEOUT),
-                    }
+                        Some(front) if front.ack.is_none() => front.sent + ACK_TIMEOUT,
+                        _ => now + ACK_TIMEOUT,
+                    });
+                    self.timeout.as_mut().reset(rearm.unwrap_or(now + ACK_TIMEOUT));
                 }
             }
         }
     }
 
-    /// Applies one reply from JetStream to the publish it answers.
-    fn record(&mut self, reply: &async_nats::Message) {
-        let Some(id) = reply
-            .subject
-            .as_str()
-            .strip_prefix(self.reply_prefix.as_str())
-            .and_then(|id| id.parse::<u64>().ok())
-        else {
-            return;
-        };
-        // Replies to publishes of an earlier connection (cleared) are stale: ignore them.
-        let Some(index) = id
-            .checked_sub(self.front_id)
-            .and_then(|i| usize::try_from(i).ok())
-        else {
-            return;
-        };
-        let Some(pending) = self.pending.get_mut(index) else {
-            return;
-        };
-        let ack = if reply.status.is_none() && is_stored(&reply.payload) {
-            Ack::Published
-        } else {
-            // A status (503: no stream listens on the subject) or a JetStream error.
-            tracing::warn!(seq = pending.seq, reply = %String::from_utf8_lossy(&reply.payload), "JetStream refused a publish");
-            Ack::Failed
-        };
-        pending.ack.get_or_insert(ack);
-    }
-
-    /// Forgets everything in flight (a new connection starts; late replies are ignored).
+    /// Forgets everything in flight (the shard starts over; late replies are ignored) and
+    /// publishes on the link's current connection from now on.
     pub fn clear(&mut self) {
-        self.front_id = self.next_id();
-        self.pending.clear();
+        let mut guard = self.link.lock();
+        let epoch = guard.epoch;
+        if let Some(Some(window)) = guard.windows.get_mut(self.slot) {
+            window.pending.clear();
+            window.epoch = epoch;
+        }
     }
 }
 
-/// A publish acknowledgement: `{"stream":"…","seq":N}`, maybe `"duplicate":true` (a replay
-/// JetStream already holds, which is as good as stored). An error reply has `error` instead.
-fn is_stored(payload: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct PubAck {
-        stream: Option<serde::de::IgnoredAny>,
-        seq: Option<u64>,
-        error: Option<serde::de::IgnoredAny>,
-    }
-    serde_json::from_slice::<PubAck>(payload)
-        .is_ok_and(|a| a.error.is_none() && a.stream.is_some() && a.seq.is_some())
+/// Runs `f` on the state of the window in `slot`.
+fn with_window<T>(link: &Shared, slot: usize, f: impl FnOnce(&mut WindowState) -> T) -> Option<T> {
+    let mut state = link.lock();
+    state.windows.get_mut(slot).and_then(Option::as_mut).map(f)
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
     use futures_util::StreamExt as _;
     use shardyard_protocol::names::{BotKey, headers};
     use tokio::time::Instant;
+    use tokio_util::sync::CancellationToken;
 
-    use super::{Ack, Acked, PublishWindow, is_stored};
+    use super::{Ack, Acked, PublishWindow, SendError};
+    use crate::nats_link::NatsLink;
     use crate::publisher::Publisher;
 
     async fn acked(window: &mut PublishWindow) -> anyhow::Result<(u64, Ack)> {
@@ -306,40 +399,62 @@ mod tests {
         Ok((seq, ack))
     }
 
+    /// A publisher for `bot` over a link to `server`, once the link is up.
+    async fn publisher(
+        server: &shardyard_tests::NatsServer,
+        bot: &str,
+        total: u32,
+    ) -> anyhow::Result<(Publisher, async_nats::jetstream::Context)> {
+        let js = server.jetstream().await?;
+        let link = NatsLink::start(&server.url(), "window-test")?;
+        let up = tokio::time::timeout(
+            Duration::from_secs(10),
+            link.wait_up(&CancellationToken::new()),
+        )
+        .await?;
+        anyhow::ensure!(up, "the link did not come up");
+        Ok((
+            Publisher::new(js.clone(), link, BotKey::local(bot)?, total),
+            js,
+        ))
+    }
+
+    /// Waits until the server has another connection's subscription to `subject` (else a
+    /// publish on the link finds no responders).
+    async fn subscribed(server: &shardyard_tests::NatsServer, subject: &str) -> anyhow::Result<()> {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let subs = server.monitor_json("/subsz?subs=1").await?;
+                if subs.to_string().contains(subject) {
+                    return anyhow::Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await?
+    }
+
     #[tokio::test]
     async fn acknowledgements_come_back_in_order_with_the_contract_s_headers() -> anyhow::Result<()>
     {
         let server = shardyard_tests::NatsServer::start().await?;
-        let client = server.connect().await?;
-        let js = async_nats::jetstream::new(client.clone());
+        let (publisher, js) = publisher(&server, "windowbot", 4).await?;
         let bot = BotKey::local("windowbot")?;
-        let publisher = Publisher::new(js.clone(), bot.clone(), 4);
         publisher.ensure_stream().await?;
-        let mut window = publisher.window(3).await?;
+        let mut window = publisher.window(3);
         let now = Instant::now();
-        window
-            .publish("sess", 1, "READY", now, 11, Bytes::from_static(b"{}"))
-            .await?;
+        window.publish("sess", 1, "READY", now, 11, b"{}")?;
         window.suppress(2, now);
-        window
-            .publish(
-                "sess",
-                3,
-                "MESSAGE_CREATE",
-                now,
-                12,
-                Bytes::from_static(b"[3]"),
-            )
-            .await?;
+        window.publish("sess", 3, "MESSAGE_CREATE", now, 12, b"[3]")?;
         // A replay of seq 1 (a resume): a duplicate, which is as good as stored.
-        window
-            .publish("sess", 1, "READY", now, 13, Bytes::from_static(b"{}"))
-            .await?;
-        assert_eq!(window.len(), 4);
+        window.publish("sess", 1, "READY", now, 13, b"{}")?;
+        window.skip(4, now);
+        assert_eq!(window.len(), 5);
         assert_eq!(acked(&mut window).await?, (1, Ack::Published));
         assert_eq!(acked(&mut window).await?, (2, Ack::Suppressed));
         assert_eq!(acked(&mut window).await?, (3, Ack::Published));
         assert_eq!(acked(&mut window).await?, (1, Ack::Published));
+        assert_eq!(acked(&mut window).await?, (4, Ack::Skipped));
         assert!(window.is_empty());
 
         let mut stream = js.get_stream(bot.stream()).await?;
@@ -356,7 +471,10 @@ mod tests {
         assert_eq!(message.payload.as_ref(), b"[3]");
         let h = &message.headers;
         let get = |name: &str| h.get(name).map(|v| v.as_str().to_owned());
-        assert_eq!(get(headers::MSG_ID).as_deref(), Some("sess:3"));
+        assert_eq!(
+            get(headers::MSG_ID),
+            Some(shardyard_protocol::names::msg_id("sess", 3))
+        );
         assert_eq!(get(headers::SHARD).as_deref(), Some("3/4"));
         assert_eq!(get(headers::SEQ).as_deref(), Some("3"));
         assert_eq!(get(headers::EVENT).as_deref(), Some("MESSAGE_CREATE"));
@@ -368,27 +486,21 @@ mod tests {
     async fn a_publish_nothing_stores_fails_and_stale_replies_are_ignored() -> anyhow::Result<()> {
         let server = shardyard_tests::NatsServer::start().await?;
         let client = server.connect().await?;
-        let js = async_nats::jetstream::new(client.clone());
         // No stream: the server answers "no responders".
-        let publisher = Publisher::new(js, BotKey::local("nostream")?, 1);
-        let mut window = publisher.window(0).await?;
+        let (publisher, _) = publisher(&server, "nostream", 1).await?;
+        let mut window = publisher.window(0);
         let now = Instant::now();
-        window
-            .publish("s", 7, "MESSAGE_CREATE", now, 0, Bytes::new())
-            .await?;
+        window.publish("s", 7, "MESSAGE_CREATE", now, 0, b"")?;
         assert_eq!(acked(&mut window).await?, (7, Ack::Failed));
 
-        // Cleared (a new connection) with a publish still unanswered: its late reply must not
-        // acknowledge the publish that now sits at the front.
+        // Cleared (the shard starts over) with a publish still unanswered: its late reply must
+        // not acknowledge the publish that now sits at the front.
         let mut sub = client.subscribe("shardyard.nostream.events.>").await?;
-        window
-            .publish("s", 8, "MESSAGE_CREATE", now, 0, Bytes::new())
-            .await?;
+        subscribed(&server, "shardyard.nostream.events.>").await?;
+        window.publish("s", 8, "MESSAGE_CREATE", now, 0, b"")?;
         window.clear();
         assert!(window.is_empty());
-        window
-            .publish("s", 9, "MESSAGE_CREATE", now, 0, Bytes::new())
-            .await?;
+        window.publish("s", 9, "MESSAGE_CREATE", now, 0, b"")?;
         // Both publishes reached the subject; only the second is still in the window.
         let mut seen = Vec::new();
         for _ in 0..2 {
@@ -412,15 +524,10 @@ mod tests {
         let client = server.connect().await?;
         // A plain subscriber takes the message and never answers, as a hung JetStream would.
         let _silent = client.subscribe("shardyard.hung.events.>").await?;
-        let publisher = Publisher::new(
-            async_nats::jetstream::new(client),
-            BotKey::local("hung")?,
-            1,
-        );
-        let mut window = publisher.window(0).await?;
-        window
-            .publish("s", 1, "MESSAGE_CREATE", Instant::now(), 0, Bytes::new())
-            .await?;
+        subscribed(&server, "shardyard.hung.events.>").await?;
+        let (publisher, _) = publisher(&server, "hung", 1).await?;
+        let mut window = publisher.window(0);
+        window.publish("s", 1, "MESSAGE_CREATE", Instant::now(), 0, b"")?;
         // Connected with real time; the five seconds pass on a paused clock.
         tokio::time::pause();
         let started = Instant::now();
@@ -430,15 +537,156 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn acknowledgements_are_told_from_errors() {
-        assert!(is_stored(br#"{"stream":"S","seq":7}"#));
-        assert!(is_stored(br#"{"stream":"S","seq":7,"duplicate":true}"#));
-        assert!(!is_stored(
-            br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"},"stream":"S","seq":0}"#
-        ));
-        assert!(!is_stored(br#"{"error":{"code":400}}"#));
-        assert!(!is_stored(b""));
-        assert!(!is_stored(b"not json"));
+    #[tokio::test]
+    async fn a_message_over_max_payload_is_refused_before_sending() -> anyhow::Result<()> {
+        // nats-server's default max_payload: 1 MiB.
+        let server = shardyard_tests::NatsServer::start().await?;
+        let (publisher, _) = publisher(&server, "big", 1).await?;
+        publisher.ensure_stream().await?;
+        let mut window = publisher.window(0);
+        let big = vec![b'x'; 1024 * 1024];
+        let refused = window.publish("s", 1, "GUILD_CREATE", Instant::now(), 0, &big);
+        assert!(
+            matches!(refused, Err(SendError::TooLarge { size, max: 1_048_576 }) if size > 1_048_576),
+            "{refused:?}"
+        );
+        assert!(window.is_empty());
+        // The connection is intact: the next one goes through.
+        window.publish("s", 2, "GUILD_CREATE", Instant::now(), 0, b"{}")?;
+        assert_eq!(acked(&mut window).await?, (2, Ack::Published));
+        Ok(())
+    }
+
+    /// The ordering bug this link exists for: a NATS crash mid-traffic must not leave a later
+    /// event stored before an earlier one. The loop plays a shard (a bounded window; on a
+    /// failure, start over from the last acknowledged event, as Discord's resume replays).
+    #[tokio::test]
+    async fn a_nats_crash_mid_traffic_keeps_the_stream_in_order() -> anyhow::Result<()> {
+        const EVENTS: u64 = 6_000;
+        const WINDOW: usize = 200;
+        let mut server = shardyard_tests::NatsServer::start().await?;
+        let (publisher, js) = publisher(&server, "orderbot", 1).await?;
+        publisher.ensure_stream().await?;
+        let first_link = publisher.link().connections();
+        let mut window = publisher.window(0);
+        let never = CancellationToken::new();
+        let mut acked_seq = 0;
+        let mut next_seq = 1;
+        let mut failures = 0;
+        let mut crashed = false;
+        while acked_seq < EVENTS {
+            if !crashed && acked_seq >= EVENTS / 3 {
+                // Mid-traffic, with the window full of publishes in flight.
+                server.kill_9()?;
+                crashed = true;
+                server.start_again().await?;
+            }
+            if next_seq <= EVENTS && window.len() < WINDOW {
+                match window.publish("s", next_seq, "MESSAGE_CREATE", Instant::now(), 0, b"{}") {
+                    Ok(()) => {
+                        next_seq += 1;
+                        continue;
+                    }
+                    Err(SendError::Disconnected) => {}
+                    Err(e) => anyhow::bail!("unexpected: {e}"),
+                }
+            } else if !window.is_empty() {
+                match acked(&mut window).await? {
+                    (seq, Ack::Published) => {
+                        anyhow::ensure!(
+                            seq == acked_seq + 1,
+                            "acknowledged {seq} after {acked_seq}"
+                        );
+                        acked_seq = seq;
+                        continue;
+                    }
+                    (_, Ack::Failed) => {}
+                    other => anyhow::bail!("unexpected {other:?}"),
+                }
+            }
+            // A failure: start over from the last acknowledged event once NATS answers.
+            failures += 1;
+            anyhow::ensure!(failures < 50, "no progress after {failures} failures");
+            window.clear();
+            next_seq = acked_seq + 1;
+            anyhow::ensure!(
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    publisher.wait_until_available(&never)
+                )
+                .await?,
+                "JetStream did not come back"
+            );
+        }
+        assert!(
+            crashed && failures > 0,
+            "the crash was noticed ({failures} failures)"
+        );
+        assert!(
+            publisher.link().connections() > first_link,
+            "the link reconnected"
+        );
+
+        // The stream holds every event once, in order.
+        let stream = js.get_stream(publisher_stream("orderbot")?).await?;
+        let consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig::default())
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let mut expected = 1;
+        while expected <= EVENTS {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("stream ended"))??;
+            let seq: u64 = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(headers::SEQ))
+                .ok_or_else(|| anyhow::anyhow!("no sequence header"))?
+                .as_str()
+                .parse()?;
+            assert_eq!(seq, expected, "the stream is out of order");
+            expected += 1;
+        }
+        let info = js
+            .get_stream(publisher_stream("orderbot")?)
+            .await?
+            .info()
+            .await?
+            .state
+            .messages;
+        assert_eq!(info, EVENTS, "nothing more than every event once");
+        Ok(())
+    }
+
+    fn publisher_stream(bot: &str) -> anyhow::Result<String> {
+        Ok(BotKey::local(bot)?.stream())
+    }
+
+    #[tokio::test]
+    async fn credentials_in_the_url_are_used() -> anyhow::Result<()> {
+        // Its own server: the harness's readiness check connects without credentials.
+        let port = shardyard_tests::free_port();
+        let mut command = std::process::Command::new(shardyard_tests::nats_server_bin()?);
+        command.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        command.args(["--user", "gw", "--pass", "s3cret"]);
+        let _server = shardyard_tests::ProcessGuard::spawn("nats-server-auth", command)?;
+        let never = CancellationToken::new();
+        let good = NatsLink::start(&format!("nats://gw:s3cret@127.0.0.1:{port}"), "t")?;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(10), good.wait_up(&never)).await?,
+            "the right password connects"
+        );
+        let bad = NatsLink::start(&format!("nats://gw:wrong@127.0.0.1:{port}"), "t")?;
+        assert!(
+            tokio::time::timeout(Duration::from_secs(2), bad.wait_up(&never))
+                .await
+                .is_err(),
+            "a wrong password never connects"
+        );
+        assert_eq!(bad.connections(), 0);
+        bad.close();
+        good.close();
+        Ok(())
     }
 }
