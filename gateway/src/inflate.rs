@@ -1,5 +1,9 @@
 //! zlib-stream decompression: one inflate context per connection; a message is complete when
 //! the bytes received so far end with `00 00 ff ff`.
+//!
+//! The stream's two-byte zlib header is checked and skipped, and the rest inflated as raw
+//! deflate: a zlib-stream never ends, so its Adler-32 trailer never arrives, and computing the
+//! running checksum over every inflated byte (what a zlib-mode inflater does) checks nothing.
 
 use flate2::{Decompress, FlushDecompress};
 use shardyard_protocol::ZLIB_SUFFIX;
@@ -7,11 +11,13 @@ use shardyard_protocol::ZLIB_SUFFIX;
 /// A frame that cannot be inflated: the connection's stream is broken and must be replaced.
 #[derive(Debug, thiserror::Error)]
 #[error("corrupt zlib-stream frame")]
-pub struct InflateError(#[source] flate2::DecompressError);
+pub struct InflateError(#[source] Option<flate2::DecompressError>);
 
 /// The inflater of one connection.
 pub struct ZlibInflater {
     inflate: Decompress,
+    /// Whether the stream's zlib header was seen (it starts the first message).
+    header_seen: bool,
     pending: Vec<u8>,
     out: Vec<u8>,
     /// Compressed bytes received, for metrics.
@@ -37,7 +43,8 @@ impl ZlibInflater {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            inflate: Decompress::new(true),
+            inflate: Decompress::new(false),
+            header_seen: false,
             pending: Vec::new(),
             out: Vec::with_capacity(8192),
             compressed_in: 0,
@@ -63,6 +70,23 @@ impl ZlibInflater {
             }
             &self.pending
         };
+        let input = if self.header_seen {
+            input
+        } else {
+            // CMF/FLG: deflate (CM 8, window ≤ 32 KiB), no preset dictionary, check bits.
+            let &[cmf, flg, ..] = input else {
+                return Err(InflateError(None));
+            };
+            let valid = cmf & 0x0f == 8
+                && cmf >> 4 <= 7
+                && flg & 0x20 == 0
+                && (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
+            if !valid {
+                return Err(InflateError(None));
+            }
+            self.header_seen = true;
+            &input[2..]
+        };
         self.out.clear();
         let start = self.inflate.total_in();
         loop {
@@ -70,7 +94,7 @@ impl ZlibInflater {
             self.out.reserve(input.len().saturating_mul(4).max(256));
             self.inflate
                 .decompress_vec(&input[consumed..], &mut self.out, FlushDecompress::Sync)
-                .map_err(InflateError)?;
+                .map_err(|e| InflateError(Some(e)))?;
             let consumed = usize::try_from(self.inflate.total_in() - start).unwrap_or(input.len());
             if consumed == input.len() && self.out.len() < self.out.capacity() {
                 break;
@@ -123,5 +147,27 @@ mod tests {
             inflater.push(&[0, 0, 0xff, 0xff]).is_err()
                 || inflater.push(&[1, 2, 3, 0, 0, 0xff, 0xff]).is_err()
         );
+        // A valid header, then garbage deflate data.
+        let mut inflater = ZlibInflater::new();
+        assert!(
+            inflater
+                .push(&[0x78, 0x9c, 0xff, 0xff, 0, 0, 0xff, 0xff])
+                .is_err()
+        );
+        // A header with a preset dictionary, which zlib-stream never uses.
+        let mut inflater = ZlibInflater::new();
+        assert!(inflater.push(&[0x78, 0xbb, 0, 0, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn every_compression_level_s_header_is_accepted() {
+        for level in [0, 1, 6, 9] {
+            let mut c = Compress::new(Compression::new(level), true);
+            let mut inflater = ZlibInflater::new();
+            for message in [&b"{\"op\":10}"[..], b"{\"op\":11}"] {
+                let compressed = deflate(&mut c, message);
+                assert_eq!(inflater.push(&compressed).unwrap().unwrap(), message);
+            }
+        }
     }
 }

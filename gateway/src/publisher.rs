@@ -108,9 +108,10 @@ impl Publisher {
         }
     }
 
-    /// A publish window for one of the bot's shards.
+    /// A publish window for one of the bot's shards, which keeps up to `capacity` publishes
+    /// in flight.
     #[must_use]
-    pub fn window(&self, shard: u32) -> PublishWindow {
-        PublishWindow::open(&self.link, &self.bot, shard, self.total)
+    pub fn window(&self, shard: u32, capacity: usize) -> PublishWindow {
+        PublishWindow::open(&self.link, &self.bot, shard, self.total, capacity)
     }
 }

@@ -145,7 +145,9 @@ pub async fn run(
     // Counted apart from `failures`: a NATS outage says nothing about Discord, and its backoff
     // must not outlast the outage (the wait for JetStream does the waiting).
     let mut publish_failures: u32 = 0;
-    let mut window = ctx.publisher.window(shard);
+    let mut window = ctx
+        .publisher
+        .window(shard, ctx.config.publish_window.max(1));
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
@@ -453,7 +455,12 @@ async fn connection(
                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "shardyard restarting").await;
                 return Outcome::Shutdown;
             }
-            Step::Acked(Acked { seq, ack, received }) => {
+            Step::Acked(Acked {
+                seq,
+                ack,
+                received,
+                settled,
+            }) => {
                 if ack == Ack::Failed {
                     // Not acknowledged: resume from the last acknowledged event, and Discord
                     // replays the rest (JetStream drops the duplicates by message id).
@@ -466,7 +473,9 @@ async fn connection(
                 record_ack(session, status, seq, ack);
                 status.window.store(window.len() as u64, Ordering::Relaxed);
                 if ack == Ack::Published {
-                    status.publish_latency.observe(received.elapsed());
+                    status
+                        .publish_latency
+                        .observe(settled.saturating_duration_since(received));
                 }
                 if let Some(s) = session.as_ref() {
                     let acked = s.acked_seq;
@@ -732,6 +741,7 @@ async fn close(ws: &mut Socket, code: u16, reason: &str) {
 /// Waits (briefly) for outstanding publishes, so the session's sequence is as far as it can be.
 async fn drain(window: &mut PublishWindow, session: &mut Option<Session>, status: &ShardStatus) {
     let deadline = Instant::now() + DRAIN_TIMEOUT;
+    window.start_draining();
     while !window.is_empty() {
         let Ok(Acked { seq, ack, .. }) = tokio::time::timeout_at(deadline, window.next()).await
         else {

@@ -45,7 +45,15 @@ pub struct Acked {
     pub ack: Ack,
     /// When it was received from Discord.
     pub received: Instant,
+    /// When its fate became known (JetStream's acknowledgement was read), which can be a
+    /// little before it is yielded.
+    pub settled: Instant,
 }
+
+/// How long an acknowledgement may wait to be yielded while the shard has nothing else to do.
+/// Acknowledgements do not wake the shard one by one (that was a task wake-up per event): the
+/// shard collects them whenever it runs, and at least this often.
+pub const SETTLE_TICK: Duration = Duration::from_millis(25);
 
 /// A dispatch could not be sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +82,7 @@ struct Pending {
     received: Instant,
     sent: Instant,
     ack: Option<Ack>,
+    settled: Instant,
 }
 
 /// A window's publishes in flight, kept in the link's shared state so its reader can record
@@ -84,6 +93,11 @@ pub(crate) struct WindowState {
     epoch: u64,
     pending: VecDeque<Pending>,
     waker: Option<Waker>,
+    /// At this many publishes in flight the shard stops reading and waits for room: every
+    /// acknowledgement wakes it.
+    capacity: usize,
+    /// The shard is draining (shutdown, a closing connection): every acknowledgement wakes it.
+    draining: bool,
 }
 
 impl WindowState {
@@ -98,16 +112,28 @@ impl WindowState {
                 Err(_) => return,
             },
         };
-        self.pending[index].ack.get_or_insert(ack);
-        if index == 0 {
+        let pending = &mut self.pending[index];
+        if pending.ack.is_none() {
+            pending.ack = Some(ack);
+            pending.settled = Instant::now();
+        }
+        // A failure is news at once; so is room in a full window, and progress of a drain.
+        // Otherwise the shard collects acknowledgements when it next runs.
+        if index == 0
+            && (ack == Ack::Failed || self.draining || self.pending.len() >= self.capacity)
+        {
             self.wake();
         }
     }
 
     /// The connection is lost: nothing in flight will be acknowledged.
     pub(crate) fn fail_in_flight(&mut self) {
+        let now = Instant::now();
         for p in &mut self.pending {
-            p.ack.get_or_insert(Ack::Failed);
+            if p.ack.is_none() {
+                p.ack = Some(Ack::Failed);
+                p.settled = now;
+            }
         }
         self.wake();
     }
@@ -151,9 +177,16 @@ impl Drop for PublishWindow {
 }
 
 impl PublishWindow {
-    /// A window for `shard` of `bot` (out of `total`) on `link`.
+    /// A window for `shard` of `bot` (out of `total`) on `link`; `capacity` is how many
+    /// publishes the shard keeps in flight before it waits for room.
     #[must_use]
-    pub fn open(link: &NatsLink, bot: &names::BotKey, shard: u32, total: u32) -> Self {
+    pub fn open(
+        link: &NatsLink,
+        bot: &names::BotKey,
+        shard: u32,
+        total: u32,
+        capacity: usize,
+    ) -> Self {
         let shared = link.shared.clone();
         let slot = {
             let mut state = shared.lock();
@@ -162,6 +195,8 @@ impl PublishWindow {
                 epoch,
                 pending: VecDeque::new(),
                 waker: None,
+                capacity: capacity.max(1),
+                draining: false,
             };
             match state.windows.iter().position(Option::is_none) {
                 Some(slot) => {
@@ -180,7 +215,7 @@ impl PublishWindow {
             subject_prefix: bot.shard_events_prefix(shard),
             shard_header: names::shard_header(shard, total),
             headers: Vec::with_capacity(256),
-            timeout: Box::pin(tokio::time::sleep(ACK_TIMEOUT)),
+            timeout: Box::pin(tokio::time::sleep(SETTLE_TICK)),
         }
     }
 
@@ -274,12 +309,14 @@ impl PublishWindow {
             block,
             data,
         );
+        let now = Instant::now();
         window.pending.push_back(Pending {
             id,
             seq,
             received,
-            sent: Instant::now(),
+            sent: now,
             ack: None,
+            settled: now,
         });
         drop(guard);
         if was_idle {
@@ -306,12 +343,14 @@ impl PublishWindow {
         let id = state.next_id;
         state.next_id += 1;
         if let Some(Some(window)) = state.windows.get_mut(self.slot) {
+            let now = Instant::now();
             window.pending.push_back(Pending {
                 id,
                 seq,
                 received,
-                sent: Instant::now(),
+                sent: now,
                 ack: Some(ack),
+                settled: now,
             });
         }
     }
@@ -330,6 +369,7 @@ impl PublishWindow {
                             seq: front.seq,
                             ack,
                             received: front.received,
+                            settled: front.settled,
                         };
                         w.pending.pop_front();
                         return Some(acked);
@@ -348,18 +388,29 @@ impl PublishWindow {
                 acked = known => return acked,
                 () = self.timeout.as_mut() => {
                     let now = Instant::now();
+                    // Fires at least every SETTLE_TICK while publishes are in flight, to collect
+                    // their acknowledgements, and fails the front once it is ACK_TIMEOUT old.
                     let rearm = with_window(link, slot, |w| match w.pending.front_mut() {
                         Some(front) if front.ack.is_none() && front.sent + ACK_TIMEOUT <= now => {
                             front.ack = Some(Ack::Failed);
-                            now + ACK_TIMEOUT
+                            front.settled = now;
+                            now + SETTLE_TICK
                         }
-                        Some(front) if front.ack.is_none() => front.sent + ACK_TIMEOUT,
-                        _ => now + ACK_TIMEOUT,
+                        Some(front) if front.ack.is_none() => {
+                            (front.sent + ACK_TIMEOUT).min(now + SETTLE_TICK)
+                        }
+                        _ => now + SETTLE_TICK,
                     });
-                    self.timeout.as_mut().reset(rearm.unwrap_or(now + ACK_TIMEOUT));
+                    self.timeout.as_mut().reset(rearm.unwrap_or(now + SETTLE_TICK));
                 }
             }
         }
+    }
+
+    /// From now until [`clear`](Self::clear), every acknowledgement wakes the shard at once
+    /// (it is waiting for the last ones before closing).
+    pub fn start_draining(&mut self) {
+        self.with_state(|w| w.draining = true);
     }
 
     /// Forgets everything in flight (the shard starts over; late replies are ignored) and
@@ -370,6 +421,7 @@ impl PublishWindow {
         if let Some(Some(window)) = guard.windows.get_mut(self.slot) {
             window.pending.clear();
             window.epoch = epoch;
+            window.draining = false;
         }
     }
 }
@@ -441,7 +493,7 @@ mod tests {
         let (publisher, js) = publisher(&server, "windowbot", 4).await?;
         let bot = BotKey::local("windowbot")?;
         publisher.ensure_stream().await?;
-        let mut window = publisher.window(3);
+        let mut window = publisher.window(3, 16);
         let now = Instant::now();
         window.publish("sess", 1, "READY", now, 11, b"{}")?;
         window.suppress(2, now);
@@ -488,7 +540,7 @@ mod tests {
         let client = server.connect().await?;
         // No stream: the server answers "no responders".
         let (publisher, _) = publisher(&server, "nostream", 1).await?;
-        let mut window = publisher.window(0);
+        let mut window = publisher.window(0, 16);
         let now = Instant::now();
         window.publish("s", 7, "MESSAGE_CREATE", now, 0, b"")?;
         assert_eq!(acked(&mut window).await?, (7, Ack::Failed));
@@ -526,7 +578,7 @@ mod tests {
         let _silent = client.subscribe("shardyard.hung.events.>").await?;
         subscribed(&server, "shardyard.hung.events.>").await?;
         let (publisher, _) = publisher(&server, "hung", 1).await?;
-        let mut window = publisher.window(0);
+        let mut window = publisher.window(0, 16);
         window.publish("s", 1, "MESSAGE_CREATE", Instant::now(), 0, b"")?;
         // Connected with real time; the five seconds pass on a paused clock.
         tokio::time::pause();
@@ -543,7 +595,7 @@ mod tests {
         let server = shardyard_tests::NatsServer::start().await?;
         let (publisher, _) = publisher(&server, "big", 1).await?;
         publisher.ensure_stream().await?;
-        let mut window = publisher.window(0);
+        let mut window = publisher.window(0, 16);
         let big = vec![b'x'; 1024 * 1024];
         let refused = window.publish("s", 1, "GUILD_CREATE", Instant::now(), 0, &big);
         assert!(
@@ -568,7 +620,7 @@ mod tests {
         let (publisher, js) = publisher(&server, "orderbot", 1).await?;
         publisher.ensure_stream().await?;
         let first_link = publisher.link().connections();
-        let mut window = publisher.window(0);
+        let mut window = publisher.window(0, WINDOW);
         let never = CancellationToken::new();
         let mut acked_seq = 0;
         let mut next_seq = 1;
