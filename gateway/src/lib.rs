@@ -105,6 +105,7 @@ pub async fn run(
             .map(status::ShardStatus::new)
             .map(Arc::new)
             .collect(),
+        link: std::sync::OnceLock::new(),
     });
     if let Some(addr) = admin_addr {
         shardyard_admin::spawn(addr, status.clone(), shutdown.clone())
@@ -154,6 +155,7 @@ pub async fn run(
     // Dispatches go over a connection of their own (see `nats_link` for why).
     let link = nats_link::NatsLink::start(&config.nats_url, "shardyard-gateway-publish")?;
     let _close_link = link.close_on_drop();
+    let _ = status.link.set(link.clone());
     let publisher =
         publisher::Publisher::new(js.clone(), link.clone(), config.bot.clone(), config.total);
     publisher.ensure_stream().await?;

@@ -133,6 +133,8 @@ impl ShardStatus {
 pub struct GatewayStatus {
     /// Shards, in id order.
     pub shards: Vec<std::sync::Arc<ShardStatus>>,
+    /// The publishing connection to NATS, once started.
+    pub link: std::sync::OnceLock<crate::nats_link::NatsLink>,
 }
 
 impl GatewayStatus {
@@ -146,6 +148,30 @@ impl GatewayStatus {
     #[must_use]
     pub fn metrics(&self) -> String {
         let mut out = String::new();
+        if let Some(link) = self.link.get() {
+            header(
+                &mut out,
+                "shardyard_gateway_nats_link_up",
+                "gauge",
+                "1 while the publishing connection to NATS is up.",
+            );
+            let _ = writeln!(
+                out,
+                "shardyard_gateway_nats_link_up {}",
+                u8::from(link.is_up())
+            );
+            header(
+                &mut out,
+                "shardyard_gateway_nats_link_connections_total",
+                "counter",
+                "Publishing connections to NATS made (the first one, then every reconnect).",
+            );
+            let _ = writeln!(
+                out,
+                "shardyard_gateway_nats_link_connections_total {}",
+                link.connections()
+            );
+        }
         header(
             &mut out,
             "shardyard_gateway_shard_state",

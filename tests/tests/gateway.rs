@@ -195,6 +195,17 @@ async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
     let bot = BotKey::local("natsdown")?;
     wait_until_stream_matches(&js, &sim, "bot", &bot, 2, Duration::from_secs(90)).await?;
     assert_eq!(sim.stats().await?["violations"], json!([]));
+    let metrics = gateway.admin_get("/metrics").await?;
+    let link = |series| shardyard_tests::metric_value(&metrics, series);
+    assert_eq!(
+        link("shardyard_gateway_nats_link_up"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert!(
+        link("shardyard_gateway_nats_link_connections_total").is_some_and(|n| n >= 3.0),
+        "the publishing connection came back after the restart and the crash: {metrics}"
+    );
     // With NATS gone for good, a SIGTERM still ends the process cleanly and promptly: sessions
     // cannot be saved, but a pod that never stops is worse (Kubernetes would SIGKILL it).
     nats.kill_9()?;
