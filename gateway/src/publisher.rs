@@ -81,6 +81,9 @@ impl Publisher {
     /// Waits until the publishing connection is up and JetStream answers for the bot's stream
     /// again (after publishes failed because NATS went away or JetStream was recovering),
     /// probing with a short backoff. `false` when `shutdown` came first.
+    ///
+    /// The probe creates the stream when it is missing, as at start: a JetStream that lost its
+    /// storage (or a stream deleted by hand) would otherwise leave every shard waiting forever.
     pub async fn wait_until_available(
         &self,
         shutdown: &tokio_util::sync::CancellationToken,
@@ -91,13 +94,13 @@ impl Publisher {
         let stream = self.bot.stream();
         let mut pause = Duration::from_millis(100);
         loop {
-            let probe = tokio::time::timeout(PROBE_TIMEOUT, self.js.get_stream(&stream));
+            let probe = tokio::time::timeout(PROBE_TIMEOUT, self.ensure_stream());
             tokio::select! {
                 () = shutdown.cancelled() => return false,
-                answer = probe => {
-                    if matches!(answer, Ok(Ok(_))) {
-                        return true;
-                    }
+                answer = probe => match answer {
+                    Ok(Ok(())) => return true,
+                    Ok(Err(e)) => tracing::debug!(%stream, error = %e, "JetStream not available yet"),
+                    Err(_) => tracing::debug!(%stream, "JetStream did not answer in time"),
                 }
             }
             tokio::select! {

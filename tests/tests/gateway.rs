@@ -218,6 +218,46 @@ async fn nats_restarted_mid_traffic_loses_no_event() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_deleted_stream_is_created_again_and_publishing_goes_on() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 10,
+        events_per_second: 200.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let mut gateway = GatewayProcess::start(&sim, &nats, "lostbot", 1, 0..1, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let js = nats.jetstream().await?;
+    let bot = BotKey::local("lostbot")?;
+    let stored = |js: async_nats::jetstream::Context, name: String| async move {
+        anyhow::Ok(js.get_stream(name).await?.info().await?.state.messages)
+    };
+    eventually(Duration::from_secs(20), "events in the stream", || async {
+        let n = stored(js.clone(), bot.stream()).await?;
+        anyhow::ensure!(n > 0, "no event yet");
+        Ok(())
+    })
+    .await?;
+    // As if JetStream lost its storage: publishes are refused until the stream exists again.
+    js.delete_stream(bot.stream()).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the stream is back and filling",
+        || async {
+            let n = stored(js.clone(), bot.stream()).await?;
+            anyhow::ensure!(n >= 20, "{n} events since it was deleted");
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:#}\n{}", gateway.process().log_report()))?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+#[tokio::test]
 async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let sim = SimProcess::start(SimArgs {

@@ -118,6 +118,9 @@ pub(crate) struct State {
     /// The server's `max_payload` (headers and payload together).
     pub(crate) max_payload: usize,
     pings_outstanding: u32,
+    /// Publishes JetStream refused on this connection (only the first few are logged: during
+    /// an outage every publish in flight is refused).
+    refusals: u64,
     /// Open windows by slot.
     pub(crate) windows: Vec<Option<WindowState>>,
 }
@@ -170,6 +173,7 @@ impl NatsLink {
                 next_id: 0,
                 max_payload: 1024 * 1024,
                 pings_outstanding: 0,
+                refusals: 0,
                 windows: Vec::new(),
             }),
             wake_writer: Notify::new(),
@@ -248,6 +252,7 @@ async fn supervise(
                     state.out.clear();
                     state.max_payload = connection.max_payload;
                     state.pings_outstanding = 0;
+                    state.refusals = 0;
                 }
                 shared.up.send_replace(true);
                 tracing::info!(server = %addr, "publishing connection to NATS is up");
@@ -458,18 +463,25 @@ fn handle(shared: &Shared, op: ServerOp) {
             let Some((slot, id)) = wire::reply_target(&subject, &shared.inbox) else {
                 return;
             };
-            let ack = if status.is_none() && wire::is_stored(&payload) {
+            let stored = status.is_none() && wire::is_stored(&payload);
+            let mut state = shared.lock();
+            let ack = if stored {
                 Ack::Published
             } else {
                 // A status (503: no stream listens on the subject) or a JetStream error.
-                tracing::warn!(
-                    status,
-                    reply = %String::from_utf8_lossy(&payload),
-                    "JetStream refused a publish"
-                );
+                state.refusals += 1;
+                let reply = String::from_utf8_lossy(&payload);
+                match state.refusals {
+                    1..=3 => tracing::warn!(status, %reply, "JetStream refused a publish"),
+                    4 => tracing::warn!(
+                        status,
+                        %reply,
+                        "JetStream refused a publish; more refusals on this connection are logged at debug"
+                    ),
+                    _ => tracing::debug!(status, %reply, "JetStream refused a publish"),
+                }
                 Ack::Failed
             };
-            let mut state = shared.lock();
             if let Some(Some(window)) = usize::try_from(slot)
                 .ok()
                 .and_then(|slot| state.windows.get_mut(slot))
