@@ -85,6 +85,21 @@ struct Pending {
     settled: Instant,
 }
 
+impl Pending {
+    /// Sent now; `ack` is `Some` for a dispatch settled without a publish.
+    fn new(id: u64, seq: u64, received: Instant, ack: Option<Ack>) -> Self {
+        let now = Instant::now();
+        Self {
+            id,
+            seq,
+            received,
+            sent: now,
+            ack,
+            settled: now,
+        }
+    }
+}
+
 /// A window's publishes in flight, kept in the link's shared state so its reader can record
 /// acknowledgements.
 #[derive(Debug)]
@@ -309,15 +324,9 @@ impl PublishWindow {
             block,
             data,
         );
-        let now = Instant::now();
-        window.pending.push_back(Pending {
-            id,
-            seq,
-            received,
-            sent: now,
-            ack: None,
-            settled: now,
-        });
+        window
+            .pending
+            .push_back(Pending::new(id, seq, received, None));
         drop(guard);
         if was_idle {
             self.link.wake_writer();
@@ -343,15 +352,9 @@ impl PublishWindow {
         let id = state.next_id;
         state.next_id += 1;
         if let Some(Some(window)) = state.windows.get_mut(self.slot) {
-            let now = Instant::now();
-            window.pending.push_back(Pending {
-                id,
-                seq,
-                received,
-                sent: now,
-                ack: Some(ack),
-                settled: now,
-            });
+            window
+                .pending
+                .push_back(Pending::new(id, seq, received, Some(ack)));
         }
     }
 
