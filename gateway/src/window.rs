@@ -273,12 +273,9 @@ impl PublishWindow {
         let mut numbers = itoa::Buffer::new();
         let block = &mut self.headers;
         wire::begin_headers(block);
-        // `names::msg_id`, written without its allocation.
         block.extend_from_slice(headers::MSG_ID.as_bytes());
         block.extend_from_slice(b": ");
-        block.extend_from_slice(session_id.as_bytes());
-        block.push(b':');
-        block.extend_from_slice(numbers.format(seq).as_bytes());
+        names::write_msg_id(block, session_id, seq);
         block.extend_from_slice(b"\r\n");
         wire::header(block, headers::SHARD, self.shard_header.as_bytes());
         wire::header(block, headers::SEQ, numbers.format(seq).as_bytes());

@@ -245,6 +245,13 @@ pub fn msg_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")
 }
 
+/// [`msg_id`] appended to `out`, for a header block built without allocating.
+pub fn write_msg_id(out: &mut Vec<u8>, session_id: &str, seq: u64) {
+    out.extend_from_slice(session_id.as_bytes());
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+}
+
 /// The last token of an event's subject: the type itself, or [`UNKNOWN_EVENT_TOKEN`] when it
 /// cannot be a subject token.
 #[must_use]
@@ -491,6 +498,12 @@ mod tests {
     #[test]
     fn headers_and_keys() {
         assert_eq!(msg_id("abc", 42), "abc:42");
+        let mut written = b"prefix ".to_vec();
+        super::write_msg_id(&mut written, "abc", u64::MAX);
+        assert_eq!(
+            written,
+            format!("prefix {}", msg_id("abc", u64::MAX)).into_bytes()
+        );
         assert_eq!(shard_header(3, 16), "3/16");
         assert_eq!(parse_shard_header("3/16"), Some((3, 16)));
         assert_eq!(parse_shard_header("16/16"), None);
