@@ -438,16 +438,18 @@ async fn connection(
     tokio::pin!(beat);
 
     loop {
+        // One look at the window (a lock) serves both guards below.
+        let in_flight = window.len();
         let step = tokio::select! {
             biased;
             () = &mut shutdown => Step::Shutdown,
-            acked = window.next(), if !window.is_empty() => Step::Acked(acked),
+            acked = window.next(), if in_flight > 0 => Step::Acked(acked),
             () = &mut beat => Step::Beat,
             // Before the socket: busy traffic must not starve commands.
             Some(request) = commands.recv(), if identified => Step::Command(request),
             // Backpressure: with the window full the socket is not read, so a slow or absent
             // NATS slows the shard instead of filling memory.
-            payload = next_payload(&mut ws, inflater.as_mut(), status), if window.len() < window_limit => Step::Payload(payload),
+            payload = next_payload(&mut ws, inflater.as_mut(), status), if in_flight < window_limit => Step::Payload(payload),
         };
         match step {
             Step::Shutdown => {

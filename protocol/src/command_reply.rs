@@ -74,6 +74,11 @@ mod tests {
             json(&CommandReply::retry_after(Duration::from_micros(1_500_001))),
             r#"{"status":"retry_after","retry_after_ms":1501}"#
         );
+        // Never "retry after 0 ms": at least 1, so retrying when told is never early.
+        assert_eq!(
+            CommandReply::retry_after(Duration::ZERO),
+            CommandReply::RetryAfter { retry_after_ms: 1 }
+        );
         assert_eq!(
             json(&CommandReply::unavailable("reconnecting")),
             r#"{"status":"unavailable","reason":"reconnecting"}"#

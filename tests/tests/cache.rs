@@ -103,7 +103,9 @@ async fn guild_differences(
         diff("not cached".into());
         return Ok(());
     };
-    // Guild fields: everything the simulator sends but the arrays with their own keys.
+    // Guild fields: everything the simulator sends but the arrays with their own keys. The
+    // list is the test's own, not `shardyard_cache::schema::GUILD_ARRAYS`: a field the cache
+    // drops by mistake must show here.
     let arrays = [
         "channels",
         "threads",
