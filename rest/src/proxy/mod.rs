@@ -7,6 +7,7 @@
 mod answer;
 pub mod headers;
 mod metrics;
+mod upstream;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -32,6 +33,8 @@ use crate::ratelimit::{
 };
 use answer::Local;
 use metrics::Metrics;
+pub use upstream::BaseError;
+use upstream::UpstreamClient;
 
 /// Discord's API, where requests go by default.
 pub const DEFAULT_UPSTREAM: &str = "https://discord.com/api";
@@ -93,11 +96,11 @@ impl ProxyConfig {
 /// Why the proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// `--upstream` is not an http(s) URL.
-    #[error("the upstream {0:?} is not an http:// or https:// URL")]
-    Upstream(String),
-    /// The HTTP client could not be built (TLS set-up).
-    #[error("building the HTTP client")]
+    /// `--upstream` cannot be used.
+    #[error(transparent)]
+    Upstream(#[from] BaseError),
+    /// The HTTP client for the other replicas could not be built.
+    #[error("building the HTTP client for the other replicas")]
     Client(#[source] reqwest::Error),
     /// An address could not be bound.
     #[error("binding {addr}")]
@@ -133,8 +136,7 @@ const MOVED_BACKOFF: Duration = Duration::from_millis(50);
 
 struct Proxy {
     engine: RateLimiter,
-    http: reqwest::Client,
-    upstream: String,
+    upstream: UpstreamClient,
     token: Option<Token>,
     default_fingerprint: Option<TokenFingerprint>,
     client_tokens: Mutex<HashSet<TokenFingerprint>>,
@@ -160,16 +162,7 @@ enum Relay {
 /// # Errors
 /// A bad upstream URL, an address that cannot be bound, or a server failure.
 pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
-    let upstream = config.upstream.trim_end_matches('/').to_owned();
-    match reqwest::Url::parse(&upstream) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.query().is_none() => {}
-        _ => return Err(ProxyError::Upstream(upstream)),
-    }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(ProxyError::Client)?;
+    let upstream = UpstreamClient::new(&config.upstream, Duration::from_secs(10))?;
     let relay = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .redirect(reqwest::redirect::Policy::none())
@@ -193,7 +186,6 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
     let default_fingerprint = config.token.as_ref().map(|t| engine.fingerprint(t));
     let proxy = Arc::new(Proxy {
         engine,
-        http,
         upstream,
         token: config.token.clone(),
         default_fingerprint,
@@ -371,11 +363,16 @@ impl Proxy {
             .to_owned();
         let token_key = Cluster::token_key(&key);
 
-        let mut url = format!("{}{versioned}", self.upstream);
-        if let Some(query) = parts.uri.query() {
-            url.push('?');
-            url.push_str(query);
-        }
+        // The path and query were parsed as a URI already: joined to the base they are one.
+        let uri = self
+            .upstream
+            .uri(versioned, parts.uri.query())
+            .ok_or_else(|| {
+                fail(Local::bad_request(
+                    "bad_path",
+                    "shardyard: the path cannot be sent upstream",
+                ))
+            })?;
         let method = parts.method.clone();
         let mut headers = headers::upstream_request(parts.headers);
         if let Some(authorization) = authorization {
@@ -450,19 +447,15 @@ impl Proxy {
                 let permit = acquired.map_err(|refusal| fail(Local::from_refusal(&refusal)))?;
 
                 let sent = Instant::now();
-                let request = self
-                    .http
-                    .request(method.clone(), &url)
-                    .headers(headers.clone())
-                    .body(body.clone());
+                let request =
+                    self.upstream
+                        .send(method.clone(), uri.clone(), headers.clone(), body.clone());
                 let outcome = tokio::time::timeout(self.config.upstream_timeout, async {
-                    let response = request.send().await?;
-                    let status = response.status();
-                    let headers = response.headers().clone();
+                    let (head, body) = request.await?.into_parts();
                     self.metrics
                         .upstream(route.method().as_str(), sent.elapsed());
-                    let bytes = response.bytes().await?;
-                    Ok::<_, reqwest::Error>((status, headers, bytes))
+                    let bytes = upstream::read_body(body).await?;
+                    Ok::<_, upstream::SendError>((head.status, head.headers, bytes))
                 })
                 .await;
                 let (status, upstream_headers, bytes) = match outcome {
@@ -481,9 +474,8 @@ impl Proxy {
                     }
                     Ok(Err(error)) => {
                         drop(permit);
-                        let error = error.without_url();
                         self.metrics.upstream_error("connect");
-                        let cause = error_chain(&error);
+                        let cause = error_chain(&*error);
                         tracing::warn!(route = %route, error = %cause, "upstream request failed");
                         if idempotent && failures < self.config.upstream_retries {
                             self.metrics.retry("connect");
@@ -746,7 +738,7 @@ fn attempts(failures: u32, idempotent: bool) -> String {
     }
 }
 
-/// `reqwest`'s error and its sources, without the URL (which may hold a webhook token).
+/// An error and its sources (none of which shows the URL, which may hold a webhook token).
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
