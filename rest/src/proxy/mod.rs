@@ -7,6 +7,7 @@
 mod answer;
 pub mod headers;
 mod metrics;
+mod serve;
 mod upstream;
 
 use std::collections::HashSet;
@@ -15,14 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
-use futures_util::StreamExt as _;
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 use shardyard_protocol::Token;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -111,9 +111,6 @@ pub enum ProxyError {
         #[source]
         source: std::io::Error,
     },
-    /// The server failed.
-    #[error("serving HTTP")]
-    Serve(#[source] std::io::Error),
     /// The replicas could not be joined through NATS.
     #[error("joining the other REST replicas")]
     Cluster(#[source] ClusterError),
@@ -160,7 +157,7 @@ enum Relay {
 /// Runs the proxy until `shutdown` is cancelled, then lets in-flight requests finish.
 ///
 /// # Errors
-/// A bad upstream URL, an address that cannot be bound, or a server failure.
+/// A bad upstream URL, an address that cannot be bound, or replicas that cannot be joined.
 pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
     let upstream = UpstreamClient::new(&config.upstream, Duration::from_secs(10))?;
     let relay = reqwest::Client::builder()
@@ -203,9 +200,6 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
             .map_err(|source| ProxyError::Bind { addr, source })?;
     }
     tokio::spawn(wake_every_second(shutdown.clone()));
-    let app = Router::new()
-        .fallback(handle)
-        .with_state(Arc::clone(&proxy));
     proxy.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.listen,
@@ -215,13 +209,15 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
     );
     let stop = shutdown.clone();
     let ready = Arc::clone(&proxy);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            stop.cancelled().await;
-            ready.ready.store(false, Ordering::Relaxed);
-        })
-        .await
-        .map_err(ProxyError::Serve)
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        ready.ready.store(false, Ordering::Relaxed);
+    });
+    serve::serve(listener, shutdown, move |request| {
+        handle(Arc::clone(&proxy), request)
+    })
+    .await;
+    Ok(())
 }
 
 /// Keeps a timer due within a second, always. Every request arms timers (the upstream timeout,
@@ -279,7 +275,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn handle(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
+async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response {
     let _in_flight = InFlight::new(&proxy.metrics);
     let (parts, body) = request.into_parts();
     let method_label = Method::parse(parts.method.as_str()).map_or("other", Method::as_str);
@@ -320,7 +316,7 @@ impl Proxy {
     async fn forward(
         &self,
         parts: Parts,
-        body: Body,
+        body: Incoming,
     ) -> Result<(Option<String>, Response), Failure> {
         let raw_path = parts.uri.path();
         let Some(versioned) = versioned_path(raw_path) else {
@@ -354,19 +350,24 @@ impl Proxy {
         } else {
             self.config.max_json_bytes
         };
-        let body = tokio::time::timeout(BODY_TIME, read_body(&parts.headers, body, limit))
-            .await
-            .unwrap_or_else(|_elapsed| {
-                Err(Local::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "body_timeout",
-                    format!(
-                        "shardyard: the request body did not arrive within {} s",
-                        BODY_TIME.as_secs()
-                    ),
-                ))
-            })
-            .map_err(fail)?;
+        let body = if hyper::body::Body::is_end_stream(&body) {
+            // No body (a GET): nothing to wait for, no timer to arm.
+            Bytes::new()
+        } else {
+            tokio::time::timeout(BODY_TIME, read_body(&parts.headers, body, limit))
+                .await
+                .unwrap_or_else(|_elapsed| {
+                    Err(Local::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body_timeout",
+                        format!(
+                            "shardyard: the request body did not arrive within {} s",
+                            BODY_TIME.as_secs()
+                        ),
+                    ))
+                })
+                .map_err(fail)?
+        };
 
         let forwarded = parts.headers.contains_key(headers::FORWARDED);
         let relay_headers = self
@@ -377,8 +378,7 @@ impl Proxy {
         let path_and_query = parts
             .uri
             .path_and_query()
-            .map_or(raw_path, |pq| pq.as_str())
-            .to_owned();
+            .map_or(raw_path, |pq| pq.as_str());
         let token_key = Cluster::token_key(&key);
 
         // The path and query were parsed as a URI already: joined to the base they are one.
@@ -423,7 +423,7 @@ impl Proxy {
                                 cluster,
                                 &peer,
                                 &method,
-                                &path_and_query,
+                                path_and_query,
                                 relay_headers.clone(),
                                 body.clone(),
                                 max_wait,
@@ -782,11 +782,9 @@ fn versioned_path(path: &str) -> Option<&str> {
 
 /// `.` or `..`, also percent-encoded (`%2e`), as the URL standard reads them.
 fn is_dot_segment(segment: &str) -> bool {
-    let lower = segment.to_ascii_lowercase();
-    matches!(
-        lower.as_str(),
-        "." | "%2e" | ".." | ".%2e" | "%2e." | "%2e%2e"
-    )
+    [".", "%2e", "..", ".%2e", "%2e.", "%2e%2e"]
+        .iter()
+        .any(|dots| segment.eq_ignore_ascii_case(dots))
 }
 
 /// `X-Shardyard-Max-Wait` in seconds, if given.
@@ -829,7 +827,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Reads the whole body, refusing one over `limit` (413) from its `Content-Length` or as it
 /// streams in.
-async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, Local> {
+async fn read_body(headers: &HeaderMap, mut body: Incoming, limit: usize) -> Result<Bytes, Local> {
     let too_large = || {
         Local::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -841,14 +839,16 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     let mut refused = declared.is_some_and(|n| n > limit as u64);
     if !refused {
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| {
                 Local::bad_request("bad_body", "shardyard: the request body could not be read")
             })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue; // trailers
+            };
             if buffer.len() + chunk.len() > limit {
                 refused = true;
                 break;
@@ -861,8 +861,8 @@ async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Byte
     }
     let drain = async {
         let mut drained = 0usize;
-        while let Some(Ok(chunk)) = stream.next().await {
-            drained += chunk.len();
+        while let Some(Ok(frame)) = body.frame().await {
+            drained += frame.data_ref().map_or(0, Bytes::len);
             if drained > DRAIN_CAP {
                 break;
             }
