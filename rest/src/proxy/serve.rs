@@ -13,14 +13,11 @@ use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// How long a client may take to send a request's head (slow-header clients hold a
-/// connection and a task each).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// The pause after an accept error (out of file descriptors, usually) before accepting again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -59,10 +56,11 @@ where
                 let answer = handler(request);
                 async move { Ok::<_, Infallible>(answer.await) }
             });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
+            // No timer, so no header-read timeout: hyper starts that timeout while a keep-alive
+            // connection waits for its next request, so it would close idle connections
+            // every 30 s, and a client reusing one just then would lose a POST it cannot
+            // safely retry. Clients are the bot's own workers, inside the cluster.
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let outcome = tokio::select! {
                 outcome = connection.as_mut() => outcome,
