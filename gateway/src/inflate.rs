@@ -51,6 +51,12 @@ impl ZlibInflater {
         }
     }
 
+    /// The last whole message [`push`](Self::push) returned (empty before the first).
+    #[must_use]
+    pub fn message(&self) -> &[u8] {
+        &self.out
+    }
+
     /// Feeds one websocket frame; returns the whole message once its last frame arrived.
     ///
     /// # Errors
@@ -130,7 +136,12 @@ mod tests {
                 inflater.push(a).unwrap().is_none(),
                 "half a message is not a message"
             );
+            if i > 0 {
+                assert_ne!(inflater.message(), message.as_bytes());
+            }
             assert_eq!(inflater.push(b).unwrap().unwrap(), message.as_bytes());
+            // The shard reads the message from here after `push` said it is whole.
+            assert_eq!(inflater.message(), message.as_bytes());
         }
     }
 

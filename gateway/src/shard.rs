@@ -371,16 +371,19 @@ async fn connection(
         next_payload(&mut ws, inflater.as_mut(), status),
     )
     .await;
-    let interval = match hello {
-        Ok(Ok(Some(Frame(payload)))) => match read_envelope(&payload) {
-            Ok(env) if env.op == OpCode::Hello.code() => env
-                .data_bytes(&payload)
-                .and_then(|d| serde_json::from_slice::<Hello>(d).ok())
-                .map(|h| Duration::from_millis(h.heartbeat_interval.max(1))),
+    let interval =
+        match hello {
+            Ok(Ok(Some(incoming))) => incoming.payload(inflater.as_ref()).and_then(|payload| {
+                match read_envelope(payload) {
+                    Ok(env) if env.op == OpCode::Hello.code() => env
+                        .data_bytes(payload)
+                        .and_then(|d| serde_json::from_slice::<Hello>(d).ok())
+                        .map(|h| Duration::from_millis(h.heartbeat_interval.max(1))),
+                    _ => None,
+                }
+            }),
             _ => None,
-        },
-        _ => None,
-    };
+        };
     let Some(interval) = interval else {
         return Outcome::Failed("no HELLO".into());
     };
@@ -457,28 +460,36 @@ async fn connection(
                 close(&mut ws, RESUMABLE_CLIENT_CLOSE, "shardyard restarting").await;
                 return Outcome::Shutdown;
             }
-            Step::Acked(Acked {
-                seq,
-                ack,
-                received,
-                settled,
-            }) => {
-                if ack == Ack::Failed {
-                    // Not acknowledged: resume from the last acknowledged event, and Discord
-                    // replays the rest (JetStream drops the duplicates by message id).
-                    status.count_close("publish_failed");
-                    close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
-                    return Outcome::PublishFailed(
-                        "JetStream did not acknowledge a publish".into(),
-                    );
+            Step::Acked(first) => {
+                // Acknowledgements come in batches (one read of the NATS socket): the rest of
+                // the batch is taken here rather than once per turn of the loop, and the
+                // window size and the session saver are updated once for all of them.
+                let mut next = Some(first);
+                while let Some(Acked {
+                    seq,
+                    ack,
+                    received,
+                    settled,
+                }) = next
+                {
+                    if ack == Ack::Failed {
+                        // Not acknowledged: resume from the last acknowledged event, and
+                        // Discord replays the rest (JetStream drops the duplicates by id).
+                        status.count_close("publish_failed");
+                        close(&mut ws, RESUMABLE_CLIENT_CLOSE, "publish failed").await;
+                        return Outcome::PublishFailed(
+                            "JetStream did not acknowledge a publish".into(),
+                        );
+                    }
+                    record_ack(session, status, seq, ack);
+                    if ack == Ack::Published {
+                        status
+                            .publish_latency
+                            .observe(settled.saturating_duration_since(received));
+                    }
+                    next = window.try_next();
                 }
-                record_ack(session, status, seq, ack);
                 status.window.store(window.len() as u64, Ordering::Relaxed);
-                if ack == Ack::Published {
-                    status
-                        .publish_latency
-                        .observe(settled.saturating_duration_since(received));
-                }
                 if let Some(s) = session.as_ref() {
                     let acked = s.acked_seq;
                     save.send_modify(|saved| {
@@ -546,10 +557,13 @@ async fn connection(
                     CloseAction::Fatal => Outcome::Fatal(code),
                 };
             }
-            Step::Payload(Ok(Some(Frame(payload)))) => {
+            Step::Payload(Ok(Some(incoming))) => {
+                let Some(payload) = incoming.payload(inflater.as_ref()) else {
+                    continue;
+                };
                 let received = Instant::now();
                 let received_at = unix_micros();
-                let envelope = match read_envelope(&payload) {
+                let envelope = match read_envelope(payload) {
                     Ok(envelope) => envelope,
                     Err(e) => {
                         tracing::warn!(shard, error = %e, "malformed gateway payload skipped");
@@ -561,13 +575,13 @@ async fn connection(
                         let (Some(seq), Some(event)) = (envelope.seq, envelope.event_type) else {
                             continue;
                         };
-                        let data = envelope.data.clone().map_or_else(
-                            || Bytes::from_static(b"null"),
-                            |range| payload.slice(range),
-                        );
+                        let data: &[u8] = envelope
+                            .data
+                            .clone()
+                            .map_or(b"null", |range| &payload[range]);
                         last_seq = Some(seq);
                         if event == "READY" {
-                            match serde_json::from_slice::<Ready>(&data) {
+                            match serde_json::from_slice::<Ready>(data) {
                                 // It becomes part of every message id (a header).
                                 Ok(ready) if ready.session_id.chars().any(char::is_control) => {
                                     tracing::error!(shard, "READY with an unusable session id");
@@ -602,7 +616,7 @@ async fn connection(
                             window.suppress(seq, received);
                             continue;
                         }
-                        match window.publish(&s.id, seq, event, received, received_at, &data) {
+                        match window.publish(&s.id, seq, event, received, received_at, data) {
                             Ok(()) => {
                                 status.window.store(window.len() as u64, Ordering::Relaxed);
                             }
@@ -645,7 +659,7 @@ async fn connection(
                         return Outcome::Reconnect;
                     }
                     Some(OpCode::InvalidSession) => {
-                        let resumable = envelope.data_bytes(&payload) == Some(b"true");
+                        let resumable = envelope.data_bytes(payload) == Some(b"true");
                         status.count_close(if resumable {
                             "invalid_session_resumable"
                         } else {
@@ -676,11 +690,25 @@ enum Step {
 }
 
 enum Incoming {
-    /// A whole payload; dispatches publish a slice of it, so `d` is never copied again.
+    /// A whole uncompressed payload.
     Frame(Bytes),
+    /// A whole payload, in the inflater's buffer until the next frame is pushed: dispatches
+    /// publish a slice of it, so nothing is copied between inflating and publishing.
+    Inflated,
     Closed(u16),
 }
-use Incoming::{Closed, Frame};
+use Incoming::{Closed, Frame, Inflated};
+
+impl Incoming {
+    /// The payload's bytes; `None` for a close.
+    fn payload<'a>(&'a self, inflater: Option<&'a ZlibInflater>) -> Option<&'a [u8]> {
+        match self {
+            Frame(bytes) => Some(bytes),
+            Inflated => inflater.map(ZlibInflater::message),
+            Closed(_) => None,
+        }
+    }
+}
 
 /// The next whole payload: `Ok(None)` when the connection is gone without a close frame.
 async fn next_payload(
@@ -704,7 +732,7 @@ async fn next_payload(
                         status
                             .bytes_raw
                             .fetch_add(payload.len() as u64, Ordering::Relaxed);
-                        return Ok(Some(Frame(Bytes::copy_from_slice(payload))));
+                        return Ok(Some(Inflated));
                     }
                 }
                 None => return Ok(Some(Frame(bytes))),

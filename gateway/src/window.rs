@@ -116,6 +116,20 @@ pub(crate) struct WindowState {
 }
 
 impl WindowState {
+    /// Takes the front dispatch if its fate is known.
+    fn pop_settled(&mut self) -> Option<Acked> {
+        let front = self.pending.front()?;
+        let ack = front.ack?;
+        let acked = Acked {
+            seq: front.seq,
+            ack,
+            received: front.received,
+            settled: front.settled,
+        };
+        self.pending.pop_front();
+        Some(acked)
+    }
+
     /// Records the reply to publish `id`; stale ids (cleared, or of an earlier window in the
     /// slot) are ignored.
     pub(crate) fn record(&mut self, id: u64, ack: Ack) {
@@ -362,16 +376,7 @@ impl PublishWindow {
             let (link, slot) = (&self.link, self.slot);
             let known = std::future::poll_fn(|cx| {
                 let found = with_window(link, slot, |w| {
-                    if let Some(front) = w.pending.front()
-                        && let Some(ack) = front.ack
-                    {
-                        let acked = Acked {
-                            seq: front.seq,
-                            ack,
-                            received: front.received,
-                            settled: front.settled,
-                        };
-                        w.pending.pop_front();
+                    if let Some(acked) = w.pop_settled() {
                         return Some(acked);
                     }
                     if !w.waker.as_ref().is_some_and(|k| k.will_wake(cx.waker())) {
@@ -405,6 +410,13 @@ impl PublishWindow {
                 }
             }
         }
+    }
+
+    /// The oldest dispatch if its fate is known already, without waiting: after
+    /// [`next`](Self::next) resolved, the shard takes the rest of a batch of acknowledgements
+    /// this way instead of going round its whole loop once per event.
+    pub fn try_next(&mut self) -> Option<Acked> {
+        self.with_state(WindowState::pop_settled).flatten()
     }
 
     /// From now until [`clear`](Self::clear), every acknowledgement wakes the shard at once
