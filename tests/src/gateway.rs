@@ -77,6 +77,10 @@ impl GatewayProcess {
             .args(extra)
             .env("SHARDYARD_TOKEN", sim.token())
             .env("RUST_LOG", "info,shardyard_gateway=debug");
+        if let Some(tls) = nats.tls() {
+            // Both of the gateway's NATS connections trust the platform's roots.
+            command.env("SSL_CERT_FILE", &tls.ca);
+        }
         let process = ProcessGuard::spawn(
             format!("gateway-{bot}-{}-{}", shards.start, shards.end),
             command,

@@ -35,7 +35,7 @@ pub use admin::{admin_get, metric_value};
 pub use bin::{nats_server_bin, repo_root, shardyard_bin};
 pub use cache::CacheProcess;
 pub use gateway::GatewayProcess;
-pub use nats::{NatsConfig, NatsServer};
+pub use nats::{NatsConfig, NatsServer, TestCertificates};
 pub use ports::free_port;
 pub use process::{ProcessGuard, pid_alive};
 pub use rest::{

@@ -24,6 +24,58 @@ pub struct NatsConfig {
     pub startup_timeout: Duration,
     /// How long a graceful [`NatsServer::stop`] waits after SIGTERM before SIGKILL.
     pub stop_grace: Duration,
+    /// Require TLS from clients, with this certificate (see [`TestCertificates`]).
+    pub tls: Option<TestCertificates>,
+}
+
+/// A CA and a server certificate for `127.0.0.1` and `localhost` signed by it, as PEM files in
+/// a directory of their own: for a nats-server that requires TLS. Clients trust `ca` (a
+/// process started with `SSL_CERT_FILE` pointing at it does).
+#[derive(Debug, Clone)]
+pub struct TestCertificates {
+    /// The CA's certificate.
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+    _dir: std::sync::Arc<TempDir>,
+}
+
+impl TestCertificates {
+    /// Generates a fresh CA and server certificate.
+    ///
+    /// # Errors
+    /// When generating or writing them fails.
+    pub fn generate() -> anyhow::Result<Self> {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "shardyard test CA");
+        let ca_key = KeyPair::generate()?;
+        let ca = ca_params.self_signed(&ca_key)?;
+        let server_params =
+            CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
+        let server_key = KeyPair::generate()?;
+        let server = server_params.signed_by(&server_key, &ca, &ca_key)?;
+        let dir = tempfile::Builder::new()
+            .prefix("shardyard-tls-")
+            .tempdir()
+            .context("cannot create a directory for certificates")?;
+        let write = |name: &str, pem: String| -> anyhow::Result<PathBuf> {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).with_context(|| format!("cannot write {name}"))?;
+            Ok(path)
+        };
+        Ok(Self {
+            ca: write("ca.pem", ca.pem())?,
+            cert: write("server.pem", server.pem())?,
+            key: write("server-key.pem", server_key.serialize_pem())?,
+            _dir: std::sync::Arc::new(dir),
+        })
+    }
 }
 
 impl Default for NatsConfig {
@@ -33,6 +85,7 @@ impl Default for NatsConfig {
             extra_args: Vec::new(),
             startup_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -107,9 +160,19 @@ impl NatsServer {
         }
     }
 
-    /// The client URL, `nats://127.0.0.1:PORT`.
+    /// The client URL, `nats://127.0.0.1:PORT` (`tls://` when the server requires TLS).
     pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        let scheme = if self.config.tls.is_some() {
+            "tls"
+        } else {
+            "nats"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The certificates, when the server requires TLS.
+    pub fn tls(&self) -> Option<&TestCertificates> {
+        self.config.tls.as_ref()
     }
 
     /// The client port.
@@ -157,11 +220,21 @@ impl NatsServer {
 
     /// A new client connection.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
+        self.client_options(Duration::from_secs(5))
             .connect(self.url())
             .await
             .with_context(|| format!("cannot connect to nats-server at {}", self.url()))
+    }
+
+    /// A client's options for this server: its CA trusted when it requires TLS.
+    fn client_options(&self, timeout: Duration) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new().connection_timeout(timeout);
+        match &self.config.tls {
+            Some(tls) => options
+                .require_tls(true)
+                .add_root_certificates(tls.ca.clone()),
+            None => options,
+        }
     }
 
     /// A JetStream context on a new client connection.
@@ -252,6 +325,14 @@ impl NatsServer {
             .arg(self.store.path())
             .args(["--server_name", &format!("shardyard-test-{}", self.port)])
             .args(&self.config.extra_args);
+        if let Some(tls) = &self.config.tls {
+            command
+                .arg("--tls")
+                .arg("--tlscert")
+                .arg(&tls.cert)
+                .arg("--tlskey")
+                .arg(&tls.key);
+        }
         let process = ProcessGuard::spawn_with_log(
             format!("nats-server:{}", self.port),
             command,
@@ -306,8 +387,8 @@ impl NatsServer {
                 response.text().await.unwrap_or_default()
             );
         }
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(1))
+        let client = self
+            .client_options(Duration::from_secs(1))
             .connect(self.url())
             .await?;
         let jetstream = async_nats::jetstream::new(client);

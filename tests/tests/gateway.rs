@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::json;
 use shardyard_protocol::BotKey;
 use shardyard_tests::ground_truth::wait_until_stream_matches;
-use shardyard_tests::{GatewayProcess, NatsServer, SimArgs, SimProcess, eventually};
+use shardyard_tests::{
+    GatewayProcess, NatsConfig, NatsServer, SimArgs, SimProcess, TestCertificates, eventually,
+};
 
 async fn stream_equals_ground_truth(
     nats: &NatsServer,
@@ -86,6 +88,38 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
         !metrics.contains(sim.token()),
         "the token never reaches metrics"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_nats_that_requires_tls_gets_every_dispatch() -> anyhow::Result<()> {
+    let nats = NatsServer::start_with(NatsConfig {
+        tls: Some(TestCertificates::generate()?),
+        ..NatsConfig::default()
+    })
+    .await?;
+    assert!(nats.url().starts_with("tls://"), "{}", nats.url());
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        events_per_second: 200.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "tlsbot", 2, 0..2, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    // A connection lost mid-traffic comes back over TLS too.
+    sim.post_json("/_sim/shards/0/drop", &json!({})).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("tlsbot")?, 2).await?;
+    let metrics = gateway.admin_get("/metrics").await?;
+    assert!(
+        metrics.contains("shardyard_gateway_nats_link_up 1"),
+        "the publishing connection is up: {metrics}"
+    );
+    assert_eq!(sim.stats().await?["violations"], json!([]));
     Ok(())
 }
 

@@ -3,13 +3,16 @@
 
 use std::fmt;
 
-/// One NATS server, from `nats://[user:pass@|token@]host[:port]`.
+/// One NATS server, from `nats://` or `tls://[user:pass@|token@]host[:port]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ServerAddr {
     /// Host name or IP.
     pub host: String,
     /// Port (4222 when not given).
     pub port: u16,
+    /// `tls://`: the connection must be TLS (with `nats://` it is TLS when the server
+    /// requires it).
+    pub tls: bool,
     auth: Auth,
 }
 
@@ -29,9 +32,9 @@ pub enum AddressError {
     /// Not a URL.
     #[error("{0:?} is not a NATS URL")]
     Invalid(String),
-    /// A scheme other than `nats://` (`tls://`, websockets).
+    /// A scheme other than `nats://` and `tls://` (websockets).
     #[error(
-        "{scheme}:// is not supported for publishing (the gateway's publishing connection speaks plain nats:// only)"
+        "{scheme}:// is not supported for publishing (the gateway's publishing connection speaks nats:// and tls://)"
     )]
     Scheme {
         /// The scheme.
@@ -60,6 +63,7 @@ impl fmt::Debug for ServerAddr {
         f.debug_struct("ServerAddr")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("auth", &auth)
             .finish()
     }
@@ -67,13 +71,14 @@ impl fmt::Debug for ServerAddr {
 
 impl ServerAddr {
     /// The CONNECT options for this server: no echo, no verbose `+OK`s, headers and
-    /// no-responders (a publish to a subject no stream listens on is answered 503 at once).
+    /// no-responders (a publish to a subject no stream listens on is answered 503 at once);
+    /// `tls` says whether the connection is TLS.
     #[must_use]
-    pub fn connect_json(&self, name: &str) -> Vec<u8> {
+    pub fn connect_json(&self, name: &str, tls: bool) -> Vec<u8> {
         let mut options = serde_json::json!({
             "verbose": false,
             "pedantic": false,
-            "tls_required": false,
+            "tls_required": tls,
             "name": name,
             "lang": "rust-shardyard",
             "version": env!("CARGO_PKG_VERSION"),
@@ -124,11 +129,15 @@ fn parse_one(raw: &str) -> Result<ServerAddr, AddressError> {
         None => with_scheme.clone(),
     };
     let url = url::Url::parse(&with_scheme).map_err(|_| AddressError::Invalid(shown()))?;
-    if url.scheme() != "nats" {
-        return Err(AddressError::Scheme {
-            scheme: url.scheme().to_owned(),
-        });
-    }
+    let tls = match url.scheme() {
+        "nats" => false,
+        "tls" => true,
+        other => {
+            return Err(AddressError::Scheme {
+                scheme: other.to_owned(),
+            });
+        }
+    };
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
@@ -148,6 +157,7 @@ fn parse_one(raw: &str) -> Result<ServerAddr, AddressError> {
     Ok(ServerAddr {
         host,
         port: url.port().unwrap_or(4222),
+        tls,
         auth,
     })
 }
@@ -183,15 +193,20 @@ mod tests {
         assert_eq!(addrs[0].to_string(), "127.0.0.1:4333");
         assert_eq!(addrs[1].to_string(), "localhost:4222");
         let json: serde_json::Value =
-            serde_json::from_slice(&addrs[2].connect_json("n")).expect("json");
+            serde_json::from_slice(&addrs[2].connect_json("n", false)).expect("json");
         assert_eq!(json["user"], "al@ice");
         assert_eq!(json["pass"], "p:ss");
         assert_eq!(json["headers"], true);
         assert_eq!(json["no_responders"], true);
         let json: serde_json::Value =
-            serde_json::from_slice(&addrs[3].connect_json("n")).expect("json");
+            serde_json::from_slice(&addrs[3].connect_json("n", true)).expect("json");
         assert_eq!(json["auth_token"], "tok");
         assert!(json.get("user").is_none());
+        assert_eq!(json["tls_required"], true);
+        assert!(addrs.iter().all(|a| !a.tls));
+        let tls = &parse_list("tls://nats.svc:4443").expect("valid")[0];
+        assert!(tls.tls);
+        assert_eq!(tls.to_string(), "nats.svc:4443");
     }
 
     #[test]
@@ -213,8 +228,8 @@ mod tests {
     fn unusable_lists_are_refused() {
         assert_eq!(parse_list(" , "), Err(AddressError::Empty));
         assert!(matches!(
-            parse_list("tls://nats:4222"),
-            Err(AddressError::Scheme { scheme }) if scheme == "tls"
+            parse_list("ws://nats:4222"),
+            Err(AddressError::Scheme { scheme }) if scheme == "ws"
         ));
         assert!(matches!(
             parse_list("nats://"),

@@ -17,14 +17,13 @@
 pub mod address;
 pub mod wire;
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut as _, BytesMut};
 use rand::Rng as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -81,6 +80,15 @@ pub enum LinkError {
         addr: String,
         /// What is missing.
         why: &'static str,
+    },
+    /// TLS could not be set up (no usable root certificates, a host name that cannot be a
+    /// TLS server name).
+    #[error("TLS to {addr}: {why}")]
+    Tls {
+        /// The server.
+        addr: String,
+        /// What went wrong.
+        why: String,
     },
     /// The server closed the connection.
     #[error("{0} closed the connection")]
@@ -285,10 +293,15 @@ async fn supervise(
     shared.lose_connection();
 }
 
+/// The reading side of a connection, plain TCP or TLS.
+type Reader = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing side of a connection, plain TCP or TLS.
+type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
 /// A connection past its handshake.
 struct Connection {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: Reader,
+    write: Writer,
     /// Bytes read after the handshake's PONG.
     leftover: BytesMut,
     max_payload: usize,
@@ -303,6 +316,41 @@ struct Info {
     headers: bool,
     #[serde(default)]
     tls_required: bool,
+    #[serde(default)]
+    tls_available: bool,
+}
+
+/// The TLS client settings, made once per process: the platform's root certificates
+/// (`SSL_CERT_FILE` and `SSL_CERT_DIR` honoured), as async-nats trusts for the gateway's
+/// other NATS connection, so one CA bundle serves both.
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    static CONNECTOR: OnceLock<Result<tokio_rustls::TlsConnector, String>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                let errors: Vec<String> = found.errors.iter().map(ToString::to_string).collect();
+                return Err(format!(
+                    "no usable root certificate on this machine (set SSL_CERT_FILE to a CA bundle){}",
+                    if errors.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", errors.join("; "))
+                    }
+                ));
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
 }
 
 /// Connects, reads INFO, sends CONNECT and the reply subscription, and waits for the PONG that
@@ -312,14 +360,14 @@ async fn handshake(addr: &ServerAddr, name: &str, inbox: &str) -> Result<Connect
         addr: addr.to_string(),
         source,
     };
-    let stream = TcpStream::connect((addr.host.as_str(), addr.port))
+    let mut stream = TcpStream::connect((addr.host.as_str(), addr.port))
         .await
         .map_err(io)?;
     stream.set_nodelay(true).map_err(io)?;
-    let (mut read, mut write) = stream.into_split();
     let mut buf = BytesMut::with_capacity(16 * 1024);
+    // INFO comes in plain text, also from a server that requires TLS.
     let info = loop {
-        match next_op(addr, &mut read, &mut buf).await? {
+        match next_op(addr, &mut stream, &mut buf).await? {
             ServerOp::Info(json) => break json,
             ServerOp::Err(reason) => {
                 return Err(LinkError::Refused {
@@ -334,10 +382,10 @@ async fn handshake(addr: &ServerAddr, name: &str, inbox: &str) -> Result<Connect
         addr: addr.to_string(),
         why: "its INFO is not JSON",
     })?;
-    if info.tls_required {
+    if addr.tls && !info.tls_required && !info.tls_available {
         return Err(LinkError::Unsuitable {
             addr: addr.to_string(),
-            why: "it requires TLS, which the gateway's publishing connection does not speak yet",
+            why: "the URL says tls:// but the server does not offer TLS",
         });
     }
     if !info.headers {
@@ -346,13 +394,30 @@ async fn handshake(addr: &ServerAddr, name: &str, inbox: &str) -> Result<Connect
             why: "it does not support message headers",
         });
     }
+    let tls = addr.tls || info.tls_required;
+    let (mut read, mut write): (Reader, Writer) = if tls {
+        let tls_error = |why: String| LinkError::Tls {
+            addr: addr.to_string(),
+            why,
+        };
+        let connector = tls_connector().map_err(tls_error)?;
+        let name = rustls::pki_types::ServerName::try_from(addr.host.clone())
+            .map_err(|e| tls_error(format!("{:?} is not a TLS server name: {e}", addr.host)))?;
+        let stream = connector.connect(name, stream).await.map_err(io)?;
+        let (read, write) = tokio::io::split(stream);
+        (Box::new(read), Box::new(write))
+    } else {
+        let (read, write) = stream.into_split();
+        (Box::new(read), Box::new(write))
+    };
     let mut hello = BytesMut::with_capacity(512);
     hello.put_slice(b"CONNECT ");
-    hello.put_slice(&addr.connect_json(name));
+    hello.put_slice(&addr.connect_json(name, tls));
     hello.put_slice(b"\r\nSUB ");
     hello.put_slice(inbox.as_bytes());
     hello.put_slice(b"> 1\r\nPING\r\n");
     write.write_all(&hello).await.map_err(io)?;
+    write.flush().await.map_err(io)?;
     loop {
         match next_op(addr, &mut read, &mut buf).await? {
             ServerOp::Pong => break,
@@ -362,7 +427,10 @@ async fn handshake(addr: &ServerAddr, name: &str, inbox: &str) -> Result<Connect
                     reason,
                 });
             }
-            ServerOp::Ping => write.write_all(b"PONG\r\n").await.map_err(io)?,
+            ServerOp::Ping => {
+                write.write_all(b"PONG\r\n").await.map_err(io)?;
+                write.flush().await.map_err(io)?;
+            }
             _ => {}
         }
     }
@@ -377,7 +445,7 @@ async fn handshake(addr: &ServerAddr, name: &str, inbox: &str) -> Result<Connect
 /// Reads until one whole operation is in `buf`.
 async fn next_op(
     addr: &ServerAddr,
-    read: &mut OwnedReadHalf,
+    read: &mut (impl AsyncRead + Unpin),
     buf: &mut BytesMut,
 ) -> Result<ServerOp, LinkError> {
     loop {
@@ -423,7 +491,7 @@ async fn serve(
 async fn read_loop(
     shared: &Shared,
     addr: &ServerAddr,
-    mut read: OwnedReadHalf,
+    mut read: Reader,
     mut buf: BytesMut,
 ) -> LinkError {
     loop {
@@ -504,7 +572,7 @@ fn handle(shared: &Shared, op: ServerOp) {
 }
 
 /// Writes whatever the windows framed, one batch per wake-up.
-async fn write_loop(shared: &Shared, addr: &ServerAddr, mut write: OwnedWriteHalf) -> LinkError {
+async fn write_loop(shared: &Shared, addr: &ServerAddr, mut write: Writer) -> LinkError {
     let mut batch = BytesMut::with_capacity(64 * 1024);
     loop {
         shared.wake_writer.notified().await;
@@ -515,7 +583,12 @@ async fn write_loop(shared: &Shared, addr: &ServerAddr, mut write: OwnedWriteHal
             }
             std::mem::swap(&mut state.out, &mut batch);
         }
-        if let Err(source) = write.write_all(&batch).await {
+        // A TLS stream may hold the last record back until flushed; for TCP it is a no-op.
+        let written = async {
+            write.write_all(&batch).await?;
+            write.flush().await
+        };
+        if let Err(source) = written.await {
             return LinkError::Io {
                 addr: addr.to_string(),
                 source,
