@@ -268,6 +268,20 @@ async fn failing_and_panicking_handlers_dead_letter_after_max_deliver_and_the_co
     })
     .await
     .with_context(|| worker.log_report())?;
+    // Bounded, so that a handler failing on everything cannot fill JetStream's storage.
+    let dead_stream = js
+        .get_stream(bot.dead_letter_stream())
+        .await?
+        .info()
+        .await?
+        .config
+        .clone();
+    assert_eq!(dead_stream.max_age, Duration::from_secs(14 * 24 * 60 * 60));
+    assert_eq!(dead_stream.max_bytes, 1024 * 1024 * 1024);
+    assert_eq!(
+        dead_stream.discard,
+        async_nats::jetstream::stream::DiscardPolicy::Old
+    );
     let by_id: HashMap<String, &async_nats::jetstream::message::StreamMessage> = letters
         .iter()
         .map(|m| (header(m, headers::MSG_ID), m))

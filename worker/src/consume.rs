@@ -51,6 +51,10 @@ const PULL_HEARTBEAT: Duration = Duration::from_secs(5);
 const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// The longest wait between attempts to reach NATS, the stream or the consumer.
 const MAX_SETUP_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the dead-letter stream keeps a dead letter (as long as SQS keeps one at most).
+const DEAD_LETTER_MAX_AGE: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+/// The most the dead-letter stream holds before its oldest letters go.
+const DEAD_LETTER_MAX_BYTES: i64 = 1024 * 1024 * 1024;
 /// The longest `Shardyard-Error` header.
 const MAX_ERROR_BYTES: usize = 1024;
 
@@ -260,6 +264,11 @@ impl Worker {
                 name: bot.dead_letter_stream(),
                 subjects: vec![bot.dead_letter_filter()],
                 storage: jetstream::stream::StorageType::File,
+                // Bounded, so that a handler failing on every event cannot fill JetStream's
+                // storage: the oldest dead letters go first.
+                max_age: DEAD_LETTER_MAX_AGE,
+                max_bytes: DEAD_LETTER_MAX_BYTES,
+                discard: jetstream::stream::DiscardPolicy::Old,
                 ..Default::default()
             })
         })
