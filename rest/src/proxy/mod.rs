@@ -34,7 +34,7 @@ use crate::ratelimit::{
 use answer::Local;
 use metrics::Metrics;
 pub use upstream::BaseError;
-use upstream::UpstreamClient;
+use upstream::{HttpClient, UpstreamBase};
 
 /// Discord's API, where requests go by default.
 pub const DEFAULT_UPSTREAM: &str = "https://discord.com/api";
@@ -96,12 +96,9 @@ impl ProxyConfig {
 /// Why the proxy could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// `--upstream` cannot be used.
+    /// `--upstream` cannot be used, or TLS could not be set up.
     #[error(transparent)]
     Upstream(#[from] BaseError),
-    /// The HTTP client for the other replicas could not be built.
-    #[error("building the HTTP client for the other replicas")]
-    Client(#[source] reqwest::Error),
     /// An address could not be bound.
     #[error("binding {addr}")]
     Bind {
@@ -133,7 +130,9 @@ const MOVED_BACKOFF: Duration = Duration::from_millis(50);
 
 struct Proxy {
     engine: RateLimiter,
-    upstream: UpstreamClient,
+    /// Requests upstream.
+    http: HttpClient,
+    upstream: UpstreamBase,
     token: Option<Token>,
     default_fingerprint: Option<TokenFingerprint>,
     client_tokens: Mutex<HashSet<TokenFingerprint>>,
@@ -143,7 +142,7 @@ struct Proxy {
     /// The other replicas (`--nats`).
     cluster: Option<Arc<Cluster>>,
     /// The client for requests forwarded to their token's owner.
-    relay: reqwest::Client,
+    relay: HttpClient,
 }
 
 /// What forwarding a request to its owner came to.
@@ -159,12 +158,9 @@ enum Relay {
 /// # Errors
 /// A bad upstream URL, an address that cannot be bound, or replicas that cannot be joined.
 pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(), ProxyError> {
-    let upstream = UpstreamClient::new(&config.upstream, Duration::from_secs(10))?;
-    let relay = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(ProxyError::Client)?;
+    let upstream = UpstreamBase::parse(&config.upstream)?;
+    let http = HttpClient::new(Duration::from_secs(10))?;
+    let relay = HttpClient::new(Duration::from_secs(2))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ProxyError::Bind {
@@ -183,6 +179,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
     let default_fingerprint = config.token.as_ref().map(|t| engine.fingerprint(t));
     let proxy = Arc::new(Proxy {
         engine,
+        http,
         upstream,
         token: config.token.clone(),
         default_fingerprint,
@@ -466,7 +463,7 @@ impl Proxy {
 
                 let sent = Instant::now();
                 let request =
-                    self.upstream
+                    self.http
                         .send(method.clone(), uri.clone(), headers.clone(), body.clone());
                 let outcome = tokio::time::timeout(self.config.upstream_timeout, async {
                     let (head, body) = request.await?.into_parts();
@@ -566,17 +563,16 @@ impl Proxy {
                     + self.config.upstream_timeout * (self.config.upstream_retries + 2)
                     + Duration::from_secs(10)
             });
-        let request = self
-            .relay
-            .request(method.clone(), format!("{}{path_and_query}", peer.url))
-            .headers(headers)
-            .body(body);
+        let uri = format!("{}{path_and_query}", peer.url).parse::<axum::http::Uri>();
         let exchange = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, bytes))
+            let uri = uri.map_err(|e| -> upstream::SendError { Box::new(e) })?;
+            let (head, body) = self
+                .relay
+                .send(method.clone(), uri, headers, body)
+                .await?
+                .into_parts();
+            let bytes = upstream::read_body(body).await?;
+            Ok::<_, upstream::SendError>((head.status, head.headers, bytes))
         };
         let outcome = match deadline {
             Some(deadline) => tokio::time::timeout(deadline, exchange).await,
@@ -589,11 +585,10 @@ impl Proxy {
                 "shardyard: the replica keeping this token's limits did not answer in time",
             )),
             Ok(Err(error)) => {
-                let connect = error.is_connect();
-                let error = error.without_url();
+                let connect = upstream::never_sent(&error);
                 tracing::warn!(
                     replica = %peer.id,
-                    error = %error_chain(&error),
+                    error = %error_chain(&*error),
                     "forwarding to a REST replica failed"
                 );
                 cluster.unreachable(peer).await;

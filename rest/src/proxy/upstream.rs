@@ -1,9 +1,10 @@
-//! The client that sends requests upstream (Discord's API, or the simulator in tests): hyper's
-//! pooled HTTP/1.1 client over TCP or rustls. The upstream's scheme, host and base path are
-//! parsed once, at start; a request's URI is that base with the client's path and query
-//! appended, which were already checked when the client's request was parsed. Nothing is
-//! parsed as a URL per request (that, with its IDNA pass and the string round trip into hyper's
-//! `Uri`, was the largest single item in the proxy's profile under reqwest).
+//! The proxy's HTTP client ([`HttpClient`]: hyper's pooled HTTP/1.1 client over TCP or rustls),
+//! for requests upstream (Discord's API, or the simulator in tests) and to the other replicas,
+//! and the upstream's base URL ([`UpstreamBase`]). The base's scheme, host and path are parsed
+//! once, at start; a request's URI is that base with the client's path and query appended,
+//! which were already checked when the client's request was parsed. Nothing is parsed as a URL
+//! per request (that, with its IDNA pass and the string round trip into hyper's `Uri`, was the
+//! largest single item in the proxy's profile under reqwest).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +29,7 @@ pub enum BaseError {
     )]
     Invalid(String),
     /// rustls could not be set up.
-    #[error("setting up TLS for the upstream")]
+    #[error("setting up TLS")]
     Tls(#[source] rustls::Error),
 }
 
@@ -36,20 +37,15 @@ pub enum BaseError {
 /// cause (never the URL, which may hold a webhook token).
 pub(crate) type SendError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Sends requests to one upstream base URL over a pool of keep-alive connections.
-pub(crate) struct UpstreamClient {
+/// Sends requests over a pool of keep-alive connections per host.
+pub(crate) struct HttpClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    scheme: Scheme,
-    authority: Authority,
-    /// The base URL's path without its trailing `/` (`/api`), or empty.
-    base_path: String,
 }
 
-impl UpstreamClient {
-    /// A client for `base` (`https://discord.com/api`): connections time out after
-    /// `connect_timeout`, idle ones are closed after 90 s.
-    pub(crate) fn new(base: &str, connect_timeout: Duration) -> Result<Self, BaseError> {
-        let (scheme, authority, base_path) = parse_base(base)?;
+impl HttpClient {
+    /// A client whose connections time out after `connect_timeout`; idle ones are closed after
+    /// 90 s.
+    pub(crate) fn new(connect_timeout: Duration) -> Result<Self, BaseError> {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         // Requests are small and answered at once: Nagle's delay would be pure latency.
@@ -74,8 +70,39 @@ impl UpstreamClient {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
+        Ok(Self { client })
+    }
+
+    /// Sends one request to `uri` (absolute); the answer's head, its body still to be read
+    /// ([`read_body`]).
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, SendError> {
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        Ok(self.client.request(request).await?)
+    }
+}
+
+/// Where requests go upstream: `http(s)://host[:port][/path]`.
+pub(crate) struct UpstreamBase {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without its trailing `/` (`/api`), or empty.
+    base_path: String,
+}
+
+impl UpstreamBase {
+    /// `base` (`https://discord.com/api`), checked.
+    pub(crate) fn parse(base: &str) -> Result<Self, BaseError> {
+        let (scheme, authority, base_path) = parse_base(base)?;
         Ok(Self {
-            client,
             scheme,
             authority,
             base_path,
@@ -100,20 +127,14 @@ impl UpstreamClient {
         parts.path_and_query = Some(PathAndQuery::from_maybe_shared(Bytes::from(path)).ok()?);
         Uri::from_parts(parts).ok()
     }
+}
 
-    /// Sends one request; the answer's head, its body still to be read ([`read_body`]).
-    pub(crate) async fn send(
-        &self,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        body: Bytes,
-    ) -> Result<Response<Incoming>, SendError> {
-        let mut request = Request::new(Full::new(body));
-        *request.method_mut() = method;
-        *request.uri_mut() = uri;
-        *request.headers_mut() = headers;
-        Ok(self.client.request(request).await?)
+/// Whether a failed request never reached the server (no connection, or a URI that could
+/// not be used), so that sending it elsewhere cannot make it happen twice.
+pub(crate) fn never_sent(error: &SendError) -> bool {
+    match error.downcast_ref::<hyper_util::client::legacy::Error>() {
+        Some(error) => error.is_connect(),
+        None => error.is::<axum::http::uri::InvalidUri>(),
     }
 }
 
@@ -157,13 +178,13 @@ fn without_userinfo(base: &str) -> String {
 mod tests {
     use super::*;
 
-    fn client(base: &str) -> UpstreamClient {
-        UpstreamClient::new(base, Duration::from_secs(1)).unwrap()
+    fn base(base: &str) -> UpstreamBase {
+        UpstreamBase::parse(base).unwrap()
     }
 
     #[test]
     fn a_request_uri_is_the_base_with_the_path_and_query() {
-        let discord = client("https://discord.com/api");
+        let discord = base("https://discord.com/api");
         assert_eq!(
             discord.uri("/v10/channels/1/messages", Some("limit=5&before=9")),
             Some(
@@ -172,16 +193,38 @@ mod tests {
                     .unwrap()
             )
         );
-        let sim = client("http://127.0.0.1:8450/api/");
+        let sim = base("http://127.0.0.1:8450/api/");
         assert_eq!(
             sim.uri("/v10/users/@me", None).unwrap().to_string(),
             "http://127.0.0.1:8450/api/v10/users/@me"
         );
-        let root = client("http://upstream:80");
+        let root = base("http://upstream:80");
         assert_eq!(
             root.uri("/v9/gateway", None).unwrap().to_string(),
             "http://upstream:80/v9/gateway"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_found_no_server_was_never_sent() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client = HttpClient::new(Duration::from_secs(1)).unwrap();
+        let uri: Uri = format!("http://127.0.0.1:{port}/api/v10/users/@me")
+            .parse()
+            .unwrap();
+        let error = client
+            .send(Method::GET, uri, HeaderMap::new(), Bytes::new())
+            .await
+            .expect_err("nothing listens there");
+        assert!(never_sent(&error), "{error:?}");
+        let bad: SendError = Box::new("http://a b".parse::<Uri>().unwrap_err());
+        assert!(never_sent(&bad));
+        let other: SendError = "the answer's body broke off".into();
+        assert!(!never_sent(&other));
     }
 
     #[test]
@@ -196,7 +239,7 @@ mod tests {
             "https://dïscord.com/api",
             "not a url",
         ] {
-            let error = UpstreamClient::new(bad, Duration::from_secs(1))
+            let error = UpstreamBase::parse(bad)
                 .err()
                 .unwrap_or_else(|| panic!("{bad} was accepted"));
             assert!(matches!(error, BaseError::Invalid(_)), "{bad}: {error}");
