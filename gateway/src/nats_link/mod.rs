@@ -323,6 +323,8 @@ struct Info {
 /// The TLS client settings, made once per process: the platform's root certificates
 /// (`SSL_CERT_FILE` and `SSL_CERT_DIR` honoured), as async-nats trusts for the gateway's
 /// other NATS connection, so one CA bundle serves both.
+/// A failure is kept too: the roots are read from files that do not change while the pod
+/// runs, and every reconnect reports the same clear error.
 fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     static CONNECTOR: OnceLock<Result<tokio_rustls::TlsConnector, String>> = OnceLock::new();
     CONNECTOR

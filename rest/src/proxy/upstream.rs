@@ -101,11 +101,25 @@ pub(crate) struct UpstreamBase {
 impl UpstreamBase {
     /// `base` (`https://discord.com/api`), checked.
     pub(crate) fn parse(base: &str) -> Result<Self, BaseError> {
-        let (scheme, authority, base_path) = parse_base(base)?;
+        let invalid = || BaseError::Invalid(without_userinfo(base));
+        let uri: Uri = base.parse().map_err(|_| invalid())?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
+            .ok_or_else(invalid)?
+            .clone();
+        let authority = uri
+            .authority()
+            .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
+            .ok_or_else(invalid)?
+            .clone();
+        if uri.query().is_some() {
+            return Err(invalid());
+        }
         Ok(Self {
             scheme,
             authority,
-            base_path,
+            base_path: uri.path().trim_end_matches('/').to_owned(),
         })
     }
 
@@ -142,26 +156,6 @@ pub(crate) fn never_sent(error: &SendError) -> bool {
 pub(crate) async fn read_body(body: Incoming) -> Result<Bytes, SendError> {
     use http_body_util::BodyExt as _;
     Ok(body.collect().await?.to_bytes())
-}
-
-fn parse_base(base: &str) -> Result<(Scheme, Authority, String), BaseError> {
-    let invalid = || BaseError::Invalid(without_userinfo(base));
-    let uri: Uri = base.parse().map_err(|_| invalid())?;
-    let scheme = uri
-        .scheme()
-        .filter(|s| **s == Scheme::HTTP || **s == Scheme::HTTPS)
-        .ok_or_else(invalid)?
-        .clone();
-    let authority = uri
-        .authority()
-        .filter(|a| !a.as_str().contains('@') && !a.host().is_empty())
-        .ok_or_else(invalid)?
-        .clone();
-    if uri.query().is_some() {
-        return Err(invalid());
-    }
-    let base_path = uri.path().trim_end_matches('/').to_owned();
-    Ok((scheme, authority, base_path))
 }
 
 /// `base` with a `user:password@` replaced by `…@`, for the error that refuses it.
