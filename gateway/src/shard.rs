@@ -371,19 +371,17 @@ async fn connection(
         next_payload(&mut ws, inflater.as_mut(), status),
     )
     .await;
-    let interval =
-        match hello {
-            Ok(Ok(Some(incoming))) => incoming.payload(inflater.as_ref()).and_then(|payload| {
-                match read_envelope(payload) {
-                    Ok(env) if env.op == OpCode::Hello.code() => env
-                        .data_bytes(payload)
-                        .and_then(|d| serde_json::from_slice::<Hello>(d).ok())
-                        .map(|h| Duration::from_millis(h.heartbeat_interval.max(1))),
-                    _ => None,
-                }
-            }),
-            _ => None,
-        };
+    let hello = match &hello {
+        Ok(Ok(Some(incoming))) => incoming.payload(inflater.as_ref()),
+        _ => None,
+    };
+    let interval = hello.and_then(|payload| match read_envelope(payload) {
+        Ok(env) if env.op == OpCode::Hello.code() => env
+            .data_bytes(payload)
+            .and_then(|d| serde_json::from_slice::<Hello>(d).ok())
+            .map(|h| Duration::from_millis(h.heartbeat_interval.max(1))),
+        _ => None,
+    });
     let Some(interval) = interval else {
         return Outcome::Failed("no HELLO".into());
     };

@@ -53,17 +53,7 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
 
     stream_equals_ground_truth(&nats, &sim, &BotKey::local("e2e")?, 2).await?;
     let stats = sim.stats().await?;
-    let shards = stats["shards"].as_array().cloned().unwrap_or_default();
-    let shard0 = shards
-        .iter()
-        .find(|s| s["id"] == 0)
-        .cloned()
-        .unwrap_or_default();
-    let shard1 = shards
-        .iter()
-        .find(|s| s["id"] == 1)
-        .cloned()
-        .unwrap_or_default();
+    let (shard0, shard1) = (shard(&sim, 0).await?, shard(&sim, 1).await?);
     assert_eq!(shard0["resumes"], 1, "RECONNECT resumes: {shard0}");
     assert_eq!(shard0["identifies"], 1, "and never re-identifies: {shard0}");
     assert!(
@@ -321,11 +311,7 @@ async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Res
     )
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let stats = sim.stats().await?;
-    let shard1 = stats["shards"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["id"] == 1).cloned())
-        .unwrap_or_default();
+    let shard1 = shard(&sim, 1).await?;
     assert_eq!(shard1["identifies"], 1, "no retry after 4004: {shard1}");
     assert_eq!(shard1["resumes"], 0, "no resume after 4004: {shard1}");
     let metrics = gateway.admin_get("/metrics").await?;
