@@ -266,8 +266,8 @@ pub fn reply_target(subject: &[u8], prefix: &str) -> Option<(u64, u64)> {
 
 /// Whether a JetStream publish reply says the message is stored: `{"stream":"…","seq":N}`,
 /// maybe with `"duplicate":true` (a replay JetStream already holds, which is as good). An error
-/// reply has `error` instead. JetStream's usual success is recognized without a JSON parser;
-/// anything else is parsed.
+/// reply has `error` instead. JetStream's usual success, exactly those fields in that order, is
+/// recognized without a JSON parser (it is read once per event); anything else is parsed.
 #[must_use]
 pub fn is_stored(payload: &[u8]) -> bool {
     #[derive(serde::Deserialize)]
@@ -276,17 +276,25 @@ pub fn is_stored(payload: &[u8]) -> bool {
         seq: Option<u64>,
         error: Option<serde::de::IgnoredAny>,
     }
-    let has = |needle: &[u8]| memchr::memmem::find(payload, needle).is_some();
-    if payload.starts_with(b"{\"stream\":\"")
-        && payload.ends_with(b"}")
-        && has(b"\"seq\":")
-        && !has(b"\"error\"")
-        && !has(b"\\")
-    {
-        return true;
-    }
-    serde_json::from_slice::<PubAck>(payload)
-        .is_ok_and(|a| a.error.is_none() && a.stream.is_some() && a.seq.is_some())
+    is_plain_stored_ack(payload)
+        || serde_json::from_slice::<PubAck>(payload)
+            .is_ok_and(|a| a.error.is_none() && a.stream.is_some() && a.seq.is_some())
+}
+
+/// `{"stream":"NAME","seq":DIGITS}` or `{"stream":"NAME","seq":DIGITS,"duplicate":true}`,
+/// with no escape in NAME: nothing else fits, so no `error` can hide in it.
+fn is_plain_stored_ack(payload: &[u8]) -> bool {
+    let Some(rest) = payload.strip_prefix(b"{\"stream\":\"") else {
+        return false;
+    };
+    let Some(name_end) = memchr::memchr2(b'"', b'\\', rest) else {
+        return false;
+    };
+    let Some(rest) = rest[name_end..].strip_prefix(b"\",\"seq\":") else {
+        return false;
+    };
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    digits > 0 && matches!(&rest[digits..], b"}" | b",\"duplicate\":true}")
 }
 
 #[cfg(test)]
@@ -425,5 +433,12 @@ MSG with.reply 1 reply.to 2\r\nhi\r\n";
         assert!(!is_stored(br#"{"stream":"S"}"#));
         assert!(!is_stored(b""));
         assert!(!is_stored(b"not json"));
+        // The fast path's edges, each still answered right (by the parser when not plain).
+        assert!(is_stored(br#"{"stream":"a\"b","seq":7}"#));
+        assert!(is_stored(br#"{"stream":"S","seq":7,"duplicate":false}"#));
+        assert!(!is_stored(br#"{"stream":"S","seq":}"#));
+        assert!(!is_stored(br#"{"stream":"S","seq":7,"error":{"code":1}}"#));
+        assert!(!is_stored(br#"{"stream":"S","seq":7"#));
+        assert!(!is_stored(br#"{"stream":"S,"seq":7}"#));
     }
 }
