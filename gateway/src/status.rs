@@ -211,6 +211,12 @@ impl GatewayStatus {
         );
         counter(
             &mut out,
+            "shardyard_gateway_suppressed_total",
+            "Dispatches not published because another generation is active (--generation).",
+            &|s| s.suppressed.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
             "shardyard_gateway_oversized_dropped_total",
             "Dispatches larger than NATS' max_payload, dropped (never publishable).",
             &|s| s.oversized.load(Ordering::Relaxed),

@@ -7,7 +7,9 @@
 //!    same simulator traffic rate. CPU is the process's utime + stime from `/proc/PID/stat` over
 //!    a steady window; events are what the receiver counted in that window (the gateway's
 //!    `shardyard_gateway_published_total`, twilight's own count), checked against the
-//!    simulator's `dispatched`.
+//!    simulator's `dispatched`. A third receiver is the gateway with nothing to publish (its
+//!    `--generation` inactive): the receive path alone, counted by
+//!    `shardyard_gateway_suppressed_total`.
 //! 2. Memory: VmRSS of each holding 1,000 idle shards once all are READY, minus the same
 //!    process holding 1 shard of the same 1,000.
 //! 3. Load: the gateway alone at rising simulator rates: events/s acknowledged by JetStream
@@ -76,13 +78,19 @@ async fn sim_dispatched(sim: &SimProcess) -> anyhow::Result<u64> {
         .sum())
 }
 
-async fn gateway_published(gateway: &GatewayProcess) -> anyhow::Result<u64> {
+/// A per-shard counter of the gateway's, summed over its shards.
+async fn gateway_counter(gateway: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
     let metrics = gateway.admin_get("/metrics").await?;
+    let prefix = format!("{name}{{");
     Ok(metrics
         .lines()
-        .filter(|l| l.starts_with("shardyard_gateway_published_total{"))
+        .filter(|l| l.starts_with(&prefix))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64)
+}
+
+async fn gateway_published(gateway: &GatewayProcess) -> anyhow::Result<u64> {
+    gateway_counter(gateway, "shardyard_gateway_published_total").await
 }
 
 /// The twilight receiver as a process, with its control port.
@@ -273,6 +281,39 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
             nats_cpu * 1e6 / ours.events as f64
         );
 
+        // The same gateway with nothing to publish: its generation is not the active one, so
+        // each dispatch is inflated, read and counted done in order, with no NATS write or ack.
+        // What is left of the gap to twilight without the publish.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let bot = format!("bench-cpu-quiet-{round}");
+        let gateway =
+            GatewayProcess::start(&sim, nats, &bot, shards, 0..shards, &["--generation", "2"])
+                .await?;
+        gateway.wait_ready(Duration::from_secs(60)).await?;
+        nats.jetstream()
+            .await?
+            .get_key_value(shardyard_protocol::BotKey::local(&bot)?.control_bucket())
+            .await?
+            .put(shardyard_protocol::names::ACTIVE_GENERATION_KEY, "1".into())
+            .await?;
+        let mut gateway = gateway;
+        let pid = gateway.process().pid();
+        let (quiet, _) = measure(&sim, pid, nats_pid, || {
+            gateway_counter(&gateway, "shardyard_gateway_suppressed_total")
+        })
+        .await?;
+        drop(gateway);
+        anyhow::ensure!(
+            quiet.events * 100 >= quiet.sim_events * 99,
+            "the inactive generation counted {} of {} dispatches: it was not receiving them all",
+            quiet.events,
+            quiet.sim_events
+        );
+        println!(
+            "  round {round} shardyard gateway, receive only (inactive generation): {}",
+            quiet.describe()
+        );
+
         tokio::time::sleep(Duration::from_secs(6)).await;
         let twilight = Twilight::start(&sim, shards, shards, shards)?;
         twilight
@@ -287,6 +328,10 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
         println!("  round {round} twilight-gateway:  {}", theirs.describe());
         let ratio = ours.us_per_event() / theirs.us_per_event();
         println!("  round {round} ratio shardyard / twilight: {ratio:.2}× (goal ≤ 0.8×)");
+        println!(
+            "  round {round} ratio shardyard receive only / twilight: {:.2}×",
+            quiet.us_per_event() / theirs.us_per_event()
+        );
         ratios.push(ratio);
     }
     let violations = &sim.stats().await?["violations"];
