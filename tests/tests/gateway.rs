@@ -79,6 +79,17 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
         !metrics.contains(sim.token()),
         "the token never reaches metrics"
     );
+    // Debug logging, through identifies, resumes and reconnects.
+    let mut gateway = gateway;
+    let log = gateway.process().log();
+    assert!(
+        log.contains("shard ready"),
+        "the log is the gateway's: {log}"
+    );
+    assert!(
+        !log.contains(sim.token()),
+        "the token never reaches the log"
+    );
     Ok(())
 }
 
@@ -323,6 +334,14 @@ async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Res
     assert!(
         metrics.contains("shardyard_gateway_shard_state{shard=\"0\",state=\"ready\"} 1"),
         "{metrics}"
+    );
+    // An authentication failure is where a token would be quoted, if anywhere.
+    let mut gateway = gateway;
+    let log = gateway.process().log();
+    assert!(log.contains("4004"), "the log reports the close: {log}");
+    assert!(
+        !log.contains(sim.token()),
+        "the token never reaches the log"
     );
     Ok(())
 }
