@@ -900,16 +900,44 @@ async fn idle_buckets_are_forgotten() {
             global_per_second: 100_000,
         },
     );
+    let buckets = |limiter: &RateLimiter| limiter.snapshot().tokens[0].buckets;
+    for channel in 0..1024 {
+        permit(&limiter, &messages(channel))
+            .await
+            .complete(&ok("create", 5, 4, 1.0));
+    }
+    assert_eq!(buckets(&limiter), 1024);
+    sleep(Duration::from_secs(2)).await;
+    // A lookup with 1,024 buckets remembered sweeps those whose window is over and that
+    // nobody holds.
+    let held = permit(&limiter, &messages(5000)).await;
+    assert_eq!(buckets(&limiter), 1);
+    held.complete(&ok("create", 5, 4, 1.0));
+
+    // From then on a sweep waits for the table to double from what the last one kept
+    // (1,024 at least): busy buckets are not walked again and again.
     for channel in 0..1023 {
         permit(&limiter, &messages(channel))
             .await
             .complete(&ok("create", 5, 4, 1.0));
     }
-    assert_eq!(limiter.snapshot().tokens[0].buckets, 1023);
+    assert_eq!(buckets(&limiter), 1024);
+    // Still inside their windows: the sweep keeps them all, and the next waits for 2,048.
+    let _ = permit(&limiter, &messages(6000)).await;
+    assert_eq!(buckets(&limiter), 1025);
     sleep(Duration::from_secs(2)).await;
-    // Every 1024th lookup sweeps buckets whose window is over and that nobody holds.
-    let _held = permit(&limiter, &messages(5000)).await;
-    assert_eq!(limiter.snapshot().tokens[0].buckets, 1);
+    let _ = permit(&limiter, &messages(6001)).await;
+    assert_eq!(
+        buckets(&limiter),
+        1026,
+        "not swept before the table doubles"
+    );
+    for channel in 7000..8022 {
+        let _ = permit(&limiter, &messages(channel)).await;
+    }
+    assert_eq!(buckets(&limiter), 2048);
+    let _ = permit(&limiter, &messages(9000)).await;
+    assert_eq!(buckets(&limiter), 1, "idle ones forgotten once it doubled");
 }
 
 #[tokio::test(start_paused = true)]
