@@ -253,6 +253,20 @@ impl GatewayStatus {
                 shard.window.load(Ordering::Relaxed)
             );
         }
+        header(
+            &mut out,
+            "shardyard_gateway_acked_sequence",
+            "gauge",
+            "The session's last sequence JetStream acknowledged (or another generation's): where a resume starts.",
+        );
+        for shard in &self.shards {
+            let _ = writeln!(
+                out,
+                "shardyard_gateway_acked_sequence{{shard=\"{}\"}} {}",
+                shard.id,
+                shard.acked_seq.load(Ordering::Relaxed)
+            );
+        }
         Histogram::render_sum(
             &mut out,
             "shardyard_gateway_publish_latency_seconds",

@@ -53,6 +53,18 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
         .await?;
 
     stream_equals_ground_truth(&nats, &sim, &BotKey::local("e2e")?, 2).await?;
+    // Each shard's acknowledged sequence (where it would resume) reaches the last one
+    // Discord sent in the newest session.
+    for id in 0..2 {
+        let last_seq = shard(&sim, id).await?["last_seq"].clone();
+        let line = format!("shardyard_gateway_acked_sequence{{shard=\"{id}\"}} {last_seq}\n");
+        eventually(Duration::from_secs(5), "acked sequence", || async {
+            let metrics = gateway.admin_get("/metrics").await?;
+            anyhow::ensure!(metrics.contains(&line), "no {line:?} in:\n{metrics}");
+            Ok(())
+        })
+        .await?;
+    }
     let stats = sim.stats().await?;
     let (shard0, shard1) = (shard(&sim, 0).await?, shard(&sim, 1).await?);
     assert_eq!(shard0["resumes"], 1, "RECONNECT resumes: {shard0}");
