@@ -196,12 +196,20 @@ impl GatewayStatus {
                 );
             }
         }
+        // One value per shard, of `kind` ("counter" or "gauge").
+        let per_shard = |out: &mut String,
+                         kind: &str,
+                         name: &str,
+                         help: &str,
+                         get: &dyn Fn(&ShardStatus) -> u64| {
+            header(out, name, kind, help);
+            for shard in &self.shards {
+                let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.id, get(shard));
+            }
+        };
         let counter =
             |out: &mut String, name: &str, help: &str, get: &dyn Fn(&ShardStatus) -> u64| {
-                header(out, name, "counter", help);
-                for shard in &self.shards {
-                    let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", shard.id, get(shard));
-                }
+                per_shard(out, "counter", name, help, get);
             };
         counter(
             &mut out,
@@ -239,34 +247,20 @@ impl GatewayStatus {
             "Inflated bytes received.",
             &|s| s.bytes_raw.load(Ordering::Relaxed),
         );
-        header(
+        per_shard(
             &mut out,
+            "gauge",
             "shardyard_gateway_publish_window",
-            "gauge",
             "Publishes awaiting JetStream's acknowledgement.",
+            &|s| s.window.load(Ordering::Relaxed),
         );
-        for shard in &self.shards {
-            let _ = writeln!(
-                out,
-                "shardyard_gateway_publish_window{{shard=\"{}\"}} {}",
-                shard.id,
-                shard.window.load(Ordering::Relaxed)
-            );
-        }
-        header(
+        per_shard(
             &mut out,
-            "shardyard_gateway_acked_sequence",
             "gauge",
+            "shardyard_gateway_acked_sequence",
             "The session's last sequence JetStream acknowledged (or another generation's): where a resume starts.",
+            &|s| s.acked_seq.load(Ordering::Relaxed),
         );
-        for shard in &self.shards {
-            let _ = writeln!(
-                out,
-                "shardyard_gateway_acked_sequence{{shard=\"{}\"}} {}",
-                shard.id,
-                shard.acked_seq.load(Ordering::Relaxed)
-            );
-        }
         Histogram::render_sum(
             &mut out,
             "shardyard_gateway_publish_latency_seconds",
