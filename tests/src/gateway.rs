@@ -113,6 +113,12 @@ impl GatewayProcess {
         Ok(())
     }
 
+    /// Everything the process has logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
     /// Where `/healthz`, `/readyz` and `/metrics` are served.
     #[must_use]
     pub fn admin_addr(&self) -> SocketAddr {

@@ -2,9 +2,9 @@
 //! in order, once — checked against the simulator's ground truth — through reconnects and
 //! resumes; fatal close codes stop a shard for good.
 
-use anyhow::Context as _;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use serde_json::json;
 use shardyard_protocol::BotKey;
 use shardyard_tests::ground_truth::wait_until_stream_matches;
@@ -92,8 +92,7 @@ async fn every_dispatch_reaches_the_stream_through_reconnects_and_resumes() -> a
         "the token never reaches metrics"
     );
     // Debug logging, through identifies, resumes and reconnects.
-    let mut gateway = gateway;
-    let log = gateway.process().log();
+    let log = gateway.log();
     assert!(
         log.contains("shard ready"),
         "the log is the gateway's: {log}"
@@ -348,8 +347,7 @@ async fn fatal_close_codes_stop_the_shard_and_are_never_retried() -> anyhow::Res
         "{metrics}"
     );
     // An authentication failure is where a token would be quoted, if anywhere.
-    let mut gateway = gateway;
-    let log = gateway.process().log();
+    let log = gateway.log();
     assert!(log.contains("4004"), "the log reports the close: {log}");
     assert!(
         !log.contains(sim.token()),
