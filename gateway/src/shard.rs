@@ -573,10 +573,7 @@ async fn connection(
                         let (Some(seq), Some(event)) = (envelope.seq, envelope.event_type) else {
                             continue;
                         };
-                        let data: &[u8] = envelope
-                            .data
-                            .clone()
-                            .map_or(b"null", |range| &payload[range]);
+                        let data = envelope.data_bytes(payload).unwrap_or(b"null");
                         last_seq = Some(seq);
                         if event == "READY" {
                             match serde_json::from_slice::<Ready>(data) {
