@@ -254,7 +254,8 @@ fn read_discord_prefix<'a>(frame: &'a [u8], fields: &mut Fields<'a>) -> Option<u
     if !has(i, b",\"d\":") {
         return None;
     }
-    Some(i + 5)
+    // JSON allows whitespace before a value; `d`'s range must start at the value itself.
+    Some(skip_ws(frame, i + 5))
 }
 
 /// Reads the members that follow the one whose value ends just before `i`, up to the end of
@@ -906,6 +907,14 @@ mod tests {
             (r#"{"op":0,"d":[]}"#, Some("[]")),
             (r#"{"op":0,"d":{}}"#, Some("{}")),
             (r#"{"op":0,"d":null}"#, Some("null")),
+            (
+                "{\"t\":null,\"s\":0,\"op\":0,\"d\":\tnull\r} ",
+                Some("null"),
+            ),
+            (
+                "{\"t\":\"A\",\"s\":1,\"op\":0,\"d\": \n{\"a\":1} }",
+                Some("{\"a\":1}"),
+            ),
             (r#"{"op":0}"#, None),
             (
                 r#"{"d":{"a":"\\\\\\\""},"op":0}"#,
