@@ -136,6 +136,13 @@ pub enum EnvelopeError {
         /// Where the value of `t` starts.
         offset: usize,
     },
+    /// A key of the envelope has a `\uXXXX` escape of half a UTF-16 surrogate pair without the
+    /// other half, which is not a character (serde_json refuses such a key too).
+    #[error("a key has an unpaired UTF-16 surrogate escape at offset {offset}")]
+    UnpairedSurrogate {
+        /// Where the escape starts.
+        offset: usize,
+    },
     /// One of `op`, `s`, `t`, `d` appears twice.
     #[error("the key `{key}` appears twice")]
     DuplicateKey {
@@ -427,44 +434,76 @@ fn read_key(frame: &[u8], i: usize) -> Result<(Key, usize), EnvelopeError> {
 
 /// Decodes a key written with escapes, as far as needed to know whether it is one of ours.
 /// `offset` is where `raw` starts in the frame, for errors.
+///
+/// The whole key is read, not just its first bytes: serde_json reads a key as a string and
+/// refuses a bad escape or an unpaired UTF-16 surrogate anywhere in it, so the reader does too.
 fn decode_key(raw: &[u8], offset: usize) -> Result<Key, EnvelopeError> {
-    // Our keys are at most two bytes long; anything longer is `Other`.
-    let mut decoded = [0u8; 2];
+    let unpaired = |at: usize| EnvelopeError::UnpairedSurrogate {
+        offset: offset + at,
+    };
+    // Our keys are at most two bytes long: a third decoded byte makes the key `Other`.
+    let mut decoded = [0u8; 3];
     let mut len = 0;
+    // Where a high surrogate (`\uD800` to `\uDBFF`) waiting for its low half starts.
+    let mut high_surrogate_at = None;
     let mut j = 0;
     while j < raw.len() {
-        let byte = if raw[j] == b'\\' {
-            let escape = *raw.get(j + 1).ok_or(EnvelopeError::Truncated)?;
-            j += 2;
-            match escape {
-                b'"' | b'\\' | b'/' => escape,
-                b'b' | b'f' | b'n' | b'r' | b't' => 0x01, // not part of any of our keys
-                b'u' => {
-                    let hex = raw.get(j..j + 4).ok_or(EnvelopeError::Truncated)?;
-                    let mut code: u32 = 0;
-                    for (k, &h) in hex.iter().enumerate() {
-                        let digit = char::from(h)
-                            .to_digit(16)
-                            .ok_or_else(|| unexpected(offset + j + k, h))?;
-                        code = code * 16 + digit;
-                    }
-                    j += 4;
-                    // Non-ASCII characters, surrogates included, are in none of our keys.
-                    u8::try_from(code).ok().filter(u8::is_ascii).unwrap_or(0x01)
-                }
-                other => return Err(unexpected(offset + j - 1, other)),
-            }
+        let at = j;
+        let (byte, code) = if raw[j] == b'\\' {
+            let (byte, code, end) = decode_escape(raw, j + 1, offset)?;
+            j = end;
+            (byte, code)
         } else {
             j += 1;
-            raw[j - 1]
+            (raw[at], None)
         };
-        if len == decoded.len() {
-            return Ok(Key::Other);
+        let is_low_surrogate = matches!(code, Some(0xDC00..=0xDFFF));
+        if let Some(high) = high_surrogate_at.take() {
+            if !is_low_surrogate {
+                return Err(unpaired(high));
+            }
+        } else if is_low_surrogate {
+            return Err(unpaired(at));
+        } else if matches!(code, Some(0xD800..=0xDBFF)) {
+            high_surrogate_at = Some(at);
         }
-        decoded[len] = byte;
-        len += 1;
+        if len < decoded.len() {
+            decoded[len] = byte;
+            len += 1;
+        }
+    }
+    if let Some(high) = high_surrogate_at {
+        return Err(unpaired(high));
     }
     Ok(Key::from_bytes(&decoded[..len]))
+}
+
+/// Decodes the escape whose letter is at `raw[j]` (just after the backslash): the byte it
+/// stands for as far as our keys go, the code unit of a `\uXXXX`, and the index after it.
+fn decode_escape(
+    raw: &[u8],
+    j: usize,
+    offset: usize,
+) -> Result<(u8, Option<u32>, usize), EnvelopeError> {
+    let escape = *raw.get(j).ok_or(EnvelopeError::Truncated)?;
+    match escape {
+        b'"' | b'\\' | b'/' => Ok((escape, None, j + 1)),
+        b'b' | b'f' | b'n' | b'r' | b't' => Ok((0x01, None, j + 1)), // in none of our keys
+        b'u' => {
+            let hex = raw.get(j + 1..j + 5).ok_or(EnvelopeError::Truncated)?;
+            let mut code: u32 = 0;
+            for (k, &h) in hex.iter().enumerate() {
+                let digit = char::from(h)
+                    .to_digit(16)
+                    .ok_or_else(|| unexpected(offset + j + 1 + k, h))?;
+                code = code * 16 + digit;
+            }
+            // Non-ASCII characters, surrogates included, are in none of our keys.
+            let byte = u8::try_from(code).ok().filter(u8::is_ascii).unwrap_or(0x01);
+            Ok((byte, Some(code), j + 5))
+        }
+        other => Err(unexpected(offset + j, other)),
+    }
 }
 
 /// The index of the closing quote of a string whose opening quote is just before `i`.
@@ -942,6 +981,26 @@ mod tests {
                 found: 'p'
             })
         );
+    }
+
+    #[test]
+    fn keys_with_unpaired_surrogates_are_refused_anywhere_in_the_key() {
+        // A pair is one character, in any key, however long.
+        assert_eq!(read(r#"{"op":1,"x\uD83D\uDE00yz":2}"#).unwrap().op, 1);
+        for (frame, offset) in [
+            (r#"{"op":1,"\uD83Du":2}"#, 9),
+            (r#"{"op":1,"abc\uD83D":2}"#, 12),
+            (r#"{"op":1,"abc\uD83D\n":2}"#, 12),
+            (r#"{"op":1,"abc\uD83D\uD83D\uDE00":2}"#, 12),
+            (r#"{"op":1,"abcdef\uDE00":2}"#, 15),
+            (r#"{"\uDE00op":1}"#, 2),
+        ] {
+            assert_eq!(
+                read(frame),
+                Err(EnvelopeError::UnpairedSurrogate { offset }),
+                "{frame}"
+            );
+        }
     }
 
     #[test]
