@@ -5,8 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use shardyard_gateway::config::{ordinal_from_pod_name, parse_shard_range};
-use shardyard_gateway::{Compression, GatewayConfig};
+use shardyard_gateway::config::{
+    ordinal_from_pod_name, parse_max_age, parse_max_bytes, parse_shard_range,
+};
+use shardyard_gateway::{Compression, GatewayConfig, StreamLimits};
 use shardyard_protocol::{BotKey, Intents, Token, pod_shard_range};
 
 /// Flags of `shardyard gateway`; the documented ones are an exact interface.
@@ -61,6 +63,14 @@ pub(crate) struct GatewayArgs {
     /// Unacknowledged publishes per shard before it stops reading its socket.
     #[arg(long, default_value_t = 1024)]
     publish_window: usize,
+    /// When this process creates the event stream (no operator made it): drop events older
+    /// than this. Seconds, or with s, m, h or d (`24h`); 0 keeps events whatever their age.
+    #[arg(long, env = "SHARDYARD_STREAM_MAX_AGE", default_value = "24h", value_parser = parse_max_age)]
+    stream_max_age: std::time::Duration,
+    /// When this process creates the event stream: past this size the oldest events go. Bytes,
+    /// or with KiB, MiB, GiB or TiB (`10GiB`); 0 for no limit.
+    #[arg(long, env = "SHARDYARD_STREAM_MAX_BYTES", default_value = "10GiB", value_parser = parse_max_bytes)]
+    stream_max_bytes: u64,
     /// Threads running the shards. 1 (the default) runs everything on one thread, which costs
     /// about a third less CPU per event than handing work between threads; one thread carries
     /// tens of thousands of events/s, so scale with more pods (or raise this for one big pod).
@@ -86,6 +96,8 @@ impl GatewayArgs {
             generation,
             admin_addr,
             publish_window,
+            stream_max_age,
+            stream_max_bytes,
             threads: _,
         } = self;
         let shards = match (shards, shards_per_pod) {
@@ -139,6 +151,10 @@ impl GatewayArgs {
             presence,
             publish_window,
             generation,
+            stream_limits: StreamLimits {
+                max_age: stream_max_age,
+                max_bytes: stream_max_bytes,
+            },
         };
         Ok((config, admin_addr))
     }

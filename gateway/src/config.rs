@@ -1,6 +1,7 @@
 //! What a gateway process runs: which bot, which shards, how to reach Discord and NATS.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use shardyard_protocol::{BotKey, Intents, Token};
 
@@ -53,6 +54,104 @@ pub struct GatewayConfig {
     pub publish_window: usize,
     /// The shard generation this process belongs to; `None` always publishes.
     pub generation: Option<u64>,
+    /// The event stream's limits, used when this process creates the stream.
+    pub stream_limits: StreamLimits,
+}
+
+/// How much of the bot's event stream JetStream keeps: the oldest events go first past either
+/// limit (a worker that falls further behind than this loses them, rather than the gateway
+/// stopping). Used when the gateway creates the stream; a stream that exists (the operator's)
+/// keeps its own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Events older than this are dropped; zero keeps them whatever their age.
+    pub max_age: Duration,
+    /// Past this many bytes the oldest events are dropped; zero for no limit.
+    pub max_bytes: u64,
+}
+
+impl Default for StreamLimits {
+    /// A day of events, at most 10 GiB: enough for a worker outage overnight on a mid-sized
+    /// bot, and no unbounded growth on a laptop left running.
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(24 * 60 * 60),
+            max_bytes: 10 << 30,
+        }
+    }
+}
+
+/// A `--stream-max-age` or `--stream-max-bytes` value that cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {what} {value:?}: {hint}")]
+pub struct InvalidLimit {
+    what: &'static str,
+    value: String,
+    hint: &'static str,
+}
+
+/// Parses a stream age limit: seconds, or a number with `s`, `m`, `h` or `d` (`24h`, `7d`); `0`
+/// for no limit.
+///
+/// # Errors
+/// [`InvalidLimit`] for anything else, or an age that does not fit in `u64` seconds.
+pub fn parse_max_age(s: &str) -> Result<Duration, InvalidLimit> {
+    let invalid = || InvalidLimit {
+        what: "age",
+        value: s.to_owned(),
+        hint: "use seconds or a number with s, m, h or d (24h, 7d); 0 for no limit",
+    };
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(invalid()),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .ok_or_else(invalid)?;
+    Ok(Duration::from_secs(seconds))
+}
+
+/// Parses a stream size limit: bytes, or a number with `KiB`, `MiB`, `GiB` or `TiB` (also
+/// written `Ki`, `Mi`, `Gi`, `Ti`, as Kubernetes quantities are); `0` for no limit.
+///
+/// # Errors
+/// [`InvalidLimit`] for anything else, or a size JetStream cannot take (above `i64::MAX`).
+pub fn parse_max_bytes(s: &str) -> Result<u64, InvalidLimit> {
+    let invalid = || InvalidLimit {
+        what: "size",
+        value: s.to_owned(),
+        hint: "use bytes or a number with KiB, MiB, GiB or TiB (10GiB); 0 for no limit",
+    };
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "KiB" | "Ki" => 10,
+        "MiB" | "Mi" => 20,
+        "GiB" | "Gi" => 30,
+        "TiB" | "Ti" => 40,
+        _ => return Err(invalid()),
+    };
+    let bytes = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| i64::try_from(n).is_ok())
+        .ok_or_else(invalid)?;
+    Ok(bytes)
 }
 
 /// A `--shards` value that is not `A..B` with `A < B`.
@@ -91,7 +190,35 @@ pub fn ordinal_from_pod_name(name: &str) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::{ordinal_from_pod_name, parse_shard_range};
+    use std::time::Duration;
+
+    use super::{ordinal_from_pod_name, parse_max_age, parse_max_bytes, parse_shard_range};
+
+    #[test]
+    fn stream_limits_read_units_and_zero_as_no_limit() {
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        assert_eq!(parse_max_age("3600").unwrap(), hours(1));
+        assert_eq!(parse_max_age("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_max_age("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_max_age("24h").unwrap(), hours(24));
+        assert_eq!(parse_max_age("7d").unwrap(), hours(7 * 24));
+        assert_eq!(parse_max_age("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_max_age("0h").unwrap(), Duration::ZERO);
+        for bad in ["", "h", "1.5h", "-1", "1w", "10 h", "99999999999999999999d"] {
+            let error = parse_max_age(bad).unwrap_err().to_string();
+            assert!(error.contains("use seconds"), "{bad}: {error}");
+        }
+        assert_eq!(parse_max_bytes("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_max_bytes("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_max_bytes("1Mi").unwrap(), 1 << 20);
+        assert_eq!(parse_max_bytes("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_max_bytes("2Ti").unwrap(), 2 << 40);
+        assert_eq!(parse_max_bytes("0").unwrap(), 0);
+        for bad in ["", "B", "1KB", "1G", "1.5GiB", "-1", "8388608TiB", "1iB"] {
+            let error = parse_max_bytes(bad).unwrap_err().to_string();
+            assert!(error.contains("use bytes"), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn shard_ranges_and_pod_ordinals() {

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use config::{Compression, GatewayConfig};
+pub use config::{Compression, GatewayConfig, StreamLimits};
 use tokio_util::sync::CancellationToken;
 
 /// Why the gateway could not start or stopped.
@@ -157,7 +157,8 @@ pub async fn run(
     let _close_link = link.close_on_drop();
     let _ = status.link.set(link.clone());
     let publisher =
-        publisher::Publisher::new(js.clone(), link.clone(), config.bot.clone(), config.total);
+        publisher::Publisher::new(js.clone(), link.clone(), config.bot.clone(), config.total)
+            .with_stream_limits(config.stream_limits);
     publisher.ensure_stream().await?;
     let generation = match config.generation {
         Some(g) => generation::GenerationGate::watch(&js, &config.bot, g, shutdown.clone()).await?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use shardyard_protocol::BotKey;
 
+use crate::config::StreamLimits;
 use crate::nats_link::NatsLink;
 use crate::window::PublishWindow;
 
@@ -16,6 +17,7 @@ pub struct Publisher {
     link: NatsLink,
     bot: BotKey,
     total: u32,
+    limits: StreamLimits,
 }
 
 /// JetStream refused or lost a publish.
@@ -50,7 +52,15 @@ impl Publisher {
             link,
             bot,
             total,
+            limits: StreamLimits::default(),
         }
+    }
+
+    /// The same publisher, creating the stream (when it is missing) with `limits` rather than
+    /// the default ones.
+    #[must_use]
+    pub fn with_stream_limits(self, limits: StreamLimits) -> Self {
+        Self { limits, ..self }
     }
 
     /// The publishing connection.
@@ -59,23 +69,50 @@ impl Publisher {
         &self.link
     }
 
-    /// Creates the event stream when it does not exist yet (the operator normally has).
+    /// Creates the event stream with this publisher's limits when it does not exist yet (the
+    /// operator normally has). A stream that exists keeps its configuration, limits included:
+    /// whoever created it owns them, and two gateways given different limits must not take
+    /// turns rewriting them.
     ///
     /// # Errors
     /// [`PublishError::Stream`] when JetStream refuses.
     pub async fn ensure_stream(&self) -> Result<(), PublishError> {
         let stream = self.bot.stream();
-        self.js
+        // JetStream's spelling of the limits: zero age and -1 bytes for none.
+        let max_age = self.limits.max_age;
+        let max_bytes = match self.limits.max_bytes {
+            0 => -1,
+            n => i64::try_from(n).unwrap_or(i64::MAX),
+        };
+        let created = self
+            .js
             .get_or_create_stream(jetstream::stream::Config {
                 name: stream.clone(),
                 subjects: vec![self.bot.events_filter()],
                 storage: jetstream::stream::StorageType::File,
                 duplicate_window: DUPLICATE_WINDOW,
+                // Past either limit the oldest events go: a worker that falls that far behind
+                // loses them, rather than the gateway stopping every shard.
+                discard: jetstream::stream::DiscardPolicy::Old,
+                max_age,
+                max_bytes,
                 ..Default::default()
             })
             .await
-            .map(|_| ())
-            .map_err(|source| PublishError::Stream { stream, source })
+            .map_err(|source| PublishError::Stream {
+                stream: stream.clone(),
+                source,
+            })?;
+        let config = &created.cached_info().config;
+        if (config.max_age, config.max_bytes) != (max_age, max_bytes) {
+            tracing::info!(
+                %stream,
+                max_age = ?config.max_age,
+                max_bytes = config.max_bytes,
+                "the event stream exists with limits of its own; they are kept"
+            );
+        }
+        Ok(())
     }
 
     /// Waits until the publishing connection is up and JetStream answers for the bot's stream

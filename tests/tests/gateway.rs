@@ -273,13 +273,25 @@ async fn a_deleted_stream_is_created_again_and_publishing_goes_on() -> anyhow::R
         ..SimArgs::default()
     })
     .await?;
-    let mut gateway = GatewayProcess::start(&sim, &nats, "lostbot", 1, 0..1, &[]).await?;
+    let limits = ["--stream-max-age", "2h", "--stream-max-bytes", "64MiB"];
+    let mut gateway = GatewayProcess::start(&sim, &nats, "lostbot", 1, 0..1, &limits).await?;
     gateway.wait_ready(Duration::from_secs(30)).await?;
     let js = nats.jetstream().await?;
     let bot = BotKey::local("lostbot")?;
     let stored = |js: async_nats::jetstream::Context, name: String| async move {
         anyhow::Ok(js.get_stream(name).await?.info().await?.state.messages)
     };
+    // The limits the gateway was given, each time it creates the stream.
+    let limits_of = |js: async_nats::jetstream::Context, name: String| async move {
+        let config = js.get_stream(name).await?.info().await?.config.clone();
+        anyhow::Ok((config.max_age, config.max_bytes, config.discard))
+    };
+    let wanted = (
+        Duration::from_secs(2 * 60 * 60),
+        64 << 20,
+        async_nats::jetstream::stream::DiscardPolicy::Old,
+    );
+    assert_eq!(limits_of(js.clone(), bot.stream()).await?, wanted);
     eventually(Duration::from_secs(20), "events in the stream", || async {
         let n = stored(js.clone(), bot.stream()).await?;
         anyhow::ensure!(n > 0, "no event yet");
@@ -299,6 +311,7 @@ async fn a_deleted_stream_is_created_again_and_publishing_goes_on() -> anyhow::R
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e:#}\n{}", gateway.process().log_report()))?;
+    assert_eq!(limits_of(js.clone(), bot.stream()).await?, wanted);
     gateway.wait_ready(Duration::from_secs(30)).await?;
     assert_eq!(sim.stats().await?["violations"], json!([]));
     Ok(())
