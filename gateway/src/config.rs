@@ -96,29 +96,20 @@ pub struct InvalidLimit {
 /// # Errors
 /// [`InvalidLimit`] for anything else, or an age that does not fit in `u64` seconds.
 pub fn parse_max_age(s: &str) -> Result<Duration, InvalidLimit> {
-    let invalid = || InvalidLimit {
-        what: "age",
-        value: s.to_owned(),
-        hint: "use seconds or a number with s, m, h or d (24h, 7d); 0 for no limit",
-    };
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => s.split_at(at),
-        None => (s, "s"),
-    };
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 60 * 60,
-        "d" => 24 * 60 * 60,
-        _ => return Err(invalid()),
-    };
-    let seconds = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .ok_or_else(invalid)?;
-    Ok(Duration::from_secs(seconds))
+    const UNITS: &[(&str, u64)] = &[
+        ("", 1),
+        ("s", 1),
+        ("m", 60),
+        ("h", 60 * 60),
+        ("d", 24 * 60 * 60),
+    ];
+    scaled(s, UNITS)
+        .map(Duration::from_secs)
+        .ok_or_else(|| InvalidLimit {
+            what: "age",
+            value: s.to_owned(),
+            hint: "use seconds or a number with s, m, h or d (24h, 7d); 0 for no limit",
+        })
 }
 
 /// Parses a stream size limit: bytes, or a number with `KiB`, `MiB`, `GiB` or `TiB` (also
@@ -127,31 +118,33 @@ pub fn parse_max_age(s: &str) -> Result<Duration, InvalidLimit> {
 /// # Errors
 /// [`InvalidLimit`] for anything else, or a size JetStream cannot take (above `i64::MAX`).
 pub fn parse_max_bytes(s: &str) -> Result<u64, InvalidLimit> {
-    let invalid = || InvalidLimit {
-        what: "size",
-        value: s.to_owned(),
-        hint: "use bytes or a number with KiB, MiB, GiB or TiB (10GiB); 0 for no limit",
-    };
-    let s = s.trim();
-    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => s.split_at(at),
-        None => (s, ""),
-    };
-    let shift = match unit {
-        "" => 0,
-        "KiB" | "Ki" => 10,
-        "MiB" | "Mi" => 20,
-        "GiB" | "Gi" => 30,
-        "TiB" | "Ti" => 40,
-        _ => return Err(invalid()),
-    };
-    let bytes = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(1 << shift))
+    const UNITS: &[(&str, u64)] = &[
+        ("", 1),
+        ("KiB", 1 << 10),
+        ("Ki", 1 << 10),
+        ("MiB", 1 << 20),
+        ("Mi", 1 << 20),
+        ("GiB", 1 << 30),
+        ("Gi", 1 << 30),
+        ("TiB", 1 << 40),
+        ("Ti", 1 << 40),
+    ];
+    scaled(s, UNITS)
         .filter(|&n| i64::try_from(n).is_ok())
-        .ok_or_else(invalid)?;
-    Ok(bytes)
+        .ok_or_else(|| InvalidLimit {
+            what: "size",
+            value: s.to_owned(),
+            hint: "use bytes or a number with KiB, MiB, GiB or TiB (10GiB); 0 for no limit",
+        })
+}
+
+/// `s`, a whole number followed by one of `units` (`""` for none), times that unit's factor;
+/// `None` for anything else or an overflow.
+fn scaled(s: &str, units: &[(&str, u64)]) -> Option<u64> {
+    let s = s.trim();
+    let (number, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let (_, factor) = units.iter().find(|(name, _)| *name == unit)?;
+    number.parse::<u64>().ok()?.checked_mul(*factor)
 }
 
 /// A `--shards` value that is not `A..B` with `A < B`.
