@@ -175,3 +175,139 @@ pub(crate) fn run(args: GatewayArgs) -> anyhow::Result<()> {
         shardyard_gateway::run(config, admin_addr, shutdown).await.context("running the gateway")
     })
 }
+
+/// The documented interface of `shardyard gateway`, which other tools script against: every
+/// flag as the gateway issue spells it, parsed the way `main` parses it.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use clap::Parser as _;
+    use shardyard_gateway::{Compression, GatewayConfig, StreamLimits};
+    use shardyard_protocol::Intents;
+
+    use crate::{Cli, Command};
+
+    /// `shardyard gateway <args>` with a token file, into the process's configuration.
+    fn config(args: &[&str]) -> anyhow::Result<(GatewayConfig, Option<std::net::SocketAddr>)> {
+        static FILES: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "shardyard-cli-token-{}-{}",
+            std::process::id(),
+            FILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        // As Kubernetes mounts a secret someone wrote with `echo`: a trailing newline.
+        std::fs::write(&path, "Bot s3cret.t0ken\n")?;
+        let token_file = path.to_string_lossy().into_owned();
+        let mut argv = vec!["shardyard", "gateway", "--token-file", &token_file];
+        argv.extend_from_slice(args);
+        let parsed = Cli::try_parse_from(argv).map_err(anyhow::Error::from);
+        let config = parsed.and_then(|cli| match cli.command {
+            Command::Gateway(args) => args.into_config(),
+            _ => anyhow::bail!("not the gateway subcommand"),
+        });
+        std::fs::remove_file(&path)?;
+        config
+    }
+
+    const REQUIRED: [&str; 8] = [
+        "--bot",
+        "mybot",
+        "--api-base",
+        "http://127.0.0.1:8450/api/v10",
+        "--nats",
+        "nats://127.0.0.1:4222",
+        "--total",
+        "16",
+    ];
+
+    #[test]
+    fn every_documented_flag_reaches_the_configuration() -> anyhow::Result<()> {
+        let mut args = REQUIRED.to_vec();
+        args.extend([
+            "--ordinal",
+            "3",
+            "--shards-per-pod",
+            "4",
+            "--intents",
+            "GUILDS,GUILD_MESSAGES",
+            "--compression",
+            "none",
+            "--large-threshold",
+            "250",
+            "--presence",
+            r#"{"status":"idle","activities":[],"since":null,"afk":false}"#,
+            "--generation",
+            "2",
+            "--admin-addr",
+            "127.0.0.1:9100",
+            "--stream-max-age",
+            "7d",
+            "--stream-max-bytes",
+            "512MiB",
+        ]);
+        let (config, admin) = config(&args)?;
+        assert_eq!(config.bot.to_string(), "mybot");
+        assert_eq!(config.api_base, "http://127.0.0.1:8450/api/v10");
+        assert_eq!(config.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!((config.total, config.shards.clone()), (16, 12..16));
+        assert_eq!(config.token.expose(), "s3cret.t0ken");
+        assert_eq!(
+            config.intents,
+            "GUILDS".parse::<Intents>()? | "GUILD_MESSAGES".parse::<Intents>()?
+        );
+        assert_eq!(config.compression, Compression::None);
+        assert_eq!(config.large_threshold, 250);
+        assert_eq!(
+            config.presence.as_ref().map(|p| p["status"].clone()),
+            Some("idle".into())
+        );
+        assert_eq!(config.generation, Some(2));
+        assert_eq!(admin, Some("127.0.0.1:9100".parse()?));
+        assert_eq!(
+            config.stream_limits,
+            StreamLimits {
+                max_age: Duration::from_secs(7 * 24 * 60 * 60),
+                max_bytes: 512 << 20,
+            }
+        );
+        // The token is in the configuration, and never in its `Debug`.
+        assert!(!format!("{config:?}").contains("s3cret"));
+        Ok(())
+    }
+
+    #[test]
+    fn defaults_and_the_shard_range_form() -> anyhow::Result<()> {
+        let mut args = REQUIRED.to_vec();
+        args.extend(["--shards", "4..8"]);
+        let (config, admin) = config(&args)?;
+        assert_eq!(config.shards, 4..8);
+        assert_eq!(config.compression, Compression::ZlibStream);
+        assert_eq!(config.large_threshold, 50);
+        assert_eq!(config.intents, "NON_PRIVILEGED".parse::<Intents>()?);
+        assert_eq!(
+            (config.presence, config.generation, admin),
+            (None, None, None)
+        );
+        assert_eq!(config.stream_limits, StreamLimits::default());
+        Ok(())
+    }
+
+    #[test]
+    fn shard_choices_that_cannot_work_are_refused_with_the_way_out() {
+        let error = |extra: &[&str]| {
+            let mut args = REQUIRED.to_vec();
+            args.extend_from_slice(extra);
+            config(&args).expect_err("refused").to_string()
+        };
+        assert!(error(&[]).contains("give --shards A..B, or --shards-per-pod P"));
+        assert!(error(&["--shards", "0..4", "--ordinal", "1"]).contains("cannot be used with"));
+        assert!(error(&["--shards", "8..4"]).contains("use A..B"));
+        assert!(error(&["--shards", "0..4", "--large-threshold", "49"]).contains("49"));
+        assert!(
+            error(&["--shards", "0..4", "--compression", "gzip"]).contains("zlib-stream or none")
+        );
+        assert!(error(&["--shards", "0..4", "--presence", "{"]).contains("--presence is not JSON"));
+    }
+}
