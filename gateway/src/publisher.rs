@@ -1,6 +1,8 @@
 //! The bot's event stream, and a [`PublishWindow`] per shard that publishes to it over the
 //! process's [`NatsLink`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -18,6 +20,9 @@ pub struct Publisher {
     bot: BotKey,
     total: u32,
     limits: StreamLimits,
+    /// Whether an existing stream's differing limits were logged: once per process, not once
+    /// per shard each time JetStream comes back.
+    limits_reported: Arc<AtomicBool>,
 }
 
 /// JetStream refused or lost a publish.
@@ -53,6 +58,7 @@ impl Publisher {
             bot,
             total,
             limits: StreamLimits::default(),
+            limits_reported: Arc::default(),
         }
     }
 
@@ -104,7 +110,9 @@ impl Publisher {
                 source,
             })?;
         let config = &created.cached_info().config;
-        if (config.max_age, config.max_bytes) != (max_age, max_bytes) {
+        if (config.max_age, config.max_bytes) != (max_age, max_bytes)
+            && !self.limits_reported.swap(true, Ordering::Relaxed)
+        {
             tracing::info!(
                 %stream,
                 max_age = ?config.max_age,
