@@ -68,8 +68,9 @@ pub(crate) struct GatewayArgs {
     #[arg(long, env = "SHARDYARD_STREAM_MAX_AGE", default_value = "24h", value_parser = parse_max_age)]
     stream_max_age: std::time::Duration,
     /// When this process creates the event stream: past this size the oldest events go. Bytes,
-    /// or with KiB, MiB, GiB or TiB (`10GiB`); 0 for no limit.
-    #[arg(long, env = "SHARDYARD_STREAM_MAX_BYTES", default_value = "10GiB", value_parser = parse_max_bytes)]
+    /// or with KiB, MiB, GiB or TiB (`10GiB`); 0 (the default) for no limit. JetStream reserves
+    /// this much of the server's storage for the stream, so it must fit the NATS volume.
+    #[arg(long, env = "SHARDYARD_STREAM_MAX_BYTES", default_value = "0", value_parser = parse_max_bytes)]
     stream_max_bytes: u64,
     /// Threads running the shards. 1 (the default) runs everything on one thread, which costs
     /// about a third less CPU per event than handing work between threads; one thread carries

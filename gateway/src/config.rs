@@ -71,12 +71,16 @@ pub struct StreamLimits {
 }
 
 impl Default for StreamLimits {
-    /// A day of events, at most 10 GiB: enough for a worker outage overnight on a mid-sized
-    /// bot, and no unbounded growth on a laptop left running.
+    /// A day of events, with no size limit: enough for a worker outage overnight, and no
+    /// unbounded growth on a laptop left running.
+    ///
+    /// No size limit by default because JetStream reserves a stream's `max_bytes` out of the
+    /// server's storage when the stream is created: a default that does not fit the NATS
+    /// volume (a 10 GiB one on a 10 Gi claim) would stop the bot from starting at all.
     fn default() -> Self {
         Self {
             max_age: Duration::from_secs(24 * 60 * 60),
-            max_bytes: 10 << 30,
+            max_bytes: 0,
         }
     }
 }

@@ -511,24 +511,27 @@ mod tests {
             async move { anyhow::Ok(js.get_stream(stream?).await?.info().await?.config.clone()) }
         };
 
-        // The defaults: a day and 10 GiB, the oldest events going first.
+        // The defaults: a day and no size limit (nothing reserved), the oldest events first.
         let (defaults, js) = publisher(&server, "defaultbot", 1).await?;
         defaults.ensure_stream().await?;
         let config = config_of(js.clone(), "defaultbot").await?;
         assert_eq!(config.max_age, Duration::from_secs(24 * 60 * 60));
-        assert_eq!(config.max_bytes, 10 << 30);
+        assert_eq!(config.max_bytes, -1);
         assert_eq!(config.discard, DiscardPolicy::Old);
         assert_eq!(config.duplicate_window, crate::publisher::DUPLICATE_WINDOW);
 
-        // Zero is no limit, in JetStream's spelling.
-        let (unbounded, _) = publisher(&server, "unboundedbot", 1).await?;
-        let unbounded = unbounded.with_stream_limits(StreamLimits {
+        // Limits given are set; zero age is no limit, in JetStream's spelling.
+        let (limited, _) = publisher(&server, "limitedbot", 1).await?;
+        let limited = limited.with_stream_limits(StreamLimits {
             max_age: Duration::ZERO,
-            max_bytes: 0,
+            max_bytes: 64 << 20,
         });
-        unbounded.ensure_stream().await?;
-        let config = config_of(js.clone(), "unboundedbot").await?;
-        assert_eq!((config.max_age, config.max_bytes), (Duration::ZERO, -1));
+        limited.ensure_stream().await?;
+        let config = config_of(js.clone(), "limitedbot").await?;
+        assert_eq!(
+            (config.max_age, config.max_bytes),
+            (Duration::ZERO, 64 << 20)
+        );
 
         // A stream someone else made (the operator) is not rewritten.
         let bot = BotKey::local("ownedbot")?;
