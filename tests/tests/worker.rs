@@ -15,8 +15,8 @@ use shardyard_tests::worker::{
     Handled, create_event_stream, done_counts, publish_event, read_record, read_stream,
 };
 use shardyard_tests::{
-    CacheProcess, GatewayProcess, NatsServer, RestProcess, SimArgs, SimProcess, WorkerProcess,
-    eventually,
+    CacheProcess, GatewayProcess, NatsConfig, NatsServer, RestProcess, SimArgs, SimProcess,
+    WorkerProcess, eventually,
 };
 
 fn as_u64(value: &Value) -> anyhow::Result<u64> {
@@ -25,6 +25,52 @@ fn as_u64(value: &Value) -> anyhow::Result<u64> {
         Value::Number(n) => n.as_u64().context("an id"),
         other => anyhow::bail!("not an id: {other}"),
     }
+}
+
+/// JetStream reserves each stream's `max_bytes` out of the server's storage when the stream is
+/// created, so default limits must fit a small NATS volume: here 2 GB, where an event stream
+/// reserving 10 GiB by default once kept the worker's dead-letter stream (1 GiB) from being
+/// created and the bot from starting.
+#[tokio::test]
+async fn the_example_bot_starts_with_default_limits_on_a_small_nats_volume() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("small-store.conf");
+    std::fs::write(&config, "jetstream {\n  max_file_store: 2GB\n}\n")?;
+    let nats = NatsServer::start_with(NatsConfig {
+        extra_args: vec!["-c".into(), config.to_string_lossy().into_owned()],
+        ..NatsConfig::default()
+    })
+    .await?;
+    let max_storage = &nats.monitor_json("/jsz").await?["config"]["max_storage"];
+    anyhow::ensure!(
+        max_storage.as_u64().is_some_and(|n| n <= 2 << 30),
+        "the server's JetStream storage is {max_storage}, not the configured 2 GB"
+    );
+    let sim = SimProcess::start(SimArgs {
+        guilds: 3,
+        events_per_second: 20.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let mut gateway = GatewayProcess::start(&sim, &nats, "smallbot", 1, 0..1, &[]).await?;
+    gateway
+        .wait_ready(Duration::from_secs(30))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}\n{}", gateway.process().log_report()))?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let worker = WorkerProcess::start_example(&nats, &rest, "smallbot", &[]).await?;
+    let said = sim
+        .post_json("/_sim/say", &json!({"content": "!ping"}))
+        .await?;
+    let channel = as_u64(&said["channel_id"])?;
+    eventually(Duration::from_secs(10), "pong arrives", || async {
+        let got = sim.channel_message_contents(channel).await?;
+        anyhow::ensure!(got == ["pong"], "{got:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| worker.log_report())?;
+    Ok(())
 }
 
 #[tokio::test]
