@@ -27,6 +27,21 @@ fn as_u64(value: &Value) -> anyhow::Result<u64> {
     }
 }
 
+/// Someone says `!ping` in the simulator; the example bot's `pong` must land in that channel.
+async fn says_ping_and_gets_pong(sim: &SimProcess, worker: &WorkerProcess) -> anyhow::Result<()> {
+    let said = sim
+        .post_json("/_sim/say", &json!({"content": "!ping"}))
+        .await?;
+    let channel = as_u64(&said["channel_id"])?;
+    eventually(Duration::from_secs(10), "pong arrives", || async {
+        let got = sim.channel_message_contents(channel).await?;
+        anyhow::ensure!(got == ["pong"], "{got:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| worker.log_report())
+}
+
 /// JetStream reserves each stream's `max_bytes` out of the server's storage when the stream is
 /// created, so default limits must fit a small NATS volume: here 2 GB, where an event stream
 /// reserving 10 GiB by default once kept the worker's dead-letter stream (1 GiB) from being
@@ -59,18 +74,7 @@ async fn the_example_bot_starts_with_default_limits_on_a_small_nats_volume() -> 
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", gateway.process().log_report()))?;
     let rest = RestProcess::start(&sim, &[]).await?;
     let worker = WorkerProcess::start_example(&nats, &rest, "smallbot", &[]).await?;
-    let said = sim
-        .post_json("/_sim/say", &json!({"content": "!ping"}))
-        .await?;
-    let channel = as_u64(&said["channel_id"])?;
-    eventually(Duration::from_secs(10), "pong arrives", || async {
-        let got = sim.channel_message_contents(channel).await?;
-        anyhow::ensure!(got == ["pong"], "{got:?}");
-        Ok(())
-    })
-    .await
-    .with_context(|| worker.log_report())?;
-    Ok(())
+    says_ping_and_gets_pong(&sim, &worker).await
 }
 
 #[tokio::test]
@@ -88,17 +92,7 @@ async fn the_example_bot_answers_ping_and_a_slash_command_through_the_proxy() ->
     let rest = RestProcess::start(&sim, &[]).await?;
     let worker = WorkerProcess::start_example(&nats, &rest, "pingbot", &[]).await?;
 
-    let said = sim
-        .post_json("/_sim/say", &json!({"content": "!ping"}))
-        .await?;
-    let channel = as_u64(&said["channel_id"])?;
-    eventually(Duration::from_secs(10), "pong arrives", || async {
-        let got = sim.channel_message_contents(channel).await?;
-        anyhow::ensure!(got == ["pong"], "{got:?}");
-        Ok(())
-    })
-    .await
-    .with_context(|| worker.log_report())?;
+    says_ping_and_gets_pong(&sim, &worker).await?;
 
     let interaction = sim
         .post_json("/_sim/interactions", &json!({"name": "ping"}))
