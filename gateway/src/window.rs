@@ -445,7 +445,7 @@ fn with_window<T>(link: &Shared, slot: usize, f: impl FnOnce(&mut WindowState) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use futures_util::StreamExt as _;
@@ -464,7 +464,7 @@ mod tests {
     }
 
     /// A publisher for `bot` over a link to `server`, once the link is up.
-    async fn publisher(
+    pub(crate) async fn publisher(
         server: &shardyard_tests::NatsServer,
         bot: &str,
         total: u32,
@@ -496,65 +496,6 @@ mod tests {
             }
         })
         .await?
-    }
-
-    #[tokio::test]
-    async fn a_created_stream_has_the_limits_and_an_existing_one_keeps_its_own()
-    -> anyhow::Result<()> {
-        use async_nats::jetstream::stream::{Config, DiscardPolicy};
-
-        use crate::config::StreamLimits;
-
-        let server = shardyard_tests::NatsServer::start().await?;
-        let config_of = |js: async_nats::jetstream::Context, bot: &str| {
-            let stream = BotKey::local(bot).map(|b| b.stream());
-            async move { anyhow::Ok(js.get_stream(stream?).await?.info().await?.config.clone()) }
-        };
-
-        // The defaults: a day and no size limit (nothing reserved), the oldest events first.
-        let (defaults, js) = publisher(&server, "defaultbot", 1).await?;
-        defaults.ensure_stream().await?;
-        let config = config_of(js.clone(), "defaultbot").await?;
-        assert_eq!(config.max_age, Duration::from_secs(24 * 60 * 60));
-        assert_eq!(config.max_bytes, -1);
-        assert_eq!(config.discard, DiscardPolicy::Old);
-        assert_eq!(config.duplicate_window, crate::publisher::DUPLICATE_WINDOW);
-
-        // Limits given are set; zero age is no limit, in JetStream's spelling.
-        let (limited, _) = publisher(&server, "limitedbot", 1).await?;
-        let limited = limited.with_stream_limits(StreamLimits {
-            max_age: Duration::ZERO,
-            max_bytes: 64 << 20,
-        });
-        limited.ensure_stream().await?;
-        let config = config_of(js.clone(), "limitedbot").await?;
-        assert_eq!(
-            (config.max_age, config.max_bytes),
-            (Duration::ZERO, 64 << 20)
-        );
-
-        // A stream someone else made (the operator) is not rewritten.
-        let bot = BotKey::local("ownedbot")?;
-        js.create_stream(Config {
-            name: bot.stream(),
-            subjects: vec![bot.events_filter()],
-            max_age: Duration::from_secs(60),
-            max_bytes: 1 << 20,
-            ..Default::default()
-        })
-        .await?;
-        let (late, _) = publisher(&server, "ownedbot", 1).await?;
-        let late = late.with_stream_limits(StreamLimits {
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 30,
-        });
-        late.ensure_stream().await?;
-        let config = config_of(js, "ownedbot").await?;
-        assert_eq!(
-            (config.max_age, config.max_bytes),
-            (Duration::from_secs(60), 1 << 20)
-        );
-        Ok(())
     }
 
     #[tokio::test]
