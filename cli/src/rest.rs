@@ -52,6 +52,11 @@ pub(crate) struct RestArgs {
     /// `X-Shardyard-Max-Wait`; past it the proxy answers 429 itself.
     #[arg(long, env = "SHARDYARD_REST_MAX_WAIT", default_value_t = 30.0)]
     max_wait: f64,
+    /// The longest (seconds) a local 429 (or 503 at the invalid-request line) is held before
+    /// it is answered, never past its retry-after or the request's wait budget: a client that
+    /// re-sends refused requests at once is paced by it. 0 answers refusals at once.
+    #[arg(long, env = "SHARDYARD_REST_REFUSAL_HOLD", default_value_t = 1.0)]
+    refusal_hold: f64,
     /// Seconds an upstream request may take until its whole answer is in (then 504).
     #[arg(long, env = "SHARDYARD_REST_UPSTREAM_TIMEOUT", default_value_t = 30.0)]
     upstream_timeout: f64,
@@ -97,6 +102,7 @@ impl RestArgs {
             global_per_second,
             invalid_request_line,
             max_wait,
+            refusal_hold,
             upstream_timeout,
             upstream_retries,
             max_upload_bytes,
@@ -123,6 +129,7 @@ impl RestArgs {
         config.limits.invalid_request_line = invalid_request_line;
         config.limits.default_max_wait = Some(seconds("--max-wait", max_wait)?);
         config.limits.sequential_buckets = !unordered_buckets;
+        config.refusal_hold = seconds("--refusal-hold", refusal_hold)?;
         config.upstream_timeout = seconds("--upstream-timeout", upstream_timeout)?;
         config.upstream_retries = upstream_retries;
         config.max_upload_bytes = max_upload_bytes;
@@ -249,6 +256,27 @@ mod tests {
         assert_eq!(cluster.url, "http://10.1.2.3:8080");
         assert_eq!(cluster.bot.as_str(), "mybot");
         assert_eq!(cluster.nats_url, "nats://x:1");
+    }
+
+    #[test]
+    fn refusals_are_held_a_second_unless_told_otherwise() {
+        use clap::Parser as _;
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["rest", "--listen", "127.0.0.1:1"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args).unwrap().rest.into_config()
+        };
+        assert_eq!(parse(&[]).unwrap().refusal_hold, Duration::from_secs(1));
+        assert_eq!(
+            parse(&["--refusal-hold", "0.25"]).unwrap().refusal_hold,
+            Duration::from_millis(250)
+        );
+        assert_eq!(
+            parse(&["--refusal-hold", "0"]).unwrap().refusal_hold,
+            Duration::ZERO
+        );
+        let error = parse(&["--refusal-hold=-1"]).unwrap_err().to_string();
+        assert!(error.contains("--refusal-hold"), "{error}");
     }
 
     #[test]

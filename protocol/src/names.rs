@@ -22,6 +22,26 @@ pub mod headers {
     pub const ERROR: &str = "Shardyard-Error";
 }
 
+/// HTTP headers of the REST proxy (`shardyard rest`) that its clients send or read. HTTP header
+/// names are case-insensitive; these are lower case, as `http::HeaderName` wants them.
+pub mod proxy_headers {
+    /// Request: how long (seconds, a number ≥ 0) the request may wait for the rate limit
+    /// before the proxy answers 429 itself. Workers send it so that they wait their turn.
+    pub const MAX_WAIT: &str = "x-shardyard-max-wait";
+    /// Answer: on every answer the proxy made itself, what went wrong (`bad_path`,
+    /// `body_too_large`, `upstream_unreachable`, … and the refusal kinds).
+    pub const ERROR: &str = "x-shardyard-error";
+    /// Answer: on answers refused by the rate-limit engine, the refusal's kind (`would_wait`,
+    /// `invalid_request_guard`, `token_locked`, `webhook_gone`) or `no_token`,
+    /// `too_many_tokens`.
+    pub const REFUSED: &str = "x-shardyard-refused";
+    /// Request, between replicas: `<replica id>` of a replica that forwards a request to the
+    /// replica keeping its token's limits; the owner then never forwards it again.
+    pub const FORWARDED: &str = "x-shardyard-forwarded";
+    /// The prefix of every proxy header: a client's headers with it are never forwarded.
+    pub const PREFIX: &str = "x-shardyard-";
+}
+
 /// The durable pull consumer of the default worker group.
 pub const WORKER_CONSUMER: &str = "workers";
 

@@ -613,10 +613,39 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
             .await?
             .contains(&"impatient".to_owned())
     );
+    // A client that asked for no wait gets its refusal at once: it is not held.
+    assert_eq!(
+        rest.metric("shardyard_rest_held_refusals_total").await?,
+        0.0
+    );
+    // One that may wait a little, but not long enough, and does not say so gets its refusal
+    // held for the proxy's refusal hold (1 s), with the retry-after shortened by as much.
+    let asked = std::time::Instant::now();
+    let response = http
+        .post(format!("{api}/channels/{channel}/messages"))
+        .header("X-Shardyard-Max-Wait", "1.5")
+        .json(&json!({"content": "a little patient"}))
+        .send()
+        .await?;
+    let held_for = asked.elapsed();
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        rest.metric("shardyard_rest_held_refusals_total").await?,
+        1.0
+    );
+    assert!(
+        held_for >= Duration::from_millis(990),
+        "answered after {held_for:?}"
+    );
+    let body: Value = response.json().await?;
+    assert!(
+        body["retry_after"].as_f64().is_some_and(|s| s < 4.1),
+        "the retry-after counts the hold: {body}"
+    );
     assert_eq!(
         rest.metric("shardyard_rest_refused_total{kind=\"would_wait\"}")
             .await?,
-        1.0
+        2.0
     );
     assert_eq!(
         rest.metric(

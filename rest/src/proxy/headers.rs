@@ -3,21 +3,10 @@
 
 use axum::http::{HeaderMap, HeaderName, header};
 
+pub use shardyard_protocol::names::proxy_headers::{ERROR, FORWARDED, MAX_WAIT, REFUSED};
+
 /// The proxy's own request headers (`X-Shardyard-…`), never forwarded.
-pub(crate) const OWN_PREFIX: &str = "x-shardyard-";
-
-/// `X-Shardyard-Max-Wait`: how long (seconds) a request may wait for the rate limit.
-pub const MAX_WAIT: &str = "x-shardyard-max-wait";
-/// On every answer the proxy made itself: what went wrong (`bad_path`, `body_too_large`,
-/// `upstream_unreachable`, … and the refusal kinds).
-pub const ERROR: &str = "x-shardyard-error";
-/// On answers refused by the rate-limit engine: the refusal's kind (`would_wait`,
-/// `invalid_request_guard`, `token_locked`, `webhook_gone`) or `no_token`, `too_many_tokens`.
-pub const REFUSED: &str = "x-shardyard-refused";
-
-/// `X-Shardyard-Forwarded: <replica id>`: set by a replica that forwards a request to the
-/// replica owning its token (`--nats`); the owner then never forwards it again.
-pub const FORWARDED: &str = "x-shardyard-forwarded";
+pub(crate) const OWN_PREFIX: &str = shardyard_protocol::names::proxy_headers::PREFIX;
 
 /// Hop-by-hop headers every proxy removes.
 const HOP_BY_HOP: [HeaderName; 8] = [

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use shardyard_admin::prom::{Histogram, escape_label, header};
@@ -30,6 +30,7 @@ pub(crate) struct Metrics {
     retries: Mutex<HashMap<&'static str, u64>>,
     local: Mutex<HashMap<&'static str, u64>>,
     pub(crate) in_flight: AtomicI64,
+    held_refusals: AtomicU64,
 }
 
 impl Metrics {
@@ -72,6 +73,11 @@ impl Metrics {
         *lock(&self.local).entry(kind).or_default() += 1;
     }
 
+    /// A refusal held before it was answered (a client re-sending at once is paced by it).
+    pub(crate) fn held_refusal(&self) {
+        self.held_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text: these counters and the engine's `snapshot`. `default` is the
     /// configured token's fingerprint, labelled `token="default"`.
     pub(crate) fn render(&self, snapshot: &Snapshot, default: Option<TokenFingerprint>) -> String {
@@ -82,7 +88,7 @@ impl Metrics {
             o,
             "shardyard_rest_requests_total",
             "counter",
-            "Answers to clients by method, route template and status.",
+            "Requests by method, route template and the status answered (499: the client left before its answer).",
         );
         let mut requests: Vec<_> = lock(&self.requests)
             .iter()
@@ -148,6 +154,17 @@ impl Metrics {
             "Answers the proxy made itself, by kind.",
             "kind",
             &lock(&self.local),
+        );
+        header(
+            o,
+            "shardyard_rest_held_refusals_total",
+            "counter",
+            "Refusals with a retry-after held (up to --refusal-hold) before they were answered.",
+        );
+        let _ = writeln!(
+            o,
+            "shardyard_rest_held_refusals_total {}",
+            self.held_refusals.load(Ordering::Relaxed)
         );
 
         header(

@@ -68,6 +68,11 @@ pub struct ProxyConfig {
     /// Share limits with the other replicas of the bot through NATS (`--nats`); `None`: this
     /// replica limits on its own.
     pub cluster: Option<ClusterConfig>,
+    /// The longest a refusal that says "retry after" is held before it is answered (never
+    /// longer than that retry-after, nor than the request's wait budget). A client that
+    /// re-sends a refused request at once, as twilight-http does without its own rate limiter,
+    /// then sends at most one request per hold instead of as many as the proxy can answer.
+    pub refusal_hold: Duration,
 }
 
 impl ProxyConfig {
@@ -89,6 +94,7 @@ impl ProxyConfig {
             max_json_bytes: 10 * 1024 * 1024,
             max_tokens: 1024,
             cluster: None,
+            refusal_hold: Duration::from_secs(1),
         }
     }
 }
@@ -256,50 +262,74 @@ impl shardyard_admin::Status for Proxy {
     }
 }
 
-/// Counts a request in flight until dropped (also when the client goes away mid-request).
-struct InFlight<'a>(&'a Metrics);
+/// Counts a request in flight, and counts its answer once it has one; dropped without one (hyper
+/// drops a request's future when its client goes away), it is counted as status 499.
+struct Tally<'a> {
+    metrics: &'a Metrics,
+    method: &'static str,
+    /// The route's template, once the request got that far.
+    route: Option<String>,
+    answered: bool,
+}
 
-impl<'a> InFlight<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
+/// nginx's "client closed request": the client left before its answer, so none was sent.
+const CLIENT_GONE: u16 = 499;
+
+impl<'a> Tally<'a> {
+    fn new(metrics: &'a Metrics, method: &'static str) -> Self {
         metrics.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(metrics)
+        Self {
+            metrics,
+            method,
+            route: None,
+            answered: false,
+        }
+    }
+
+    fn route(&self) -> &str {
+        self.route.as_deref().unwrap_or("invalid")
+    }
+
+    fn answered(&mut self, status: u16) {
+        self.answered = true;
+        self.metrics.request(self.method, self.route(), status);
+        tracing::debug!(
+            method = self.method,
+            route = self.route(),
+            status,
+            "answered"
+        );
     }
 }
 
-impl Drop for InFlight<'_> {
+impl Drop for Tally<'_> {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.answered {
+            self.metrics.request(self.method, self.route(), CLIENT_GONE);
+            tracing::debug!(
+                method = self.method,
+                route = self.route(),
+                "the client left before its answer"
+            );
+        }
     }
 }
 
 async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response {
-    let _in_flight = InFlight::new(&proxy.metrics);
     let (parts, body) = request.into_parts();
     let method_label = Method::parse(parts.method.as_str()).map_or("other", Method::as_str);
-    let (route_label, response) = match proxy.forward(parts, body).await {
-        Ok((route, response)) => (route, response),
-        Err((route, local)) => {
+    let mut tally = Tally::new(&proxy.metrics, method_label);
+    let response = match proxy.forward(parts, body, &mut tally.route).await {
+        Ok(response) => response,
+        Err(local) => {
             proxy.metrics.local(local.kind);
-            (route, local.into_response())
+            local.into_response()
         }
     };
-    let status = response.status().as_u16();
-    proxy.metrics.request(
-        method_label,
-        route_label.as_deref().unwrap_or("invalid"),
-        status,
-    );
-    tracing::debug!(
-        method = method_label,
-        route = route_label.as_deref().unwrap_or("invalid"),
-        status,
-        "answered"
-    );
+    tally.answered(response.status().as_u16());
     response
 }
-
-/// A failure with the route's template, when the request got that far.
-type Failure = (Option<String>, Local);
 
 /// What an upstream answer becomes.
 enum Upstream {
@@ -310,19 +340,20 @@ enum Upstream {
 }
 
 impl Proxy {
+    /// Sends a client's request upstream (or to its token's owner) and brings back the
+    /// answer; writes the route's template into `template` as soon as it is known.
     async fn forward(
         &self,
         parts: Parts,
         body: Incoming,
-    ) -> Result<(Option<String>, Response), Failure> {
+        template: &mut Option<String>,
+    ) -> Result<Response, Local> {
+        let arrived = Instant::now();
         let raw_path = parts.uri.path();
         let Some(versioned) = versioned_path(raw_path) else {
-            return Err((
-                None,
-                Local::bad_request(
-                    "bad_path",
-                    "shardyard: the path must start with /api/v{N}/ (e.g. /api/v10/users/@me)",
-                ),
+            return Err(Local::bad_request(
+                "bad_path",
+                "shardyard: the path must start with /api/v{N}/ (e.g. /api/v10/users/@me)",
             ));
         };
         let route = Route::parse(parts.method.as_str(), raw_path).map_err(|error| {
@@ -331,16 +362,12 @@ impl Proxy {
             } else {
                 "bad_path"
             };
-            (
-                None,
-                Local::bad_request(kind, format!("shardyard: {error}")),
-            )
+            Local::bad_request(kind, format!("shardyard: {error}"))
         })?;
-        let template = Some(route.template().to_owned());
-        let fail = |local: Local| (template.clone(), local);
+        *template = Some(route.template().to_owned());
 
-        let max_wait = max_wait(&parts.headers).map_err(fail)?;
-        let (key, authorization) = self.credentials(&parts.headers, &route).map_err(fail)?;
+        let max_wait = max_wait(&parts.headers)?;
+        let (key, authorization) = self.credentials(&parts.headers, &route)?;
 
         let limit = if is_multipart(&parts.headers) {
             self.config.max_upload_bytes
@@ -362,8 +389,7 @@ impl Proxy {
                             BODY_TIME.as_secs()
                         ),
                     ))
-                })
-                .map_err(fail)?
+                })?
         };
 
         let forwarded = parts.headers.contains_key(headers::FORWARDED);
@@ -383,10 +409,7 @@ impl Proxy {
             .upstream
             .uri(versioned, parts.uri.query())
             .ok_or_else(|| {
-                fail(Local::bad_request(
-                    "bad_path",
-                    "shardyard: the path cannot be sent upstream",
-                ))
+                Local::bad_request("bad_path", "shardyard: the path cannot be sent upstream")
             })?;
         let method = parts.method.clone();
         let mut headers = headers::upstream_request(parts.headers);
@@ -409,10 +432,10 @@ impl Proxy {
                         }
                     }
                     // The sender's view differs from this one for a moment: it asks again.
-                    Owner::Peer(_) if forwarded => return Err(fail(Local::moved())),
+                    Owner::Peer(_) if forwarded => return Err(Local::moved()),
                     Owner::Peer(peer) => {
                         if hops >= MAX_RELAY_HOPS {
-                            return Err(fail(Local::unsettled()));
+                            return Err(Local::unsettled());
                         }
                         hops += 1;
                         let relayed = self
@@ -426,10 +449,9 @@ impl Proxy {
                                 max_wait,
                                 idempotent,
                             )
-                            .await
-                            .map_err(fail)?;
+                            .await?;
                         match relayed {
-                            Relay::Answer(response) => return Ok((template, response)),
+                            Relay::Answer(response) => return Ok(response),
                             Relay::Again { backoff } => {
                                 if let Some(backoff) = backoff {
                                     let doubling = 2u32.saturating_pow(hops.saturating_sub(1));
@@ -452,14 +474,21 @@ impl Proxy {
                         acquired = acquire => acquired,
                         () = cluster.moved_away(token_key) => {
                             if forwarded {
-                                return Err(fail(Local::moved()));
+                                return Err(Local::moved());
                             }
                             continue 'owner;
                         }
                     },
                     None => acquire.await,
                 };
-                let permit = acquired.map_err(|refusal| fail(Local::from_refusal(&refusal)))?;
+                let permit = match acquired {
+                    Ok(permit) => permit,
+                    Err(refusal) => {
+                        return Err(self
+                            .held(Local::from_refusal(&refusal), arrived, max_wait)
+                            .await);
+                    }
+                };
 
                 let sent = Instant::now();
                 let request =
@@ -478,14 +507,14 @@ impl Proxy {
                         drop(permit);
                         self.metrics.upstream_error("timeout");
                         tracing::warn!(route = %route, "upstream timed out");
-                        return Err(fail(Local::new(
+                        return Err(Local::new(
                             StatusCode::GATEWAY_TIMEOUT,
                             "upstream_timeout",
                             format!(
                                 "shardyard: upstream did not answer within {:.3} s",
                                 self.config.upstream_timeout.as_secs_f64()
                             ),
-                        )));
+                        ));
                     }
                     Ok(Err(error)) => {
                         drop(permit);
@@ -498,14 +527,14 @@ impl Proxy {
                             failures += 1;
                             continue;
                         }
-                        return Err(fail(Local::new(
+                        return Err(Local::new(
                             StatusCode::BAD_GATEWAY,
                             "upstream_unreachable",
                             format!(
                                 "shardyard: the request to upstream failed ({}): {cause}",
                                 attempts(failures, idempotent)
                             ),
-                        )));
+                        ));
                     }
                     Ok(Ok(parts)) => parts,
                 };
@@ -524,15 +553,39 @@ impl Proxy {
                     &mut failures,
                     &mut rate_limited,
                 ) {
-                    Ok(Upstream::Answer(response)) => return Ok((template, response)),
+                    Ok(Upstream::Answer(response)) => return Ok(response),
                     Ok(Upstream::Retry { backoff: None }) => {}
                     Ok(Upstream::Retry {
                         backoff: Some(backoff),
                     }) => tokio::time::sleep(backoff).await,
-                    Err(local) => return Err(fail(local)),
+                    Err(local) => return Err(local),
                 }
             }
         }
+    }
+
+    /// A refusal that says when to retry, answered no sooner than [`refusal_hold`] allows, with
+    /// its retry-after shortened by the time it was held. A client that ignores retry-after and
+    /// re-sends at once (twilight-http without a rate limiter of its own) is paced by the hold
+    /// instead of making the proxy answer as fast as it can; a client that waits loses
+    /// nothing, since it could not have been served before the retry-after.
+    async fn held(&self, mut local: Local, arrived: Instant, max_wait: Option<Duration>) -> Local {
+        let Some(retry_after) = local.retry_after else {
+            return local;
+        };
+        let budget = max_wait.or(self.config.limits.default_max_wait);
+        let hold = refusal_hold(
+            retry_after,
+            budget,
+            self.config.refusal_hold,
+            arrived.elapsed(),
+        );
+        if !hold.is_zero() {
+            self.metrics.held_refusal();
+            tokio::time::sleep(hold).await;
+            local.retry_after = Some(retry_after.saturating_sub(hold));
+        }
+        local
     }
 
     /// Forwards a request to `peer`, its token's owner, and brings back the answer. An owner
@@ -751,6 +804,20 @@ fn attempts(failures: u32, idempotent: bool) -> String {
     }
 }
 
+/// How long to hold a refusal that says `retry_after`, for a request that may wait `budget`
+/// (`None`: as long as needed) and has waited `waited` already: up to `hold`, but never
+/// past the retry-after (the client may send again then) nor past the budget (the client
+/// asked for an answer within it).
+fn refusal_hold(
+    retry_after: Duration,
+    budget: Option<Duration>,
+    hold: Duration,
+    waited: Duration,
+) -> Duration {
+    let limit = budget.map_or(hold, |budget| budget.min(hold));
+    retry_after.min(limit).saturating_sub(waited)
+}
+
 /// An error and its sources (none of which shows the URL, which may hold a webhook token).
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -900,6 +967,34 @@ mod tests {
         assert_eq!(
             versioned_path("/api/v10/users/.../x"),
             Some("/v10/users/.../x")
+        );
+    }
+
+    #[test]
+    fn a_refusal_is_held_up_to_the_hold_but_never_past_its_retry_after_or_the_budget() {
+        let s = Duration::from_secs;
+        let ms = Duration::from_millis;
+        let hold = s(1);
+        // A twilight-style client: default budget (30 s), wait far longer.
+        assert_eq!(refusal_hold(s(45), Some(s(30)), hold, ms(2)), ms(998));
+        // Nothing to hold when retrying would already be allowed, or nearly.
+        assert_eq!(
+            refusal_hold(ms(300), Some(s(30)), hold, Duration::ZERO),
+            ms(300)
+        );
+        // A client that asked for an answer within 0.2 s, or at once, gets it then.
+        assert_eq!(refusal_hold(s(5), Some(ms(200)), hold, ms(50)), ms(150));
+        assert_eq!(
+            refusal_hold(s(5), Some(Duration::ZERO), hold, Duration::ZERO),
+            Duration::ZERO
+        );
+        // No budget at all: the hold alone.
+        assert_eq!(refusal_hold(s(600), None, hold, Duration::ZERO), hold);
+        // A request that already waited as long is answered at once; a zero hold is off.
+        assert_eq!(refusal_hold(s(45), Some(s(30)), hold, s(2)), Duration::ZERO);
+        assert_eq!(
+            refusal_hold(s(45), Some(s(30)), Duration::ZERO, Duration::ZERO),
+            Duration::ZERO
         );
     }
 
