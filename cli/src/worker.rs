@@ -55,6 +55,10 @@ pub(crate) struct WorkerArgs {
     /// The shard total for gateway commands until an event says it.
     #[arg(long, env = env::SHARDS)]
     shards: Option<u32>,
+    /// Seconds a handler's REST request may wait for its turn at the proxy's rate limits
+    /// (`X-Shardyard-Max-Wait`); the handler's event is kept meanwhile.
+    #[arg(long, env = env::REST_MAX_WAIT, default_value_t = shardyard_worker::config::DEFAULT_REST_MAX_WAIT.as_secs())]
+    rest_max_wait: u64,
     /// Threads running handlers; 1 (the default) is a current-thread runtime.
     #[arg(long, env = "SHARDYARD_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
@@ -77,6 +81,7 @@ impl WorkerArgs {
             deliver,
             ordered,
             shards,
+            rest_max_wait,
             threads: _,
         } = self;
         let mut config = WorkerConfig::new(bot, nats, rest);
@@ -96,6 +101,7 @@ impl WorkerArgs {
         };
         config.ordered = ordered;
         config.shards = shards;
+        config.rest_max_wait = Duration::from_secs(rest_max_wait);
         (config, admin_addr)
     }
 }
@@ -146,9 +152,12 @@ mod tests {
             "--max-deliver",
             "3",
             "--ordered",
+            "--rest-max-wait",
+            "45",
         ])
         .unwrap();
         let (config, admin) = cli.worker.into_config();
+        assert_eq!(config.rest_max_wait, Duration::from_secs(45));
         assert_eq!(config.bot.as_str(), "mybot");
         assert_eq!(config.rest_url, "http://127.0.0.1:8080");
         assert_eq!(config.max_deliver, 3);
@@ -157,6 +166,15 @@ mod tests {
         assert!(
             Cli::try_parse_from(["worker", "--bot", "Bad Bot", "--nats", "x", "--rest", "y"])
                 .is_err()
+        );
+        let defaults = Cli::try_parse_from(["worker", "--bot", "b", "--nats", "x", "--rest", "y"])
+            .unwrap()
+            .worker
+            .into_config()
+            .0;
+        assert_eq!(
+            defaults.rest_max_wait,
+            shardyard_worker::config::DEFAULT_REST_MAX_WAIT
         );
     }
 }

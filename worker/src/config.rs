@@ -35,7 +35,12 @@ pub mod env {
     pub const ORDERED: &str = "SHARDYARD_WORKER_ORDERED";
     /// The shard total for gateway commands until an event says it.
     pub const SHARDS: &str = "SHARDYARD_SHARDS";
+    /// Seconds a REST request may wait for its turn at the proxy's rate limits (default 300).
+    pub const REST_MAX_WAIT: &str = "SHARDYARD_WORKER_REST_MAX_WAIT";
 }
+
+/// [`WorkerConfig::rest_max_wait`] by default: five minutes.
+pub const DEFAULT_REST_MAX_WAIT: Duration = Duration::from_secs(300);
 
 /// Where a new durable consumer starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -75,6 +80,12 @@ pub struct WorkerConfig {
     pub ordered: bool,
     /// The shard total for gateway commands until an event says it.
     pub shards: Option<u32>,
+    /// How long a handler's REST request may wait for its turn at the proxy's rate limits
+    /// (sent as `X-Shardyard-Max-Wait`). Past it the proxy answers 429, which twilight-http
+    /// re-sends (paced by the proxy's refusal hold), so it should exceed any queue the bot's
+    /// workers can build on one bucket: about `concurrency` × replicas × the bucket's
+    /// interval between requests (1 s for a channel's messages).
+    pub rest_max_wait: Duration,
 }
 
 impl WorkerConfig {
@@ -94,6 +105,7 @@ impl WorkerConfig {
             deliver: DeliverFrom::All,
             ordered: false,
             shards: None,
+            rest_max_wait: DEFAULT_REST_MAX_WAIT,
         }
     }
 
@@ -150,6 +162,9 @@ impl WorkerConfig {
         }
         if let Some(v) = get(env::SHARDS) {
             config.shards = Some(number(env::SHARDS, &v)?);
+        }
+        if let Some(v) = get(env::REST_MAX_WAIT) {
+            config.rest_max_wait = Duration::from_secs(number(env::REST_MAX_WAIT, &v)?);
         }
         config.validate()?;
         Ok(config)
@@ -245,6 +260,7 @@ mod tests {
             (env::DELIVER, "new"),
             (env::ORDERED, "true"),
             (env::SHARDS, "16"),
+            (env::REST_MAX_WAIT, "90"),
         ]))
         .unwrap();
         assert_eq!(config.bot.as_str(), "prod_mybot");
@@ -256,6 +272,14 @@ mod tests {
         assert_eq!(config.deliver, DeliverFrom::New);
         assert!(config.ordered);
         assert_eq!(config.shards, Some(16));
+        assert_eq!(config.rest_max_wait, Duration::from_secs(90));
+        let defaults = WorkerConfig::from_lookup(lookup(&[
+            (env::BOT, "b"),
+            (env::NATS_URL, "nats://x"),
+            (env::REST_URL, "http://r"),
+        ]))
+        .unwrap();
+        assert_eq!(defaults.rest_max_wait, DEFAULT_REST_MAX_WAIT);
     }
 
     #[test]
@@ -272,6 +296,7 @@ mod tests {
             (env::MAX_DELIVER, "many"),
             (env::DELIVER, "latest"),
             (env::GROUP, "Not_A_Label"),
+            (env::REST_MAX_WAIT, "5m"),
         ] {
             let mut pairs = base.to_vec();
             pairs.push((name, value));

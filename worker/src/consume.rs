@@ -159,11 +159,7 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
     // twilight-http's TLS needs a crypto provider; keep one the application installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let total = Arc::new(ShardTotal::new(config.shards));
-    let (proxy, use_http) = proxy_address(&config.rest_url);
-    let rest = twilight_http::Client::builder()
-        .proxy(proxy, use_http)
-        .ratelimiter(None)
-        .build();
+    let rest = crate::rest::client(&config);
     let shared = Arc::new(Shared {
         bot: config.bot.clone(),
         rest,
@@ -188,17 +184,6 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
     });
     worker.consume().await;
     Ok(())
-}
-
-/// The REST proxy's `host:port` and whether it speaks plain HTTP, from `http://host:port/…`.
-pub(crate) fn proxy_address(url: &str) -> (String, bool) {
-    let url = url.trim();
-    let (use_http, rest) = match url.strip_prefix("https://") {
-        Some(rest) => (false, rest),
-        None => (true, url.strip_prefix("http://").unwrap_or(url)),
-    };
-    let host = rest.split('/').next().unwrap_or(rest);
-    (host.to_owned(), use_http)
 }
 
 /// The panic's message, when it has one.
@@ -731,23 +716,6 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_rest_url_becomes_a_twilight_proxy() {
-        assert_eq!(
-            proxy_address("http://mybot-rest:8080"),
-            ("mybot-rest:8080".to_owned(), true)
-        );
-        assert_eq!(
-            proxy_address("http://127.0.0.1:9/api/v10/"),
-            ("127.0.0.1:9".to_owned(), true)
-        );
-        assert_eq!(
-            proxy_address("https://rest.example"),
-            ("rest.example".to_owned(), false)
-        );
-        assert_eq!(proxy_address("rest:80"), ("rest:80".to_owned(), true));
-    }
 
     #[test]
     fn dead_letter_reasons_fit_a_header() {

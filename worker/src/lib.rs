@@ -42,6 +42,7 @@ mod event;
 pub mod example;
 mod metrics;
 mod order;
+mod rest;
 
 pub use backoff::Backoff;
 pub use bot::{Bot, BotBuilder, BuildError};
@@ -56,6 +57,7 @@ pub use error::HandlerError;
 pub use event::{Event, EventInfo, EventParseError, KNOWN_EVENTS, parse_event};
 pub use metrics::{Metrics, Outcome};
 pub use order::{OrderKey, order_key};
+pub use rest::REST_ANSWER_MARGIN;
 pub use shardyard_cache::{self as cache, CacheReader};
 pub use twilight_http;
 pub use twilight_model;
