@@ -5,12 +5,17 @@
 //   API      e.g. http://127.0.0.1:8080/api (the library appends /v10)
 //   TOKEN    given: rest.setToken(TOKEN); absent: requests go without a token (auth: false)
 //            and the proxy injects its own.
+// POST_MESSAGES_DEFAULTS=1 uses the library's defaults (3 retries, a 15 s timeout) instead of
+// retries: 0 and a 30 s timeout.
 // Prints one JSON line: {"ids": [...], "contents": [...]}; exits 1 on any error.
 const { REST } = require("@discordjs/rest");
 
 async function main() {
   const [api, channel, prefix, countText, token] = process.argv.slice(2);
-  const rest = new REST({ api, version: "10", retries: 0, timeout: 30_000 });
+  const options = process.env.POST_MESSAGES_DEFAULTS
+    ? { api, version: "10" }
+    : { api, version: "10", retries: 0, timeout: 30_000 };
+  const rest = new REST(options);
   if (token) rest.setToken(token);
   const count = Number(countText);
   // All at once: @discordjs/rest queues them per bucket in call order.

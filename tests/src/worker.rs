@@ -132,6 +132,12 @@ impl WorkerProcess {
         &mut self.process
     }
 
+    /// Its whole log so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
     /// The log, for error messages.
     #[must_use]
     pub fn log_report(&self) -> String {

@@ -2,13 +2,12 @@
 //! proxy mode and @discordjs/rest with `api` pointed at the proxy send messages that arrive at
 //! the simulator, with or without their own token.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::Value;
-use shardyard_tests::{RestProcess, SimArgs, SimProcess, repo_root};
+use shardyard_tests::discordjs::{DiscordjsOptions, post_messages};
+use shardyard_tests::{RestProcess, SimArgs, SimProcess};
 use twilight_model::id::Id;
 
 const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.client-test.secret-token-value-4343";
@@ -91,18 +90,6 @@ async fn twilight_http_in_proxy_mode_sends_messages_through_the_proxy() -> anyho
     Ok(())
 }
 
-/// `node`, with `.tools/node/node_modules` (installed by `scripts/test`) on its module path.
-fn node_script() -> anyhow::Result<(PathBuf, PathBuf)> {
-    let modules = repo_root().join(".tools/node/node_modules");
-    anyhow::ensure!(
-        modules.join("@discordjs/rest/package.json").is_file(),
-        "@discordjs/rest is not installed in {}: run scripts/test once (it runs \
-         `npm install --prefix .tools/node`)",
-        modules.display()
-    );
-    Ok((modules, repo_root().join("tests/node/post_messages.cjs")))
-}
-
 async fn discordjs(
     rest: &RestProcess,
     channel: u64,
@@ -110,31 +97,16 @@ async fn discordjs(
     count: u32,
     token: Option<&str>,
 ) -> anyhow::Result<Value> {
-    let (modules, script) = node_script()?;
-    let mut command = tokio::process::Command::new("node");
-    command
-        .arg(&script)
-        .arg(format!("http://{}/api", rest.addr()))
-        .arg(channel.to_string())
-        .arg(prefix)
-        .arg(count.to_string())
-        .args(token)
-        .env("NODE_PATH", &modules)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .context("node did not finish within 60 s")?
-        .context("running node (is it installed?)")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "node failed ({}): {}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        rest.log_report()
-    );
-    serde_json::from_slice(&output.stdout).context("node's output is not JSON")
+    post_messages(
+        rest,
+        channel,
+        prefix,
+        count,
+        token,
+        DiscordjsOptions::Strict,
+        Duration::from_secs(60),
+    )
+    .await
 }
 
 #[tokio::test]
