@@ -33,13 +33,19 @@ enum Command {
     Worker(worker::WorkerArgs),
 }
 
+/// The log filter without `RUST_LOG`. twilight-http logs every 429 it re-sends at info, one line
+/// per attempt; the REST proxy counts those refusals in its metrics instead
+/// (`shardyard_rest_local_answers_total`, `shardyard_rest_held_refusals_total`).
+const DEFAULT_LOG_FILTER: &str = "info,twilight_http::response=warn";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // TLS (Discord's gateway and API are wss:// and https://) uses ring, installed once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
         )
         .with_writer(std::io::stderr)
         .init();
