@@ -81,6 +81,13 @@ mod tests {
     /// Reads one HTTP/1.1 request head from a client and answers `answer` (a whole response).
     async fn answer_one(listener: &TcpListener, answer: &str) -> String {
         let (mut socket, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut socket).await;
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        head
+    }
+
+    /// One HTTP/1.1 request head, lower-cased.
+    async fn read_head(socket: &mut tokio::net::TcpStream) -> String {
         let mut head = Vec::new();
         let mut buf = [0u8; 4096];
         while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -88,21 +95,24 @@ mod tests {
             assert!(n > 0, "the client closed before its request head");
             head.extend_from_slice(&buf[..n]);
         }
-        socket.write_all(answer.as_bytes()).await.unwrap();
         String::from_utf8_lossy(&head).to_lowercase()
+    }
+
+    fn config_for(addr: std::net::SocketAddr) -> WorkerConfig {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        WorkerConfig::new(
+            shardyard_protocol::BotKey::parse("b").unwrap(),
+            "nats://127.0.0.1:1",
+            format!("http://{addr}"),
+        )
     }
 
     #[tokio::test]
     async fn every_request_tells_the_proxy_how_long_it_may_wait() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut config = WorkerConfig::new(
-            shardyard_protocol::BotKey::parse("b").unwrap(),
-            "nats://127.0.0.1:1",
-            format!("http://{addr}"),
-        );
+        let mut config = config_for(addr);
         config.rest_max_wait = Duration::from_secs(120);
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let rest = client(&config);
         let request = tokio::spawn(async move {
             rest.create_message(Id::new(1))
@@ -125,5 +135,34 @@ mod tests {
             "the proxy adds the token: {head}"
         );
         assert_eq!(request.await.unwrap().unwrap(), 204);
+    }
+
+    /// A handler abandoned while its request waits in the proxy's queue (the shutdown grace ran
+    /// out) drops the request's future: the connection closes, so the proxy takes the request
+    /// out of its queue instead of sending it for a handler that is gone.
+    #[tokio::test]
+    async fn an_abandoned_request_closes_its_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let rest = client(&config_for(listener.local_addr().unwrap()));
+        let request = tokio::spawn(async move {
+            rest.create_message(Id::new(1))
+                .content("pong")
+                .await
+                .map(|_| ())
+        });
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let head = read_head(&mut socket).await;
+        assert!(head.starts_with("post "), "{head}");
+        request.abort();
+        // What is left of the body, then the end of the stream.
+        let closed = async {
+            let mut buf = [0u8; 256];
+            while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                assert!(n <= "pong".len() + 20, "more than the body came: {n} bytes");
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed)
+            .await
+            .expect("the connection closes when the request is dropped");
     }
 }
