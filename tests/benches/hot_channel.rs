@@ -23,16 +23,14 @@
 //! shardyard`) and runs again with `SHARDYARD_BIN` pointing at them.
 //! `BENCH_SKIP_PINGS`, `BENCH_SKIP_HAMMER` and `BENCH_SKIP_DISCORDJS` skip a phase.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use serde_json::json;
+use shardyard_tests::WorkerProcess;
 use shardyard_tests::bench::{self, cpu_secs, env_or};
 use shardyard_tests::discordjs::{DiscordjsOptions, post_messages};
-use shardyard_tests::hot_channel::{HotChannel, posts_by_status};
-use shardyard_tests::{RestProcess, SimArgs, SimProcess, WorkerProcess};
-use twilight_model::id::Id;
+use shardyard_tests::hot_channel::{
+    self, HotChannel, posts_at, posts_by_status, proxy_alone, teach_bucket,
+};
 
 fn main() -> anyhow::Result<()> {
     bench::run_on_release_binaries("hot_channel", &["-p", "shardyard"], &[])?;
@@ -65,17 +63,8 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn discordjs(n: u32) -> anyhow::Result<()> {
-    let sim = SimProcess::start(SimArgs {
-        guilds: 1,
-        ..SimArgs::default()
-    })
-    .await?;
-    let mut rest = RestProcess::start(&sim, &[]).await?;
-    let channel = *rest
-        .text_channels(&sim, 1)
-        .await?
-        .first()
-        .context("a channel")?;
+    let (_sim, mut rest, channels) = proxy_alone(1).await?;
+    let channel = channels[0];
     let pid = rest.process().pid();
     let cpu_before = cpu_secs(pid)?;
     let started = Instant::now();
@@ -131,53 +120,18 @@ async fn pings(n: usize) -> anyhow::Result<()> {
 }
 
 async fn hammer(round: u32, hammering: usize, window: Duration) -> anyhow::Result<()> {
-    let sim = SimProcess::start(SimArgs {
-        guilds: 1,
-        ..SimArgs::default()
-    })
-    .await?;
-    let mut rest = RestProcess::start(&sim, &[]).await?;
-    let channel = *rest
-        .text_channels(&sim, 1)
-        .await?
-        .first()
-        .context("a channel")?;
-    // A first answer teaches the proxy the bucket: from then on it knows each wait ahead.
-    let warm_up = rest
-        .http()
-        .post(format!("{}/channels/{channel}/messages", rest.api_base()))
-        .json(&json!({"content": "warm-up"}))
-        .send()
-        .await?;
-    anyhow::ensure!(warm_up.status() == 200, "warm-up: {}", warm_up.status());
-    let posts = |text: &str| -> anyhow::Result<u64> {
-        Ok(posts_by_status(text)?.iter().map(|(_, n)| n).sum())
-    };
+    let (_sim, mut rest, channels) = proxy_alone(1).await?;
+    let channel = channels[0];
+    teach_bucket(&rest, channel).await?;
     let pid = rest.process().pid();
-    let (cpu_before, posts_before) = (cpu_secs(pid)?, posts(&rest.metrics().await?)?);
+    let (cpu_before, posts_before) = (cpu_secs(pid)?, posts_at(&rest).await?);
     let started = Instant::now();
-    let client = Arc::new(
-        twilight_http::Client::builder()
-            .proxy(rest.addr().to_string(), true)
-            .ratelimiter(None)
-            .timeout(Duration::from_secs(300))
-            .build(),
-    );
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..hammering {
-        let client = Arc::clone(&client);
-        tasks.spawn(async move {
-            client
-                .create_message(Id::new(channel))
-                .content(&format!("hammer-{n}"))
-                .await
-        });
-    }
+    let mut tasks = hot_channel::hammer(&rest, channel, hammering);
     tokio::time::sleep(window).await;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_secs(pid)? - cpu_before;
     #[allow(clippy::cast_precision_loss)]
-    let rate = (posts(&rest.metrics().await?)? - posts_before) as f64 / wall;
+    let rate = (posts_at(&rest).await? - posts_before) as f64 / wall;
     tasks.abort_all();
     println!(
         "hammer round {round}: {hammering} POSTs re-sent at once into one channel for {wall:.1} s: \

@@ -4,10 +4,13 @@
 //! the messages created in that channel; the proxy's `shardyard_rest_requests_total` says how
 //! many requests clients made for them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
+use tokio::task::JoinSet;
+use twilight_model::id::Id;
 
 use crate::{GatewayProcess, NatsServer, RestProcess, SimArgs, SimProcess, eventually};
 
@@ -120,7 +123,7 @@ impl HotChannel {
     /// # Errors
     /// When the proxy's `/metrics` does not answer.
     pub async fn posts(&self) -> anyhow::Result<u64> {
-        Ok(self.posts_by_status().await?.iter().map(|(_, n)| n).sum())
+        posts_at(&self.rest).await
     }
 
     /// The rules the simulator saw broken (`violations` of `/_sim/stats`).
@@ -130,6 +133,74 @@ impl HotChannel {
     pub async fn violations(&self) -> anyhow::Result<Value> {
         Ok(self.sim.stats().await?["violations"].clone())
     }
+}
+
+/// The simulator (3 guilds, no background traffic) and a REST proxy in front of it with default
+/// flags, without NATS or a bot: for clients of the proxy alone. Also `n` text channels.
+///
+/// # Errors
+/// When a process does not start or the world has fewer text channels.
+pub async fn proxy_alone(n: usize) -> anyhow::Result<(SimProcess, RestProcess, Vec<u64>)> {
+    let sim = SimProcess::start(SimArgs {
+        guilds: 3,
+        ..SimArgs::default()
+    })
+    .await?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let channels = rest.text_channels(&sim, n).await?;
+    Ok((sim, rest, channels))
+}
+
+/// Posts once into `channel` through the proxy, so that it learns the channel's bucket: from
+/// then on it knows ahead how long a request would queue, and refuses at once what would wait
+/// past its budget.
+///
+/// # Errors
+/// When the answer is not 200.
+pub async fn teach_bucket(rest: &RestProcess, channel: u64) -> anyhow::Result<()> {
+    let (status, body) = rest.post_message(channel, "warm-up").await?;
+    anyhow::ensure!(status == 200, "warm-up: {status} {body}");
+    Ok(())
+}
+
+/// `n` POSTs into `channel` by a client that re-sends every 429 at once and never says how long
+/// it may wait: twilight-http 0.18 in proxy mode with no rate limiter of its own, used directly.
+/// They run until the set is dropped or aborted.
+pub fn hammer(
+    rest: &RestProcess,
+    channel: u64,
+    n: usize,
+) -> JoinSet<Result<(), twilight_http::Error>> {
+    let client = Arc::new(
+        twilight_http::Client::builder()
+            .proxy(rest.addr().to_string(), true)
+            .ratelimiter(None)
+            .timeout(Duration::from_secs(300))
+            .build(),
+    );
+    let mut tasks = JoinSet::new();
+    for i in 0..n {
+        let client = Arc::clone(&client);
+        tasks.spawn(async move {
+            client
+                .create_message(Id::new(channel))
+                .content(&format!("hammer-{i}"))
+                .await
+                .map(|_| ())
+        });
+    }
+    tasks
+}
+
+/// All POSTs to the messages route the proxy received, whatever it answered.
+///
+/// # Errors
+/// When the proxy's `/metrics` does not answer.
+pub async fn posts_at(rest: &RestProcess) -> anyhow::Result<u64> {
+    Ok(posts_by_status(&rest.metrics().await?)?
+        .iter()
+        .map(|(_, n)| n)
+        .sum())
 }
 
 /// `shardyard_rest_requests_total{method="POST",route="/channels/{channel_id}/messages",…}`

@@ -219,6 +219,30 @@ impl RestProcess {
         anyhow::bail!("only {} text channels", channels.len())
     }
 
+    /// `POST /channels/{channel}/messages` with `content` through the proxy (its token); the
+    /// status and the body as JSON (`null` when it is not JSON).
+    ///
+    /// # Errors
+    /// When the request gets no answer.
+    pub async fn post_message(
+        &self,
+        channel: u64,
+        content: &str,
+    ) -> anyhow::Result<(u16, serde_json::Value)> {
+        let response = self
+            .http
+            .post(format!("{}/channels/{channel}/messages", self.api_base()))
+            .json(&serde_json::json!({ "content": content }))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body = response
+            .json::<serde_json::Value>()
+            .await
+            .unwrap_or(serde_json::Value::Null);
+        Ok((status, body))
+    }
+
     /// A client for requests through the proxy.
     #[must_use]
     pub fn http(&self) -> &reqwest::Client {

@@ -11,9 +11,8 @@ use anyhow::Context as _;
 use serde_json::json;
 use shardyard_tests::bench::cpu_secs;
 use shardyard_tests::discordjs::{DiscordjsOptions, post_messages};
-use shardyard_tests::hot_channel::HotChannel;
-use shardyard_tests::{RestProcess, SimArgs, SimProcess, WorkerProcess, rest_rate_limited};
-use twilight_model::id::Id;
+use shardyard_tests::hot_channel::{HotChannel, hammer, posts_at, proxy_alone, teach_bucket};
+use shardyard_tests::{WorkerProcess, rest_rate_limited};
 
 /// Pings said in the hot channel, within [`SAID_WITHIN`].
 const PINGS: usize = 60;
@@ -134,62 +133,22 @@ async fn a_worker_killed_half_way_through_a_hot_channel_leaves_its_pongs_to_the_
 async fn a_client_ignoring_retry_after_cannot_make_the_proxy_spend_a_core() -> anyhow::Result<()> {
     const HAMMERING: usize = 60;
     const WINDOW: Duration = Duration::from_secs(15);
-    let sim = SimProcess::start(SimArgs {
-        guilds: 3,
-        ..SimArgs::default()
-    })
-    .await?;
-    let mut rest = RestProcess::start(&sim, &[]).await?;
-    let channels = rest.text_channels(&sim, 4).await?;
+    let (sim, mut rest, channels) = proxy_alone(4).await?;
     let (hot, others) = channels.split_first().context("channels")?;
-    // The proxy learns the hot channel's bucket from a first answer; from then on it knows how
-    // long a request would queue, and refuses at once what would wait past its budget.
-    let warm_up = rest
-        .http()
-        .post(format!("{}/channels/{hot}/messages", rest.api_base()))
-        .json(&json!({"content": "warm-up"}))
-        .send()
-        .await?;
-    anyhow::ensure!(warm_up.status() == 200, "warm-up: {}", warm_up.status());
+    teach_bucket(&rest, *hot).await?;
 
     let before = cpu_secs(rest.process().pid())?;
-    let posts_before = hot_posts(&rest).await?;
+    let posts_before = posts_at(&rest).await?;
     let started = Instant::now();
-    let hammer = std::sync::Arc::new(
-        twilight_http::Client::builder()
-            .proxy(rest.addr().to_string(), true)
-            .ratelimiter(None)
-            .timeout(Duration::from_secs(120))
-            .build(),
-    );
-    let mut hammering = tokio::task::JoinSet::new();
-    for n in 0..HAMMERING {
-        let hammer = std::sync::Arc::clone(&hammer);
-        let channel = Id::new(*hot);
-        hammering.spawn(async move {
-            hammer
-                .create_message(channel)
-                .content(&format!("hammer-{n}"))
-                .await
-        });
-    }
+    let mut hammering = hammer(&rest, *hot, HAMMERING);
 
     // Meanwhile a well-behaved client posts five messages in each of three other channels.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for channel in others {
         for n in 0..5 {
             let sent = Instant::now();
-            let response = rest
-                .http()
-                .post(format!("{}/channels/{channel}/messages", rest.api_base()))
-                .json(&json!({"content": format!("calm-{n}")}))
-                .send()
-                .await?;
-            anyhow::ensure!(
-                response.status() == 200,
-                "another channel's POST: {}",
-                response.status()
-            );
+            let (status, body) = rest.post_message(*channel, &format!("calm-{n}")).await?;
+            anyhow::ensure!(status == 200, "another channel's POST: {status} {body}");
             anyhow::ensure!(
                 sent.elapsed() < Duration::from_secs(5),
                 "another channel's POST waited {:?} behind the hammering",
@@ -201,7 +160,7 @@ async fn a_client_ignoring_retry_after_cannot_make_the_proxy_spend_a_core() -> a
     let cpu = cpu_secs(rest.process().pid())? - before;
     let wall = started.elapsed().as_secs_f64();
     // Those of the other channels are in the same route's count.
-    let requests = hot_posts(&rest).await? - posts_before - 5 * others.len() as u64;
+    let requests = posts_at(&rest).await? - posts_before - 5 * others.len() as u64;
     hammering.abort_all();
 
     let share = cpu / wall;
@@ -238,33 +197,14 @@ async fn a_client_ignoring_retry_after_cannot_make_the_proxy_spend_a_core() -> a
     Ok(())
 }
 
-/// POSTs to the messages route the proxy has seen, whatever it answered.
-async fn hot_posts(rest: &RestProcess) -> anyhow::Result<u64> {
-    Ok(
-        shardyard_tests::hot_channel::posts_by_status(&rest.metrics().await?)?
-            .iter()
-            .map(|(_, n)| n)
-            .sum(),
-    )
-}
-
 /// The same hot channel through @discordjs/rest on its defaults (its own queue per bucket, 3
 /// retries, a 15 s timeout): it learns the bucket from the answers the proxy passes on and waits
 /// for it, so every message arrives with a bounded number of requests.
 #[tokio::test]
 async fn discordjs_rest_on_its_defaults_posts_into_a_hot_channel_with_bounded_requests()
 -> anyhow::Result<()> {
-    let sim = SimProcess::start(SimArgs {
-        guilds: 1,
-        ..SimArgs::default()
-    })
-    .await?;
-    let rest = RestProcess::start(&sim, &[]).await?;
-    let channel = *rest
-        .text_channels(&sim, 1)
-        .await?
-        .first()
-        .context("a channel")?;
+    let (sim, rest, channels) = proxy_alone(1).await?;
+    let channel = channels[0];
     let sent = post_messages(
         &rest,
         channel,
@@ -280,7 +220,7 @@ async fn discordjs_rest_on_its_defaults_posts_into_a_hot_channel_with_bounded_re
         Some(PINGS),
         "{sent}"
     );
-    let requests = hot_posts(&rest).await?;
+    let requests = posts_at(&rest).await?;
     eprintln!("@discordjs/rest: {requests} POSTs for {PINGS} messages");
     assert!(
         requests <= (MAX_POSTS_PER_PONG * PINGS) as u64,

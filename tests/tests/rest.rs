@@ -24,22 +24,6 @@ async fn sim(guilds: u32, extra: &[&str]) -> anyhow::Result<SimProcess> {
     .await
 }
 
-async fn post_message(
-    rest: &RestProcess,
-    channel: u64,
-    content: &str,
-) -> anyhow::Result<(u16, Value)> {
-    let response = rest
-        .http()
-        .post(format!("{}/channels/{channel}/messages", rest.api_base()))
-        .json(&json!({ "content": content }))
-        .send()
-        .await?;
-    let status = response.status().as_u16();
-    let body = response.json::<Value>().await.unwrap_or(Value::Null);
-    Ok((status, body))
-}
-
 /// The token appears nowhere in the proxy's log (it runs at debug level) or metrics.
 async fn assert_no_token_leak(rest: &RestProcess) -> anyhow::Result<()> {
     let log = rest.log();
@@ -66,8 +50,9 @@ async fn twenty_clients_on_one_channel_get_no_upstream_429_and_keep_their_order(
         let rest = std::sync::Arc::clone(&rest);
         clients.push(tokio::spawn(async move {
             for n in 0..2 {
-                let (status, body) =
-                    post_message(&rest, channel, &format!("c{client}-m{n}")).await?;
+                let (status, body) = rest
+                    .post_message(channel, &format!("c{client}-m{n}"))
+                    .await?;
                 anyhow::ensure!(
                     (200..300).contains(&status),
                     "c{client}-m{n}: {status} {body}"
@@ -133,7 +118,7 @@ async fn requests_reach_discord_in_the_order_they_queued() -> anyhow::Result<()>
     for k in 0..10 {
         let rest2 = std::sync::Arc::clone(&rest);
         sends.push(tokio::spawn(async move {
-            post_message(&rest2, channel, &format!("fifo-{k}")).await
+            rest2.post_message(channel, &format!("fifo-{k}")).await
         }));
         eventually(Duration::from_secs(10), "the request is queued", || async {
             let n = rest.metric(queued).await?;
@@ -161,7 +146,7 @@ async fn three_hundred_channels_stay_under_the_global_limit() -> anyhow::Result<
     for (i, channel) in channels.iter().copied().enumerate() {
         let rest = std::sync::Arc::clone(&rest);
         sends.push(tokio::spawn(async move {
-            post_message(&rest, channel, &format!("wide-{i}")).await
+            rest.post_message(channel, &format!("wide-{i}")).await
         }));
     }
     for send in sends {
@@ -192,7 +177,9 @@ async fn injected_429s_of_every_scope_are_retried_and_counted() -> anyhow::Resul
             &json!({"rate_limit": {"scope": scope, "retry_after": 0.3, "count": 1, "route": "/channels"}}),
         )
         .await?;
-        let (status, body) = post_message(&rest, channel, &format!("after-{scope}")).await?;
+        let (status, body) = rest
+            .post_message(channel, &format!("after-{scope}"))
+            .await?;
         assert_eq!(status, 200, "{scope}: {body}");
         let stats = sim.stats().await?;
         assert_eq!(stats["rest"]["injected"]["rate_limit"], n + 1);
@@ -586,7 +573,7 @@ async fn bad_input_is_answered_locally_and_never_crashes_the_proxy() -> anyhow::
 
     // A spent bucket and no patience: an immediate local 429 in Discord's shape.
     for n in 0..5 {
-        let (status, body) = post_message(&rest, channel, &format!("fill-{n}")).await?;
+        let (status, body) = rest.post_message(channel, &format!("fill-{n}")).await?;
         assert_eq!(status, 200, "{body}");
     }
     let response = http

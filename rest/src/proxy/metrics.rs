@@ -6,10 +6,9 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use shardyard_admin::prom::{Histogram, escape_label, header};
+use shardyard_admin::prom::{Counter, Gauge, Histogram, escape_label, header};
 
 use crate::ratelimit::{Snapshot, TokenFingerprint, lock};
 
@@ -29,8 +28,8 @@ pub(crate) struct Metrics {
     upstream_errors: Mutex<HashMap<&'static str, u64>>,
     retries: Mutex<HashMap<&'static str, u64>>,
     local: Mutex<HashMap<&'static str, u64>>,
-    pub(crate) in_flight: AtomicI64,
-    held_refusals: AtomicU64,
+    pub(crate) in_flight: Gauge,
+    held_refusals: Counter,
 }
 
 impl Metrics {
@@ -75,7 +74,7 @@ impl Metrics {
 
     /// A refusal held before it was answered (a client re-sending at once is paced by it).
     pub(crate) fn held_refusal(&self) {
-        self.held_refusals.fetch_add(1, Ordering::Relaxed);
+        self.held_refusals.inc();
     }
 
     /// The Prometheus text: these counters and the engine's `snapshot`. `default` is the
@@ -103,16 +102,10 @@ impl Metrics {
             );
         }
 
-        header(
+        self.in_flight.render(
             o,
             "shardyard_rest_requests_in_flight",
-            "gauge",
             "Client requests being handled.",
-        );
-        let _ = writeln!(
-            o,
-            "shardyard_rest_requests_in_flight {}",
-            self.in_flight.load(Ordering::Relaxed)
         );
 
         header(
@@ -155,16 +148,10 @@ impl Metrics {
             "kind",
             &lock(&self.local),
         );
-        header(
+        self.held_refusals.render(
             o,
             "shardyard_rest_held_refusals_total",
-            "counter",
             "Refusals with a retry-after held (up to --refusal-hold) before they were answered.",
-        );
-        let _ = writeln!(
-            o,
-            "shardyard_rest_held_refusals_total {}",
-            self.held_refusals.load(Ordering::Relaxed)
         );
 
         header(

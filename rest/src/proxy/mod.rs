@@ -277,7 +277,7 @@ const CLIENT_GONE: u16 = 499;
 
 impl<'a> Tally<'a> {
     fn new(metrics: &'a Metrics, method: &'static str) -> Self {
-        metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+        metrics.in_flight.add(1);
         Self {
             metrics,
             method,
@@ -304,7 +304,7 @@ impl<'a> Tally<'a> {
 
 impl Drop for Tally<'_> {
     fn drop(&mut self) {
-        self.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.in_flight.add(-1);
         if !self.answered {
             self.metrics.request(self.method, self.route(), CLIENT_GONE);
             tracing::debug!(
