@@ -1,0 +1,478 @@
+//! A real Kubernetes control plane for tests: [`KubeCluster`] starts etcd, kube-apiserver,
+//! kube-controller-manager (every default controller) and kube-scheduler, built from Go modules
+//! by `scripts/kube-tools`, in a network namespace of the test's own ([`TestNetns`]), each
+//! under a [`ProcessGuard`]. Inside, every component has its usual port; the API server serves
+//! on the namespace's address (`https://<inside>:6443`), which is also the address it
+//! advertises (a loopback one would be refused for the `kubernetes` Service's endpoints). Tests
+//! talk to it with `kube` (the Rust client the operator uses), `kubectl` and `helm`, through the
+//! kubeconfig it writes; servers of the test process that the cluster must reach (an aggregated
+//! API's backend) listen on [`KubeCluster::host_address`]. No pod runs: there is no node (that
+//! is issue 17's test bed).
+
+pub mod external_metrics;
+mod pki;
+mod tools;
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tempfile::TempDir;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::netns::TestNetns;
+use crate::{ProcessGuard, eventually};
+use pki::ClusterPki;
+pub use pki::FRONT_PROXY_CLIENT;
+pub use tools::{KUBE_TOOLS_ENV, PROGRAMS, kube_tools_dir};
+
+/// The Services' virtual IP range (`--service-cluster-ip-range`).
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// The Pods' range, which the node IPAM controller hands out per node (`--cluster-cidr`).
+pub const CLUSTER_CIDR: &str = "10.244.0.0/16";
+/// The service-account token issuer.
+pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+/// How long the API server may take to answer `/readyz` with 200 before start-up fails.
+const API_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The components' ports inside the namespace: Kubernetes' own defaults.
+const ETCD_CLIENT_PORT: u16 = 2379;
+const ETCD_PEER_PORT: u16 = 2380;
+/// The API server's secure port.
+pub const API_PORT: u16 = 6443;
+const CONTROLLER_MANAGER_PORT: u16 = 10257;
+const SCHEDULER_PORT: u16 = 10259;
+
+/// A running control plane; everything is killed when it is dropped.
+#[derive(Debug)]
+pub struct KubeCluster {
+    tools: PathBuf,
+    dir: TempDir,
+    kubeconfig: PathBuf,
+    api_ready_after: Duration,
+    ca_pem: String,
+    // Dropped in reverse start order: the API server's clients before it, it before etcd, and
+    // the namespace last.
+    scheduler: ProcessGuard,
+    controller_manager: ProcessGuard,
+    apiserver: ProcessGuard,
+    etcd: ProcessGuard,
+    netns: TestNetns,
+}
+
+impl KubeCluster {
+    /// Starts etcd, the API server (secure port, certificates generated now, RBAC and Node
+    /// authorization, service-account tokens, the aggregation layer), and once it is ready the
+    /// controller-manager and the scheduler; writes the admin kubeconfig.
+    ///
+    /// # Errors
+    /// When the programs are missing or a component does not start (with its log).
+    pub async fn start() -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
+        let tools = kube_tools_dir()?;
+        let started = Instant::now();
+        let dir = tempfile::Builder::new()
+            .prefix("shardyard-kube-")
+            .tempdir()
+            .context("a folder for the cluster")?;
+        let netns = TestNetns::create()?;
+        let address = netns.inside();
+        let pki = ClusterPki::generate(dir.path(), address)?;
+
+        let etcd = start_etcd(&netns, &tools, dir.path()).await?;
+
+        let mut apiserver_command = netns.command(tools.join("kube-apiserver"));
+        apiserver_args(&mut apiserver_command, &pki, address);
+        let apiserver =
+            ProcessGuard::spawn(format!("kube-apiserver@{address}"), apiserver_command)?;
+        let server = format!("https://{address}:{API_PORT}");
+        let kubeconfig = write_kubeconfig(dir.path(), "admin", &server, &pki, &pki.admin)?;
+        let client = client_for(&kubeconfig).await?;
+        ready_while_alive(
+            &apiserver,
+            API_READY_TIMEOUT,
+            "kube-apiserver /readyz",
+            || async {
+                let request = http::Request::get("/readyz").body(Vec::new())?;
+                client.request_text(request).await?;
+                Ok(())
+            },
+        )
+        .await?;
+        let api_ready_after = started.elapsed();
+
+        let cm_kubeconfig = write_kubeconfig(
+            dir.path(),
+            "controller-manager",
+            &server,
+            &pki,
+            &pki.controller_manager,
+        )?;
+        let mut cm_command = netns.command(tools.join("kube-controller-manager"));
+        controller_manager_args(&mut cm_command, &pki, &cm_kubeconfig);
+        let controller_manager =
+            ProcessGuard::spawn(format!("kube-controller-manager@{address}"), cm_command)?;
+        let scheduler_kubeconfig =
+            write_kubeconfig(dir.path(), "scheduler", &server, &pki, &pki.scheduler)?;
+        let mut scheduler_command = netns.command(tools.join("kube-scheduler"));
+        scheduler_args(&mut scheduler_command, &scheduler_kubeconfig);
+        let scheduler =
+            ProcessGuard::spawn(format!("kube-scheduler@{address}"), scheduler_command)?;
+
+        Ok(Self {
+            tools,
+            dir,
+            kubeconfig,
+            api_ready_after,
+            ca_pem: pki.ca_pem.clone(),
+            scheduler,
+            controller_manager,
+            apiserver,
+            etcd,
+            netns,
+        })
+    }
+
+    /// The admin kubeconfig (`system:masters`), for `kube`, `kubectl` and `helm`.
+    #[must_use]
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// `https://<the namespace's address>:6443`.
+    #[must_use]
+    pub fn server(&self) -> String {
+        format!("https://{}:{API_PORT}", self.netns.inside())
+    }
+
+    /// The test process's address on the cluster's network: a server that the cluster must
+    /// reach (an `APIService`'s backend, through an ExternalName Service naming this address)
+    /// listens here.
+    #[must_use]
+    pub fn host_address(&self) -> std::net::Ipv4Addr {
+        self.netns.outside()
+    }
+
+    /// The cluster's network namespace.
+    #[must_use]
+    pub fn netns(&self) -> &TestNetns {
+        &self.netns
+    }
+
+    /// From the start of [`start`](Self::start) (certificates included) to the API server's
+    /// first 200 on `/readyz`.
+    #[must_use]
+    pub fn api_ready_after(&self) -> Duration {
+        self.api_ready_after
+    }
+
+    /// The cluster CA's certificate (PEM): it signed the API server's serving certificate.
+    #[must_use]
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A `kube` client with the admin kubeconfig.
+    ///
+    /// # Errors
+    /// When the kubeconfig cannot be read.
+    pub async fn client(&self) -> anyhow::Result<kube::Client> {
+        client_for(&self.kubeconfig).await
+    }
+
+    /// The folder holding the test bed's programs.
+    #[must_use]
+    pub fn tools(&self) -> &Path {
+        &self.tools
+    }
+
+    /// A folder for the test's files, removed with the cluster.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `kubectl ARGS` against this cluster, with `stdin` as its input; its output, whatever its
+    /// exit status.
+    ///
+    /// # Errors
+    /// When it cannot be run or does not finish within 60 s.
+    pub async fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+        self.run("kubectl", args, stdin).await
+    }
+
+    /// `helm ARGS` against this cluster; its output, whatever its exit status.
+    ///
+    /// # Errors
+    /// When it cannot be run or does not finish within 60 s.
+    pub async fn helm(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.run("helm", args, None).await
+    }
+
+    async fn run(
+        &self,
+        program: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Output> {
+        let home = self.dir.path().join("home");
+        std::fs::create_dir_all(&home)?;
+        let mut command = tokio::process::Command::new(self.tools.join(program));
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            // helm keeps its cache, config and data under these; kubectl its cache under HOME.
+            .env("HOME", &home)
+            .env("HELM_CACHE_HOME", home.join("helm-cache"))
+            .env("HELM_CONFIG_HOME", home.join("helm-config"))
+            .env("HELM_DATA_HOME", home.join("helm-data"))
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {program}"))?;
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes()).await?;
+            drop(pipe);
+        }
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .with_context(|| format!("{program} {args:?} did not finish within 60 s"))?
+            .with_context(|| format!("running {program}"))
+    }
+
+    /// Every component's log tail, for a failing test's message.
+    #[must_use]
+    pub fn log_report(&self) -> String {
+        let mut report = String::new();
+        for process in [
+            &self.etcd,
+            &self.apiserver,
+            &self.controller_manager,
+            &self.scheduler,
+        ] {
+            let _ = writeln!(report, "{}", process.log_report());
+        }
+        report
+    }
+
+    /// The controller-manager's log (which controllers ran, what the HPA controller saw).
+    #[must_use]
+    pub fn controller_manager_log(&self) -> String {
+        self.controller_manager.log()
+    }
+
+    /// The API server's log.
+    #[must_use]
+    pub fn apiserver_log(&self) -> String {
+        self.apiserver.log()
+    }
+}
+
+/// `stdout` of a command that must have succeeded.
+///
+/// # Errors
+/// When it exited with an error, with both of its outputs.
+pub fn succeeded(output: &Output) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        output.status.success(),
+        "failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+async fn client_for(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig).context("reading the kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .context("a kube config from the kubeconfig")?;
+    kube::Client::try_from(config).context("a kube client")
+}
+
+/// Writes `<dir>/<name>.kubeconfig` for `identity` (its certificate and key beside it).
+fn write_kubeconfig(
+    dir: &Path,
+    name: &str,
+    server: &str,
+    pki: &ClusterPki,
+    identity: &pki::ClientIdentity,
+) -> anyhow::Result<PathBuf> {
+    let cert = dir.join(format!("{name}.crt"));
+    let key = dir.join(format!("{name}.key"));
+    std::fs::write(&cert, &identity.cert_pem)?;
+    std::fs::write(&key, &identity.key_pem)?;
+    let path = dir.join(format!("{name}.kubeconfig"));
+    let text = format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: shardyard-test\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         users:\n\
+         - name: {name}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+         contexts:\n\
+         - name: {name}\n  context:\n    cluster: shardyard-test\n    user: {name}\n    namespace: default\n\
+         current-context: {name}\n",
+        ca = pki.ca_cert.display(),
+        cert = cert.display(),
+        key = key.display(),
+    );
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+async fn start_etcd(netns: &TestNetns, tools: &Path, dir: &Path) -> anyhow::Result<ProcessGuard> {
+    let address = netns.inside();
+    // The API server uses the loopback URL; the namespace's address is for the health check.
+    let client_urls =
+        format!("http://127.0.0.1:{ETCD_CLIENT_PORT},http://{address}:{ETCD_CLIENT_PORT}");
+    let peer_url = format!("http://127.0.0.1:{ETCD_PEER_PORT}");
+    let mut command = netns.command(tools.join("etcd"));
+    command
+        .arg(format!("--data-dir={}", dir.join("etcd").display()))
+        .arg("--name=default")
+        .arg(format!("--listen-client-urls={client_urls}"))
+        .arg(format!(
+            "--advertise-client-urls=http://127.0.0.1:{ETCD_CLIENT_PORT}"
+        ))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=default={peer_url}"))
+        // A test's cluster lives for a minute: durability across power loss buys nothing.
+        .arg("--unsafe-no-fsync")
+        .arg("--log-level=warn");
+    let etcd = ProcessGuard::spawn(format!("etcd@{address}"), command)?;
+    let http = reqwest::Client::new();
+    let health = format!("http://{address}:{ETCD_CLIENT_PORT}/health");
+    ready_while_alive(&etcd, Duration::from_secs(30), "etcd /health", || async {
+        let body = http.get(&health).send().await?.text().await?;
+        anyhow::ensure!(body.contains("\"health\":\"true\""), "{body}");
+        Ok(())
+    })
+    .await?;
+    Ok(etcd)
+}
+
+/// Waits until `check` passes, as [`eventually`] does, but fails at once when `process` exits
+/// (a bad flag, a port taken): its log says why.
+async fn ready_while_alive<F, Fut>(
+    process: &ProcessGuard,
+    timeout: Duration,
+    what: &str,
+    check: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let pid = process.pid();
+    let alive = async {
+        while crate::pid_alive(pid) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::select! {
+        ready = eventually(timeout, what, check) => {
+            ready.with_context(|| process.log_report())
+        }
+        () = alive => Err(anyhow::anyhow!("{} exited before {what}\n{}", process.name(), process.log_report())),
+    }
+}
+
+fn apiserver_args(command: &mut Command, pki: &ClusterPki, address: std::net::Ipv4Addr) {
+    let path = |p: &Path| p.display().to_string();
+    command.args([
+        format!("--etcd-servers=http://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        // Every address of the namespace (its loopback and its own); the `kubernetes` Service's
+        // endpoint is the namespace's address, which Kubernetes accepts (a loopback one it
+        // refuses).
+        "--bind-address=0.0.0.0".to_owned(),
+        format!("--advertise-address={address}"),
+        format!("--secure-port={API_PORT}"),
+        format!("--tls-cert-file={}", path(&pki.serving_cert)),
+        format!("--tls-private-key-file={}", path(&pki.serving_key)),
+        format!("--client-ca-file={}", path(&pki.ca_cert)),
+        "--authorization-mode=Node,RBAC".to_owned(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        format!("--service-account-issuer={SERVICE_ACCOUNT_ISSUER}"),
+        format!(
+            "--service-account-key-file={}",
+            path(&pki.service_account_pub)
+        ),
+        format!(
+            "--service-account-signing-key-file={}",
+            path(&pki.service_account_key)
+        ),
+        // The aggregation layer: the API server proxies aggregated APIs (external metrics) to
+        // their servers, authenticating as the front proxy with the user in headers.
+        format!(
+            "--requestheader-client-ca-file={}",
+            path(&pki.front_proxy_ca)
+        ),
+        format!("--requestheader-allowed-names={FRONT_PROXY_CLIENT}"),
+        "--requestheader-username-headers=X-Remote-User".to_owned(),
+        "--requestheader-group-headers=X-Remote-Group".to_owned(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".to_owned(),
+        format!(
+            "--proxy-client-cert-file={}",
+            path(&pki.front_proxy_client_cert)
+        ),
+        format!(
+            "--proxy-client-key-file={}",
+            path(&pki.front_proxy_client_key)
+        ),
+        "--allow-privileged=true".to_owned(),
+        "--profiling=false".to_owned(),
+    ]);
+}
+
+fn controller_manager_args(command: &mut Command, pki: &ClusterPki, kubeconfig: &Path) {
+    let path = |p: &Path| p.display().to_string();
+    command.args([
+        format!("--kubeconfig={}", path(kubeconfig)),
+        format!("--authentication-kubeconfig={}", path(kubeconfig)),
+        format!("--authorization-kubeconfig={}", path(kubeconfig)),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--secure-port={CONTROLLER_MANAGER_PORT}"),
+        // Every controller a cluster runs by default, each with its own service account.
+        "--controllers=*".to_owned(),
+        "--use-service-account-credentials=true".to_owned(),
+        format!(
+            "--service-account-private-key-file={}",
+            path(&pki.service_account_key)
+        ),
+        format!("--root-ca-file={}", path(&pki.ca_cert)),
+        format!("--cluster-signing-cert-file={}", path(&pki.ca_cert)),
+        format!("--cluster-signing-key-file={}", path(&pki.ca_key)),
+        "--allocate-node-cidrs=true".to_owned(),
+        format!("--cluster-cidr={CLUSTER_CIDR}"),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        "--leader-elect=false".to_owned(),
+        // Tests wait for the HPA controller: every second instead of every 15.
+        "--horizontal-pod-autoscaler-sync-period=1s".to_owned(),
+    ]);
+}
+
+fn scheduler_args(command: &mut Command, kubeconfig: &Path) {
+    let path = |p: &Path| p.display().to_string();
+    command.args([
+        format!("--kubeconfig={}", path(kubeconfig)),
+        format!("--authentication-kubeconfig={}", path(kubeconfig)),
+        format!("--authorization-kubeconfig={}", path(kubeconfig)),
+        "--bind-address=127.0.0.1".to_owned(),
+        format!("--secure-port={SCHEDULER_PORT}"),
+        "--leader-elect=false".to_owned(),
+    ]);
+}
