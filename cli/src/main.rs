@@ -2,6 +2,7 @@
 
 mod cache;
 mod gateway;
+mod plan;
 mod rest;
 mod runtime;
 mod signal;
@@ -31,6 +32,10 @@ enum Command {
     /// Run the example bot on the worker library: consume the bot's events, answer `!ping` and
     /// `/ping` through the REST proxy.
     Worker(worker::WorkerArgs),
+    /// Print every object the operator would apply for a DiscordBot manifest, as YAML.
+    Plan(plan::PlanArgs),
+    /// Print the DiscordBot CustomResourceDefinition as YAML.
+    Crd,
 }
 
 /// The log filter without `RUST_LOG`. twilight-http logs every 429 it re-sends at info, one line
@@ -55,5 +60,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rest(args) => rest::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Plan(args) => plan::run(args),
+        Command::Crd => plan::crd(),
     }
 }

@@ -1,0 +1,13 @@
+//! The shardyard operator: the `DiscordBot` custom resource ([`resource`]), the CRD generated
+//! from it ([`crd`]), the pure planner ([`plan`]), and (next) the reconcile loop. See
+//! `README.md`.
+#![warn(missing_docs)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod crd;
+pub mod discord;
+pub mod manifest;
+pub mod plan;
+pub mod resource;
+
+pub use resource::{DiscordBot, DiscordBotSpec, DiscordBotStatus, ShardCount};

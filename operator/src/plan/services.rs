@@ -1,0 +1,161 @@
+//! The REST proxy (`<name>-rest`: Deployment, Service, PodDisruptionBudget, and a NetworkPolicy
+//! that admits only the bot's own pods to it) and the cache (`<name>-cache`: Deployment and the
+//! Service of its read-only HTTP API).
+
+use serde_json::json;
+
+use super::gateway::typed;
+use super::names::{BOT_LABEL, Context};
+use super::pod::{ADMIN_PORT, CACHE_PORT, Common, REST_PORT, unversioned};
+use super::{Child, PlanError};
+use crate::resource::DiscordBotSpec;
+
+/// Seconds the proxy has to finish the requests it holds.
+const REST_GRACE_SECONDS: i64 = 40;
+/// Seconds the cache has to finish the event it applies.
+const CACHE_GRACE_SECONDS: i64 = 15;
+
+pub(super) fn rest(
+    context: &Context,
+    common: &Common,
+    spec: &DiscordBotSpec,
+) -> Result<Vec<Child>, PlanError> {
+    let name = context.object_name("rest");
+    let selector = context.selector("rest");
+    let labels = context.labels("rest");
+    let args = vec![
+        "rest".to_owned(),
+        "--listen".to_owned(),
+        format!("0.0.0.0:{REST_PORT}"),
+        "--upstream".to_owned(),
+        unversioned(&common.api_base),
+        // Replicas find each other over NATS (SHARDYARD_NATS_URL, SHARDYARD_BOT) and reach each
+        // other at their pod's address.
+        "--advertise".to_owned(),
+        format!("http://$(POD_IP):{REST_PORT}"),
+    ];
+    let env = vec![
+        json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        common.token_env.clone(),
+    ];
+    let resources = spec
+        .rest
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_value(r).unwrap_or_default());
+    let container = common.container("rest", None, args, env, &[("http", REST_PORT)], resources);
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {
+            "replicas": spec.rest.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": common.pod_spec(container, REST_GRACE_SECONDS),
+            },
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": REST_PORT, "targetPort": "http"}],
+        },
+    });
+    let budget = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    });
+    // The proxy adds the bot token to what it forwards: only the bot's own pods may call it.
+    // Its admin port (metrics) stays open to the cluster.
+    let policy = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": context.metadata(name, labels),
+        "spec": {
+            "podSelector": {"matchLabels": selector},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [{"podSelector": {"matchLabels": {BOT_LABEL: context.name}}}],
+                    "ports": [{"protocol": "TCP", "port": REST_PORT}],
+                },
+                {"ports": [{"protocol": "TCP", "port": ADMIN_PORT}]},
+            ],
+        },
+    });
+    [deployment, service, budget, policy]
+        .into_iter()
+        .map(child)
+        .collect()
+}
+
+pub(super) fn cache(
+    context: &Context,
+    common: &Common,
+    spec: &DiscordBotSpec,
+) -> Result<Vec<Child>, PlanError> {
+    let name = context.object_name("cache");
+    let selector = context.selector("cache");
+    let labels = context.labels("cache");
+    let args = vec![
+        "cache".to_owned(),
+        "--listen".to_owned(),
+        format!("0.0.0.0:{CACHE_PORT}"),
+    ];
+    let resources = spec
+        .cache
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_value(r).unwrap_or_default());
+    let container = common.container(
+        "cache",
+        None,
+        args,
+        Vec::new(),
+        &[("http", CACHE_PORT)],
+        resources,
+    );
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {
+            // One applier: events are applied in stream order by one consumer.
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": common.pod_spec(container, CACHE_GRACE_SECONDS),
+            },
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": context.metadata(name, labels),
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": CACHE_PORT, "targetPort": "http"}],
+        },
+    });
+    [deployment, service].into_iter().map(child).collect()
+}
+
+/// A planned object by its `kind` (the JSON is built in this module, so its kinds are known).
+fn child(value: serde_json::Value) -> Result<Child, PlanError> {
+    let kind = value["kind"].as_str().unwrap_or_default().to_owned();
+    Ok(match kind.as_str() {
+        "Deployment" => Child::Deployment(Box::new(typed(value)?)),
+        "Service" => Child::Service(Box::new(typed(value)?)),
+        "PodDisruptionBudget" => Child::PodDisruptionBudget(Box::new(typed(value)?)),
+        _ => Child::NetworkPolicy(Box::new(typed(value)?)),
+    })
+}
