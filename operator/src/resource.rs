@@ -207,7 +207,8 @@ impl JsonSchema for ShardCount {
 pub struct NatsSpec {
     /// NATS server URL(s), comma separated: `nats://host:4222` (TLS when the server asks for
     /// it) or `tls://host:4222` (TLS required).
-    #[x_kube(validation = Rule::new("self.split(',').all(u, u.trim().matches('^(nats|tls)://[^\\\\s]+$'))").message("nats.url must be nats://host:port or tls://host:port, several separated by commas"))]
+    #[x_kube(validation = Rule::new("self.matches('^(nats|tls)://[^\\\\s,]+( *, *(nats|tls)://[^\\\\s,]+)*$')").message("nats.url must be nats://host:port or tls://host:port, several separated by commas"))]
+    #[schemars(length(min = 1, max = 2048))]
     pub url: String,
     /// A Secret key holding NATS credentials (a `.creds` file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -240,6 +241,7 @@ pub struct DiscordSpec {
     /// the REST proxy its unversioned form as `--upstream`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+(/[^?#]*)?/v[0-9]+/?$')").message("discord.apiBase must be an http(s) URL ending in the API version, like https://discord.com/api/v10"))]
+    #[schemars(length(max = 2048))]
     pub api_base: Option<String>,
 }
 
@@ -398,6 +400,7 @@ pub struct StreamSpec {
     /// How long events are kept (`24h`, `90m`, `7d`; `0` for no limit). Past it the oldest go.
     #[serde(default = "default_max_age")]
     #[x_kube(validation = Rule::new("self.matches('^(0|[0-9]+[smhd])$')").message("stream.maxAge must be 0 or a whole number with s, m, h or d, like 24h"))]
+    #[schemars(length(max = 32))]
     pub max_age: String,
     /// The most bytes kept (`10Gi`; `0` for no limit). JetStream reserves it from the server's
     /// storage when the stream is created.
@@ -457,6 +460,7 @@ pub struct DeadLetterSpec {
     /// How long dead letters are kept (`336h` is 14 days).
     #[serde(default = "default_dead_letter_age")]
     #[x_kube(validation = Rule::new("self.matches('^(0|[0-9]+[smhd])$')").message("stream.deadLetter.maxAge must be 0 or a whole number with s, m, h or d, like 14d"))]
+    #[schemars(length(max = 32))]
     pub max_age: String,
     /// The most bytes of dead letters kept.
     #[serde(default = "default_dead_letter_bytes")]
@@ -505,14 +509,13 @@ pub enum AutoscalingProvider {
 }
 
 /// A container's `resources` (`requests` and `limits` of quantities), described briefly: the
-/// upstream schema repeats a page about quantities under every key.
+/// upstream schema repeats a page about quantities under every key. The quantities themselves
+/// are checked when the operator applies the pods (a rule per map value costs more than the API
+/// server allows a CRD); a bad one shows in the bot's status.
 fn resources(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let amounts = schemars::json_schema!({
         "type": "object",
-        "additionalProperties": {
-            "x-kubernetes-int-or-string": true,
-            "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
-        },
+        "additionalProperties": {"x-kubernetes-int-or-string": true},
     });
     schemars::json_schema!({
         "description": "The container's resources, as in a pod: requests and limits (cpu, memory).",
@@ -521,15 +524,16 @@ fn resources(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     })
 }
 
-/// A Kubernetes quantity (`1Gi`, `500M`, `1024`), as the API server's own pattern reads it.
-const QUANTITY_PATTERN: &str = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
-
-/// A size in bytes: a number or a quantity.
+/// A size in bytes: a number or a quantity. (A structural schema cannot type the branches of an
+/// `anyOf`, so a pattern there would also pass any string: the rule checks it.)
 fn byte_size(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "description": "Bytes: a number or a quantity like 10Gi (0 for no limit).",
         "x-kubernetes-int-or-string": true,
-        "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+        "x-kubernetes-validations": [{
+            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(\\\\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$')",
+            "message": "must be a number of bytes or a quantity like 512Mi or 10Gi",
+        }],
     })
 }
 

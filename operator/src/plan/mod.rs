@@ -231,20 +231,22 @@ fn check_intents(names: &[String]) -> Result<Intents, PlanError> {
         })
 }
 
-/// The owner reference every child carries: the bot, as the controller.
-fn owner(bot: &DiscordBot) -> Result<OwnerReference, PlanError> {
+/// The owner reference every child carries: the bot, as the controller. A bot read from a file
+/// (`shardyard plan`) has no uid until the API server gives it one, and an owner reference
+/// without one is invalid: its objects then carry none (the operator's always do).
+fn owner(bot: &DiscordBot) -> Result<Option<OwnerReference>, PlanError> {
     use kube::Resource as _;
-    Ok(OwnerReference {
+    let name = bot
+        .metadata
+        .name
+        .clone()
+        .ok_or(PlanError::Unnamed("name"))?;
+    Ok(bot.metadata.uid.clone().map(|uid| OwnerReference {
         api_version: DiscordBot::api_version(&()).into_owned(),
         kind: DiscordBot::kind(&()).into_owned(),
-        name: bot
-            .metadata
-            .name
-            .clone()
-            .ok_or(PlanError::Unnamed("name"))?,
-        // A bot read from a file (`shardyard plan`) has no uid until the API server gives it one.
-        uid: bot.metadata.uid.clone().unwrap_or_default(),
+        name,
+        uid,
         controller: Some(true),
         block_owner_deletion: Some(true),
-    })
+    }))
 }

@@ -44,11 +44,16 @@ pub(super) struct Context {
     pub(super) name: String,
     pub(super) namespace: String,
     pub(super) key: BotKey,
-    pub(super) owner: OwnerReference,
+    pub(super) owner: Option<OwnerReference>,
 }
 
 impl Context {
-    pub(super) fn new(name: &str, namespace: &str, key: BotKey, owner: OwnerReference) -> Self {
+    pub(super) fn new(
+        name: &str,
+        namespace: &str,
+        key: BotKey,
+        owner: Option<OwnerReference>,
+    ) -> Self {
         Self {
             name: name.to_owned(),
             namespace: namespace.to_owned(),
@@ -79,13 +84,14 @@ impl Context {
         labels
     }
 
-    /// An object's metadata: name, namespace, labels, the bot as its controller.
+    /// An object's metadata: name, namespace, labels, the bot as its controller (when it has a
+    /// uid).
     pub(super) fn metadata(&self, name: String, labels: BTreeMap<String, String>) -> ObjectMeta {
         ObjectMeta {
             name: Some(name),
             namespace: Some(self.namespace.clone()),
             labels: Some(labels),
-            owner_references: Some(vec![self.owner.clone()]),
+            owner_references: self.owner.clone().map(|owner| vec![owner]),
             ..ObjectMeta::default()
         }
     }

@@ -460,6 +460,20 @@ fn every_object_is_owned_by_the_bot_and_labelled_for_it() {
 }
 
 #[test]
+fn a_bot_from_a_file_without_a_uid_owns_nothing_yet() {
+    let from_file = bot(&MINIMAL.replace("  uid: 0b7f1c7e-5c3a-4c59-9d1e-3f1c2b7a9e11\n", ""));
+    let plan = plan_of(&from_file, None, &[]).unwrap();
+    for object in &plan.objects {
+        let value = serde_json::to_value(object).unwrap();
+        assert!(
+            value["metadata"]["ownerReferences"].is_null(),
+            "{}",
+            object.describe()
+        );
+    }
+}
+
+#[test]
 fn a_reshard_runs_the_old_generation_beside_the_new_one() {
     let grown = bot(&MINIMAL.replace("shards: 3", "shards: 32"));
     let old = Generation {

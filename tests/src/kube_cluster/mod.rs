@@ -51,7 +51,6 @@ const SCHEDULER_PORT: u16 = 10259;
 #[derive(Debug)]
 pub struct KubeCluster {
     tools: PathBuf,
-    dir: TempDir,
     kubeconfig: PathBuf,
     api_ready_after: Duration,
     ca_pem: String,
@@ -61,6 +60,8 @@ pub struct KubeCluster {
     controller_manager: ProcessGuard,
     apiserver: ProcessGuard,
     etcd: ProcessGuard,
+    /// The certificates, kubeconfigs and etcd's data: removed once the processes are gone.
+    dir: TempDir,
     netns: TestNetns,
 }
 
