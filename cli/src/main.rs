@@ -2,6 +2,7 @@
 
 mod cache;
 mod gateway;
+mod operator;
 mod plan;
 mod rest;
 mod runtime;
@@ -32,6 +33,8 @@ enum Command {
     /// Run the example bot on the worker library: consume the bot's events, answer `!ping` and
     /// `/ping` through the REST proxy.
     Worker(worker::WorkerArgs),
+    /// Reconcile DiscordBots into gateways, workers, a REST proxy and a cache (Kubernetes).
+    Operator(operator::OperatorArgs),
     /// Print every object the operator would apply for a DiscordBot manifest, as YAML.
     Plan(plan::PlanArgs),
     /// Print the DiscordBot CustomResourceDefinition as YAML.
@@ -60,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         Command::Rest(args) => rest::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Worker(args) => worker::run(args),
+        Command::Operator(args) => operator::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Crd => plan::crd(),
     }

@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod controller;
 pub mod crd;
 pub mod discord;
 pub mod manifest;

@@ -26,6 +26,7 @@ pub mod hot_channel;
 pub mod kube_cluster;
 mod nats;
 pub mod netns;
+pub mod operator;
 mod ports;
 mod process;
 mod rest;

@@ -146,6 +146,13 @@ pub enum PlanError {
     },
 }
 
+/// `nats://host` → `nats://<credentials>@host`, for each comma-separated URL (what the pods'
+/// `SHARDYARD_NATS_URL` becomes once Kubernetes expands the credentials into it).
+#[must_use]
+pub fn with_nats_credentials(urls: &str, credentials: &str) -> String {
+    pod::with_credentials(urls, credentials)
+}
+
 /// Plans a bot.
 ///
 /// # Errors

@@ -1,0 +1,70 @@
+//! `shardyard operator`: reconciles DiscordBots into gateways, workers, a REST proxy and a
+//! cache. The kubeconfig comes from `KUBECONFIG`, else from inside the cluster.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Args;
+use shardyard_operator::controller::{OperatorConfig, run as run_operator};
+use shardyard_operator::plan::{DEFAULT_API_BASE, DEFAULT_IMAGE, OperatorDefaults};
+
+/// Flags of `shardyard operator`.
+#[derive(Debug, Args)]
+pub(crate) struct OperatorArgs {
+    /// Discord's API base for bots that set no `spec.discord.apiBase`.
+    #[arg(long, env = "SHARDYARD_API_BASE", default_value = DEFAULT_API_BASE)]
+    api_base: String,
+    /// The image of every component a bot gives none for.
+    #[arg(long, env = "SHARDYARD_IMAGE", default_value = DEFAULT_IMAGE)]
+    image: String,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here.
+    #[arg(long, env = "SHARDYARD_ADMIN_ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// The namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// The leader Lease's name.
+    #[arg(long, default_value = "shardyard-operator")]
+    lease_name: String,
+    /// This replica's name in the Lease (the pod's name); by default the host name and process
+    /// id.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+}
+
+pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    let OperatorArgs {
+        api_base,
+        image,
+        admin_addr,
+        lease_namespace,
+        lease_name,
+        identity,
+    } = args;
+    let identity = identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "operator".to_owned());
+        format!("{host}-{}", std::process::id())
+    });
+    let config = OperatorConfig {
+        defaults: OperatorDefaults { api_base, image },
+        admin_addr,
+        lease_namespace,
+        lease_name,
+        identity,
+    };
+    let runtime = crate::runtime::build(2)?;
+    runtime.block_on(async move {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signal::shutdown_signal().await;
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
+        run_operator(config, shutdown)
+            .await
+            .context("running the operator")
+    })
+}

@@ -1,0 +1,113 @@
+//! What every reconcile shares: the Kubernetes client, the operator's defaults, Discord's
+//! answers cached for a minute (so `GET /gateway/bot` is never called in a hot loop), the Event
+//! recorder and the metrics.
+
+use std::collections::HashMap;
+use std::hash::{Hash as _, Hasher as _};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::Client;
+use kube::runtime::events::Recorder;
+use shardyard_protocol::Token;
+use tokio::time::Instant;
+
+use super::metrics::Metrics;
+use crate::discord::{DiscordError, GatewayBotAnswer, gateway_bot};
+use crate::plan::OperatorDefaults;
+
+/// How long Discord's answer is reused.
+pub const DISCORD_CACHE: Duration = Duration::from_secs(60);
+
+/// Shared by every reconcile.
+pub struct Context {
+    /// The API server.
+    pub client: Client,
+    /// The operator's flags.
+    pub defaults: OperatorDefaults,
+    /// Events on the bots.
+    pub recorder: Recorder,
+    /// Reconciles, failures, durations.
+    pub metrics: Metrics,
+    http: reqwest::Client,
+    answers: Mutex<HashMap<(String, u64), (Instant, CachedAnswer)>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("defaults", &self.defaults)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A cached answer: 401s are cached too, so a bad token is not asked about every reconcile.
+#[derive(Debug, Clone, Copy)]
+enum CachedAnswer {
+    Ok(GatewayBotAnswer),
+    InvalidToken,
+}
+
+impl Context {
+    /// A context over `client`.
+    #[must_use]
+    pub fn new(client: Client, defaults: OperatorDefaults, recorder: Recorder) -> Self {
+        Self {
+            client,
+            defaults,
+            recorder,
+            metrics: Metrics::default(),
+            http: reqwest::Client::new(),
+            answers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Discord's `GET /gateway/bot` for `token` at `api_base`, from the cache when it is younger
+    /// than [`DISCORD_CACHE`]. Keyed by a hash of the token, which is not kept.
+    ///
+    /// # Errors
+    /// As [`gateway_bot`]; other errors than a 401 are not cached.
+    pub async fn gateway_bot(
+        &self,
+        api_base: &str,
+        token: &Token,
+    ) -> Result<GatewayBotAnswer, DiscordError> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        token.expose().hash(&mut hasher);
+        let key = (api_base.to_owned(), hasher.finish());
+        let cached = self
+            .answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(at, _)| at.elapsed() < DISCORD_CACHE)
+            .map(|(_, answer)| *answer);
+        match cached {
+            Some(CachedAnswer::Ok(answer)) => return Ok(answer),
+            Some(CachedAnswer::InvalidToken) => return Err(DiscordError::InvalidToken),
+            None => {}
+        }
+        self.metrics.discord_requests.inc();
+        let answer = gateway_bot(&self.http, api_base, token).await;
+        let cache = match &answer {
+            Ok(answer) => Some(CachedAnswer::Ok(*answer)),
+            Err(DiscordError::InvalidToken) => Some(CachedAnswer::InvalidToken),
+            Err(_) => None,
+        };
+        if let Some(cache) = cache {
+            self.answers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, (Instant::now(), cache));
+        }
+        answer
+    }
+
+    /// Forgets Discord's answers for `api_base` (a token Secret changed).
+    pub fn forget(&self, api_base: &str) {
+        self.answers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|(base, _), _| base != api_base);
+    }
+}

@@ -1,0 +1,518 @@
+//! One reconcile of a DiscordBot, as a pipeline: fetch (the token Secret, Discord's answer) →
+//! plan (pure) → ensure NATS → apply the children (server-side apply) and prune the ones the
+//! plan dropped → status and Events. Each step that can stop the bot stops it with a condition
+//! saying why and what to do; an invalid spec waits for a change instead of retrying.
+//!
+//! Deleting a bot runs the finalizer: the bot's NATS streams and buckets are removed unless
+//! `spec.nats.onDelete` is `Retain`; its children go by owner reference (the garbage collector).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Resource as _, ResourceExt as _};
+use serde_json::json;
+use shardyard_protocol::Token;
+
+use super::apply::{FIELD_MANAGER, apply, prune};
+use super::context::Context;
+use super::nats;
+use super::status::{Outcome, conditions, reasons, types};
+use crate::discord::DiscordError;
+use crate::plan::{GatewayBot, Generation, PlanError, PlanInput, gateway_name, plan};
+use crate::resource::{DiscordBot, DiscordBotStatus, NatsDeletionPolicy, ShardCount};
+
+/// The finalizer that removes a deleted bot's NATS resources.
+pub const FINALIZER: &str = "shardyard.dev/nats-resources";
+
+/// How soon a bot that is running is looked at again (Discord's recommendation, the counts).
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a bot blocked on something outside it (a Secret, Discord, NATS) is tried again.
+const RETRY: Duration = Duration::from_secs(15);
+/// How soon a bot whose token Discord refused is tried again (the Secret may be fixed).
+const INVALID_TOKEN_RETRY: Duration = Duration::from_secs(120);
+
+/// Why a reconcile failed outright (the controller requeues it with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// The API server did not answer.
+    #[error("the Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+    /// The finalizer could not be added or removed, or its cleanup failed.
+    #[error("the finalizer: {0}")]
+    Finalizer(#[source] Box<finalizer::Error<ReconcileError>>),
+    /// Removing the NATS resources of a deleted bot failed.
+    #[error("removing the bot's NATS resources: {0}")]
+    Cleanup(#[source] nats::NatsError),
+}
+
+impl ReconcileError {
+    /// A bounded label for metrics.
+    #[must_use]
+    pub const fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(_) | Self::Finalizer(_) => "api_error",
+            Self::Cleanup(_) => "nats_unreachable",
+        }
+    }
+}
+
+/// Reconciles `bot`: the entry point the controller calls.
+///
+/// # Errors
+/// [`ReconcileError`] when the API server fails; conditions report everything else.
+pub async fn reconcile(bot: Arc<DiscordBot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let namespace = bot.namespace().unwrap_or_default();
+    let api: Api<DiscordBot> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, bot, |event| async {
+        match event {
+            finalizer::Event::Apply(bot) => apply_bot(&bot, &ctx).await,
+            finalizer::Event::Cleanup(bot) => cleanup(&bot, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| ReconcileError::Finalizer(Box::new(e)));
+    match &result {
+        Ok(_) => {}
+        Err(error) => ctx.metrics.reconciled(error.category(), started.elapsed()),
+    }
+    result
+}
+
+/// What the controller does after a failed reconcile: try again with backoff.
+pub fn error_policy(bot: Arc<DiscordBot>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(bot = %bot.name_any(), %error, "reconcile failed");
+    Action::requeue(RETRY)
+}
+
+async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileError> {
+    let started = Instant::now();
+    let namespace = bot.namespace().unwrap_or_default();
+    let name = bot.name_any();
+    let spec = &bot.spec;
+    let previous = bot.status.clone().unwrap_or_default();
+    let mut status = DiscordBotStatus {
+        conditions: Vec::new(),
+        observed_generation: bot.metadata.generation,
+        ..previous.clone()
+    };
+
+    // 1. Fetch: the token, then Discord.
+    let token = match read_token(ctx, &namespace, bot).await? {
+        Ok(token) => token,
+        Err(message) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::TOKEN_SECRET_MISSING,
+                message,
+                Some(RETRY),
+                started,
+            )
+            .await;
+        }
+    };
+    let api_base = spec
+        .discord
+        .as_ref()
+        .and_then(|d| d.api_base.clone())
+        .unwrap_or_else(|| ctx.defaults.api_base.clone());
+    let discord = match ctx.gateway_bot(&api_base, &token).await {
+        Ok(answer) => {
+            status.recommended_shards = Some(answer.gateway.shards);
+            status.max_concurrency = Some(answer.gateway.max_concurrency);
+            status.session_starts_remaining = Some(answer.session_start_remaining);
+            Some(answer.gateway)
+        }
+        Err(DiscordError::InvalidToken) => {
+            let message = format!(
+                "Discord refused the token in Secret {}/{} (key {}): put the bot's token there",
+                namespace, spec.token_secret.name, spec.token_secret.key
+            );
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::INVALID_TOKEN,
+                message,
+                Some(INVALID_TOKEN_RETRY),
+                started,
+            )
+            .await;
+        }
+        Err(error) => match (spec.shards, previous.max_concurrency) {
+            // A fixed count is planned with the max_concurrency seen last.
+            (ShardCount::Fixed(_), Some(max_concurrency)) => Some(GatewayBot {
+                shards: previous.recommended_shards.unwrap_or(1),
+                max_concurrency,
+            }),
+            (ShardCount::Fixed(_), None) => None,
+            (ShardCount::Auto, _) => {
+                return blocked(
+                    ctx,
+                    bot,
+                    status,
+                    reasons::DISCORD_UNREACHABLE,
+                    error.to_string(),
+                    Some(RETRY),
+                    started,
+                )
+                .await;
+            }
+        },
+    };
+
+    // 2. Plan.
+    let running: Vec<Generation> = match (previous.gateway_generation, previous.shards) {
+        (Some(number), Some(total)) => vec![Generation { number, total }],
+        _ => Vec::new(),
+    };
+    let planned = match plan(PlanInput {
+        bot,
+        defaults: &ctx.defaults,
+        discord,
+        running: &running,
+    }) {
+        Ok(planned) => planned,
+        Err(error @ PlanError::NeedsDiscord) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::DISCORD_UNREACHABLE,
+                error.to_string(),
+                Some(RETRY),
+                started,
+            )
+            .await;
+        }
+        // Waits for the spec to change: retrying cannot help.
+        Err(error) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::INVALID_SPEC,
+                error.to_string(),
+                None,
+                started,
+            )
+            .await;
+        }
+    };
+    // Until resharding hands over (the blue/green flip), the running generation stays active.
+    let active = running.first().copied().unwrap_or(planned.target);
+
+    // 3. NATS.
+    if let Err(error) = ensure_nats(ctx, &namespace, bot, &planned.bot_key, active.number).await {
+        return blocked(
+            ctx,
+            bot,
+            status,
+            reasons::NATS_UNREACHABLE,
+            error,
+            Some(RETRY),
+            started,
+        )
+        .await;
+    }
+
+    // 4. Apply, and prune what the plan dropped.
+    if let Err(error) = apply(&ctx.client, &namespace, &planned).await {
+        return blocked(
+            ctx,
+            bot,
+            status,
+            reasons::APPLY_FAILED,
+            error.to_string(),
+            Some(RETRY),
+            started,
+        )
+        .await;
+    }
+    let uid = bot.metadata.uid.clone().unwrap_or_default();
+    match prune(&ctx.client, &namespace, &name, &uid, &planned).await {
+        Ok(deleted) if !deleted.is_empty() => {
+            tracing::info!(bot = %name, ?deleted, "removed what the plan no longer has");
+        }
+        Ok(_) => {}
+        Err(error) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::APPLY_FAILED,
+                error.to_string(),
+                Some(RETRY),
+                started,
+            )
+            .await;
+        }
+    }
+
+    // 5. Status: counts from the children, conditions, Events on a change.
+    status.gateway_generation = Some(active.number);
+    status.shards = Some(active.total);
+    let (ready_shards, workers) =
+        counts(ctx, &namespace, &name, active, spec.shards_per_pod).await?;
+    status.ready_shards = Some(ready_shards);
+    status.workers = Some(workers);
+    let resharding = (planned.target != active).then(|| {
+        (
+            reasons::STARTING_GENERATION,
+            format!(
+                "generation {} ({} shards) starts beside generation {} ({} shards)",
+                planned.target.number, planned.target.total, active.number, active.total
+            ),
+        )
+    });
+    status.conditions = conditions(
+        &Outcome::Applied,
+        resharding,
+        bot.metadata.generation,
+        &previous.conditions,
+        Timestamp::now(),
+    );
+    write_status(ctx, bot, &previous, &status).await?;
+    ctx.metrics.reconciled("applied", started.elapsed());
+    Ok(Action::requeue(RESYNC))
+}
+
+/// The token from its Secret: `Ok(Err(message))` when the Secret or key is missing.
+async fn read_token(
+    ctx: &Context,
+    namespace: &str,
+    bot: &DiscordBot,
+) -> Result<Result<Token, String>, ReconcileError> {
+    let reference = &bot.spec.token_secret;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(secret) = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(ReconcileError::Kube)?
+    else {
+        return Ok(Err(format!(
+            "Secret {namespace}/{} does not exist: create it with the bot token under key {} \
+             (kubectl create secret generic {} --from-literal={}=…)",
+            reference.name, reference.key, reference.name, reference.key
+        )));
+    };
+    let token = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&reference.key))
+        .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+        .map(Token::new)
+        .filter(|t| !t.is_empty());
+    Ok(token.ok_or_else(|| {
+        format!(
+            "Secret {namespace}/{} has no key {} (or it is empty): put the bot token there",
+            reference.name, reference.key
+        )
+    }))
+}
+
+/// Connects to the bot's NATS (with its credentials from their Secret) and ensures its streams,
+/// buckets and active generation. The error is a message for the condition.
+async fn ensure_nats(
+    ctx: &Context,
+    namespace: &str,
+    bot: &DiscordBot,
+    key: &shardyard_protocol::BotKey,
+    active: u64,
+) -> Result<(), String> {
+    let url = nats_url(ctx, namespace, bot).await?;
+    let client = nats::connect(&url)
+        .await
+        .map_err(|e| format!("{e}: {}", source_of(&e)))?;
+    let js = async_nats::jetstream::new(client.clone());
+    let ensured = nats::ensure(&js, key, &bot.spec, active)
+        .await
+        .map_err(|e| e.to_string());
+    let _ = client.drain().await;
+    ensured
+}
+
+/// The bot's NATS URL, with the credentials from `spec.nats.credentialsSecret` when it names one.
+async fn nats_url(ctx: &Context, namespace: &str, bot: &DiscordBot) -> Result<String, String> {
+    let url = bot.spec.nats.url.clone();
+    let Some(reference) = &bot.spec.nats.credentials_secret else {
+        return Ok(url);
+    };
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let credentials = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{}: {e}", reference.name))?
+        .and_then(|s| s.data)
+        .and_then(|data| data.get(&reference.key).cloned())
+        .and_then(|bytes| String::from_utf8(bytes.0).ok())
+        .ok_or_else(|| {
+            format!(
+                "Secret {namespace}/{} has no key {} with the NATS credentials",
+                reference.name, reference.key
+            )
+        })?;
+    Ok(crate::plan::with_nats_credentials(&url, credentials.trim()))
+}
+
+fn source_of(error: &dyn std::error::Error) -> String {
+    error.source().map(ToString::to_string).unwrap_or_default()
+}
+
+/// Ready shards of the active generation (its ready pods' shards) and worker replicas.
+async fn counts(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    active: Generation,
+    shards_per_pod: u32,
+) -> Result<(u32, i32), ReconcileError> {
+    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+    let ready_pods = sets
+        .get_opt(&gateway_name(name, active.number))
+        .await
+        .map_err(ReconcileError::Kube)?
+        .and_then(|s| s.status)
+        .and_then(|s| s.ready_replicas)
+        .unwrap_or(0);
+    let ready_shards = u32::try_from(ready_pods)
+        .unwrap_or(0)
+        .saturating_mul(shards_per_pod)
+        .min(active.total);
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
+    let workers = deployments
+        .get_opt(&format!("{name}-worker"))
+        .await
+        .map_err(ReconcileError::Kube)?
+        .and_then(|d| d.status)
+        .and_then(|s| s.replicas)
+        .unwrap_or(0);
+    Ok((ready_shards, workers))
+}
+
+/// Records a stop: conditions saying why, an Event when it is new, and when to look again
+/// (`None`: when the bot changes).
+async fn blocked(
+    ctx: &Context,
+    bot: &DiscordBot,
+    mut status: DiscordBotStatus,
+    reason: &'static str,
+    message: String,
+    retry: Option<Duration>,
+    started: Instant,
+) -> Result<Action, ReconcileError> {
+    let previous = bot.status.clone().unwrap_or_default();
+    status.conditions = conditions(
+        &Outcome::Blocked {
+            reason,
+            message: message.clone(),
+        },
+        None,
+        bot.metadata.generation,
+        &previous.conditions,
+        Timestamp::now(),
+    );
+    tracing::info!(bot = %bot.name_any(), reason, %message, "blocked");
+    write_status(ctx, bot, &previous, &status).await?;
+    ctx.metrics
+        .reconciled(outcome_label(reason), started.elapsed());
+    Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+fn outcome_label(reason: &str) -> &'static str {
+    match reason {
+        reasons::TOKEN_SECRET_MISSING => "token_secret_missing",
+        reasons::INVALID_TOKEN => "invalid_token",
+        reasons::DISCORD_UNREACHABLE => "discord_unreachable",
+        reasons::NATS_UNREACHABLE => "nats_unreachable",
+        reasons::INVALID_SPEC => "invalid_spec",
+        _ => "apply_failed",
+    }
+}
+
+/// Writes the status when it changed (server-side apply on the status subresource), and an
+/// Event when the Ready condition's reason changed.
+async fn write_status(
+    ctx: &Context,
+    bot: &DiscordBot,
+    previous: &DiscordBotStatus,
+    status: &DiscordBotStatus,
+) -> Result<(), ReconcileError> {
+    if previous == status {
+        return Ok(());
+    }
+    let namespace = bot.namespace().unwrap_or_default();
+    let api: Api<DiscordBot> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({
+        "apiVersion": DiscordBot::api_version(&()),
+        "kind": DiscordBot::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &bot.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(ReconcileError::Kube)?;
+    let ready = |s: &DiscordBotStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == types::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    if let Some((state, reason, message)) =
+        ready(status).filter(|now| Some(now) != ready(previous).as_ref())
+    {
+        let event = Event {
+            type_: if state == "True" {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason,
+            note: Some(message.chars().take(1000).collect()),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &bot.object_ref(&())).await {
+            tracing::warn!(%error, "publishing an Event");
+        }
+    }
+    Ok(())
+}
+
+/// A deleted bot: its NATS resources go, unless retained.
+async fn cleanup(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileError> {
+    if bot.spec.nats.on_delete == NatsDeletionPolicy::Retain {
+        tracing::info!(bot = %bot.name_any(), "deleted; its NATS resources are retained");
+        return Ok(Action::await_change());
+    }
+    let namespace = bot.namespace().unwrap_or_default();
+    let key = shardyard_protocol::BotKey::namespaced(&namespace, &bot.name_any()).map_err(|e| {
+        ReconcileError::Cleanup(nats::NatsError::Limit {
+            field: "metadata.name",
+            reason: e.to_string(),
+        })
+    })?;
+    let url = nats_url(ctx, &namespace, bot)
+        .await
+        .unwrap_or_else(|_| bot.spec.nats.url.clone());
+    let client = nats::connect(&url).await.map_err(ReconcileError::Cleanup)?;
+    let js = async_nats::jetstream::new(client.clone());
+    nats::remove(&js, &key)
+        .await
+        .map_err(ReconcileError::Cleanup)?;
+    let _ = client.drain().await;
+    tracing::info!(bot = %bot.name_any(), "deleted; its NATS streams and buckets are removed");
+    Ok(Action::await_change())
+}
