@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PostParams};
 use serde_json::json;
+use shardyard_operator::controller::leader::LeaseLock;
 use shardyard_tests::kube_cluster::external_metrics::ExternalMetricsServer;
 use shardyard_tests::kube_cluster::succeeded;
 use shardyard_tests::{KubeCluster, eventually, repo_root};
@@ -387,70 +385,16 @@ fn base64_encode(bytes: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-/// Tries to take or renew `name` for `holder` as client-go's leader election does: a Lease held
-/// by someone else is taken only once it expired, and every write carries the resourceVersion
-/// read, so two candidates cannot both win.
-async fn try_acquire_or_renew(
-    leases: &Api<Lease>,
-    name: &str,
-    holder: &str,
-) -> anyhow::Result<bool> {
-    let now = MicroTime(Timestamp::now());
-    let duration = 15;
-    match leases.get_opt(name).await? {
-        None => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.to_owned()),
-                    ..ObjectMeta::default()
-                },
-                spec: Some(LeaseSpec {
-                    holder_identity: Some(holder.to_owned()),
-                    lease_duration_seconds: Some(duration),
-                    acquire_time: Some(now.clone()),
-                    renew_time: Some(now),
-                    lease_transitions: Some(0),
-                    ..LeaseSpec::default()
-                }),
-            };
-            match leases.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        }
-        Some(mut lease) => {
-            let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-            let held_by_me = spec.holder_identity.as_deref() == Some(holder);
-            let expired = spec.renew_time.as_ref().is_none_or(|renewed| {
-                let seconds = i64::from(spec.lease_duration_seconds.unwrap_or(duration));
-                renewed.0.as_second() + seconds < now.0.as_second()
-            });
-            if !held_by_me && !expired {
-                return Ok(false);
-            }
-            if !held_by_me {
-                spec.holder_identity = Some(holder.to_owned());
-                spec.acquire_time = Some(now.clone());
-                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-            }
-            spec.renew_time = Some(now);
-            match leases.replace(name, &PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-                Err(e) => Err(e.into()),
-            }
-        }
-    }
-}
-
 #[tokio::test]
 async fn a_lease_is_taken_renewed_and_guarded_by_its_resource_version() -> anyhow::Result<()> {
     let cluster = KubeCluster::start().await?;
     let client = cluster.client().await?;
     let leases: Api<Lease> = Api::namespaced(client, "default");
+    // The operator's own leader election.
+    let a = LeaseLock::new(leases.clone(), "shardyard-operator", "operator-a");
+    let b = LeaseLock::new(leases.clone(), "shardyard-operator", "operator-b");
 
-    assert!(try_acquire_or_renew(&leases, "shardyard-operator", "operator-a").await?);
+    assert!(a.try_acquire_or_renew().await?);
     let taken = leases.get("shardyard-operator").await?;
     let first_renewal = taken
         .spec
@@ -458,10 +402,10 @@ async fn a_lease_is_taken_renewed_and_guarded_by_its_resource_version() -> anyho
         .and_then(|s| s.renew_time)
         .context("renewed")?;
     // Another candidate cannot take a Lease that is held and fresh.
-    assert!(!try_acquire_or_renew(&leases, "shardyard-operator", "operator-b").await?);
+    assert!(!b.try_acquire_or_renew().await?);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(try_acquire_or_renew(&leases, "shardyard-operator", "operator-a").await?);
+    assert!(a.try_acquire_or_renew().await?);
     let renewed = leases.get("shardyard-operator").await?;
     let spec = renewed.spec.clone().context("a spec")?;
     assert_eq!(spec.holder_identity.as_deref(), Some("operator-a"));
