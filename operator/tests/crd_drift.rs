@@ -20,3 +20,18 @@ fn the_committed_crd_is_the_generated_one() {
         shardyard_operator::crd::CRD_PATH
     );
 }
+
+#[test]
+fn the_charts_crd_is_the_same() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let chart = root.join("charts/shardyard/crds/discordbots.shardyard.dev.yaml");
+    let chart = std::fs::read_to_string(&chart)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", chart.display()));
+    let generated = shardyard_operator::crd::crd_yaml().expect("the CRD serializes");
+    assert!(
+        chart == generated,
+        "charts/shardyard/crds/ differs from what the types generate: run\n  \
+         cargo run -p shardyard -- crd | tee {} charts/shardyard/crds/discordbots.shardyard.dev.yaml",
+        shardyard_operator::crd::CRD_PATH
+    );
+}

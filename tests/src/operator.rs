@@ -28,6 +28,20 @@ impl OperatorProcess {
         api_base: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_with_kubeconfig(cluster.kubeconfig(), identity, api_base, extra).await
+    }
+
+    /// [`start`](Self::start) with another kubeconfig (a ServiceAccount's, to run with exactly
+    /// its permissions).
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        identity: &str,
+        api_base: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut command = Command::new(shardyard_bin()?);
         command
@@ -35,9 +49,8 @@ impl OperatorProcess {
             .args(["--api-base", api_base])
             .args(["--admin-addr", &admin.to_string()])
             .args(["--identity", identity])
-            .args(["--lease-namespace", "default"])
             .args(extra)
-            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,shardyard_operator=debug,kube=info");
         let process = ProcessGuard::spawn(format!("operator-{identity}"), command)?;
         let operator = Self {

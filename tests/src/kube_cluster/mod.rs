@@ -144,6 +144,26 @@ impl KubeCluster {
         &self.kubeconfig
     }
 
+    /// A kubeconfig for the same cluster that authenticates with a bearer `token` (a
+    /// ServiceAccount's, from `kubectl create token`): to run something with exactly that
+    /// account's permissions.
+    ///
+    /// # Errors
+    /// When it cannot be written.
+    pub fn kubeconfig_with_token(&self, name: &str, token: &str) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: shardyard-test\n  cluster:\n    \
+             server: {}\n    certificate-authority: {}\nusers:\n- name: {name}\n  user:\n    \
+             token: {token}\ncontexts:\n- name: {name}\n  context:\n    cluster: shardyard-test\n    \
+             user: {name}\ncurrent-context: {name}\n",
+            self.server(),
+            self.dir.path().join("ca.crt").display(),
+        );
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
     /// `https://<the namespace's address>:6443`.
     #[must_use]
     pub fn server(&self) -> String {
