@@ -1,7 +1,7 @@
 //! Publishing gated on the shard generation, for blue/green resharding: a gateway started with
-//! `--generation G` publishes only while `G` is the active generation in the bot's control
-//! bucket (no key means active). The operator flips the key once every shard of the new
-//! generation is READY.
+//! `--generation G` publishes only while the bot's control bucket names `G` among the active
+//! generations (no key means active). The operator names the new generation beside the old one
+//! once every shard of the new one is READY, then the new one alone: an overlap, never a gap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct GenerationGate {
     active: Arc<AtomicBool>,
+    /// The control bucket, with `--generation`.
+    store: Option<kv::Store>,
 }
 
 /// The control bucket could not be opened or read.
@@ -28,13 +30,11 @@ pub struct GenerationError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
-/// What a control value says for `generation`: a key holding another number means inactive;
-/// an unreadable value is treated as "not ours".
+/// What a control value says for `generation`: ours when it names it (alone, or beside another
+/// generation during a hand-over); a value naming others, or unreadable, is "not ours".
 fn is_ours(value: &[u8], generation: u64) -> bool {
     std::str::from_utf8(value)
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        == Some(generation)
+        .is_ok_and(|v| shardyard_protocol::names::active_generations(v).contains(&generation))
 }
 
 impl GenerationGate {
@@ -43,7 +43,14 @@ impl GenerationGate {
     pub fn always() -> Self {
         Self {
             active: Arc::new(AtomicBool::new(true)),
+            store: None,
         }
+    }
+
+    /// The bot's control bucket, when this gate watches it.
+    #[must_use]
+    pub fn control_store(&self) -> Option<kv::Store> {
+        self.store.clone()
     }
 
     /// Whether to publish now.
@@ -91,7 +98,9 @@ impl GenerationGate {
             "generation gate"
         );
         let flag = active.clone();
+        let watched = store.clone();
         tokio::spawn(async move {
+            let store = watched;
             loop {
                 // With history: the current value first, so no change between `get` and here is missed.
                 let mut watch = match store.watch_with_history(ACTIVE_GENERATION_KEY).await {
@@ -129,7 +138,10 @@ impl GenerationGate {
                 }
             }
         });
-        Ok(Self { active })
+        Ok(Self {
+            active,
+            store: Some(store),
+        })
     }
 }
 
@@ -143,5 +155,9 @@ mod tests {
         assert!(is_ours(b" 3\n", 3));
         assert!(!is_ours(b"4", 3));
         assert!(!is_ours(b"three", 3));
+        // A hand-over: both publish.
+        assert!(is_ours(b"2,3", 3));
+        assert!(is_ours(b"2,3", 2));
+        assert!(!is_ours(b"2,3", 1));
     }
 }

@@ -14,6 +14,7 @@ pub mod inflate;
 pub mod nats_link;
 pub mod pacer;
 pub mod publisher;
+pub mod readiness;
 pub mod send_limit;
 pub mod sessions;
 pub mod shard;
@@ -164,6 +165,19 @@ pub async fn run(
         Some(g) => generation::GenerationGate::watch(&js, &config.bot, g, shutdown.clone()).await?,
         None => generation::GenerationGate::always(),
     };
+    // Stopped with the process, or once every shard has ended for good.
+    let readiness_stop = shutdown.child_token();
+    let readiness = match (config.generation, generation.control_store()) {
+        (Some(number), Some(store)) => Some(tokio::spawn(readiness::report(
+            store,
+            number,
+            config.total,
+            status.shards.clone(),
+            generation.clone(),
+            readiness_stop.clone(),
+        ))),
+        _ => None,
+    };
     let sessions = sessions::SessionStore::open(&js, &config.bot).await?;
     let gate = Arc::new(coordinator::IdentifyGate::Nats(Box::new(
         coordinator::Coordinator::open(
@@ -203,6 +217,11 @@ pub async fn run(
         ));
     }
     while tasks.join_next().await.is_some() {}
+    if let Some(readiness) = readiness {
+        // The shards are stopped: their ready keys go.
+        readiness_stop.cancel();
+        let _ = readiness.await;
+    }
     // Every publish was awaited by its shard; flush what the client still buffers. Bounded: with
     // NATS gone the flush would wait for a reconnect forever, and a stopping pod must exit.
     if tokio::time::timeout(FINAL_FLUSH_TIMEOUT, nats.flush())

@@ -56,8 +56,33 @@ pub fn worker_consumer(group: Option<&str>) -> String {
 }
 /// The durable consumer of the cache service.
 pub const CACHE_CONSUMER: &str = "cache";
-/// The key in the control bucket holding the active shard generation.
+/// The key in the control bucket naming the gateway generations that publish: one number, or
+/// during a reshard's hand-over two, comma separated (`1,2`), so the new generation starts
+/// publishing before the old one stops. No key means every generation publishes.
 pub const ACTIVE_GENERATION_KEY: &str = "active_generation";
+
+/// The generations an `active_generation` value names (numbers separated by commas or spaces;
+/// anything else names none).
+#[must_use]
+pub fn active_generations(value: &str) -> Vec<u64> {
+    value
+        .split([',', ' '])
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(str::parse::<u64>)
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default()
+}
+
+/// An `active_generation` value for `generations`.
+#[must_use]
+pub fn active_generation_value(generations: &[u64]) -> String {
+    generations
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The event type used in subjects when a dispatch's `t` cannot be a subject token.
 pub const UNKNOWN_EVENT_TOKEN: &str = "UNKNOWN";
@@ -314,6 +339,20 @@ pub mod keys {
     /// Identify bucket: the bot's shared daily session-start budget.
     pub const IDENTIFY_BUDGET: &str = "budget";
 
+    /// Control bucket: shard `shard` of gateway generation `generation` is READY (value:
+    /// `{"total", "at_ms"}`). A generation that does not publish yet keeps these fresh, so the
+    /// operator can tell when all of its shards are ready to take over.
+    #[must_use]
+    pub fn generation_ready(generation: u64, shard: u32) -> String {
+        format!("ready.g{generation}.{shard}")
+    }
+
+    /// Control bucket: the subject filter of generation `generation`'s ready keys.
+    #[must_use]
+    pub fn generation_ready_filter(generation: u64) -> String {
+        format!("ready.g{generation}.*")
+    }
+
     /// Cache: the kinds of key, each key's first token.
     pub mod cache_kind {
         /// `guild.<id>`.
@@ -422,7 +461,27 @@ pub mod keys {
 
 #[cfg(test)]
 mod tests {
-    use super::{BotKey, is_subject_token, keys, msg_id, parse_shard_header, shard_header};
+    use super::{
+        BotKey, active_generation_value, active_generations, is_subject_token, keys, msg_id,
+        parse_shard_header, shard_header,
+    };
+
+    #[test]
+    fn the_active_generation_names_one_or_two_generations() {
+        assert_eq!(active_generations("3"), [3]);
+        assert_eq!(active_generations(" 3\n"), [3]);
+        assert_eq!(active_generations("1,2"), [1, 2]);
+        assert_eq!(active_generations("1, 2"), [1, 2]);
+        assert!(active_generations("three").is_empty());
+        assert!(
+            active_generations("1,x").is_empty(),
+            "a bad value names none"
+        );
+        assert_eq!(active_generation_value(&[1, 2]), "1,2");
+        assert_eq!(active_generation_value(&[7]), "7");
+        assert_eq!(keys::generation_ready(2, 15), "ready.g2.15");
+        assert_eq!(keys::generation_ready_filter(2), "ready.g2.*");
+    }
 
     #[test]
     fn names_follow_the_design_contract() {

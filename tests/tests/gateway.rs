@@ -417,18 +417,38 @@ async fn publishing_follows_the_active_generation() -> anyhow::Result<()> {
         suppressed > 0,
         "nothing counted as suppressed while inactive"
     );
+    // The waiting generation says its shard is READY, for the operator's hand-over.
+    let ready_key = shardyard_protocol::names::keys::generation_ready(2, 0);
+    let ready = control
+        .get(&ready_key)
+        .await?
+        .with_context(|| format!("no {ready_key}"))?;
+    let ready: serde_json::Value = serde_json::from_slice(&ready)?;
+    assert_eq!(ready["total"], 1, "{ready}");
+    assert!(ready["at_ms"].as_u64().is_some_and(|ms| ms > 0), "{ready}");
+    // A hand-over names both generations: 2 publishes while 1 still does.
     control
-        .put(shardyard_protocol::names::ACTIVE_GENERATION_KEY, "2".into())
+        .put(
+            shardyard_protocol::names::ACTIVE_GENERATION_KEY,
+            "1,2".into(),
+        )
         .await?;
     eventually(
         Duration::from_secs(10),
-        "publishing again once 2 is active",
+        "publishing again once 2 is named beside 1",
         || async {
             anyhow::ensure!(count().await? > paused + 50, "not yet");
             Ok(())
         },
     )
     .await?;
+    // A stopped gateway withdraws its shards' readiness.
+    let mut gateway = gateway;
+    gateway.process().terminate(Duration::from_secs(10)).await?;
+    assert!(
+        control.get(&ready_key).await?.is_none(),
+        "{ready_key} is left after the gateway stopped"
+    );
     Ok(())
 }
 
