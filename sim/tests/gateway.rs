@@ -364,6 +364,60 @@ async fn say_posts_a_message_on_the_owning_shard() {
     sim.shutdown().await;
 }
 
+/// Discord dispatches an event to every live session whose shard owns its guild, whatever its
+/// shard total: during a blue/green reshard both generations see every event (shardyard's
+/// hand-over relies on it). One guild, sessions of totals 1, 2 and 4: the owners of each total
+/// get the same payload; the others nothing.
+#[tokio::test]
+async fn every_total_s_owning_session_gets_the_event_during_a_reshard() {
+    let sim = start(config(20)).await;
+    let b = base(&sim);
+    let guild = sim.state().bots[0].world().guild_ids()[5];
+    let owner2 = shard_for_guild(guild, 2);
+    let owner4 = shard_for_guild(guild, 4);
+    // Identifies of one concurrency bucket (shard % 16 here) are 5 s apart, as Discord wants.
+    let mut used = BTreeSet::new();
+    let mut connect = async |shard: [u32; 2]| {
+        if !used.insert(shard[0] % 16) {
+            tokio::time::sleep(Duration::from_millis(5_100)).await;
+            used = BTreeSet::from([shard[0] % 16]);
+        }
+        identified(&sim, false, shard).await.0
+    };
+    let mut one = connect([0, 1]).await;
+    let mut two = connect([owner2, 2]).await;
+    let mut two_other = connect([1 - owner2, 2]).await;
+    let mut four = connect([owner4, 4]).await;
+    let said = http_post(
+        &b,
+        "/_sim/say",
+        json!({"guild_id": guild.to_string(), "content": "both generations"}),
+    )
+    .await;
+    let mut payloads = Vec::new();
+    for client in [&mut one, &mut two, &mut four] {
+        let (message, _) = client.until_dispatch("MESSAGE_CREATE").await;
+        assert_eq!(message["d"]["id"], said["message_id"]);
+        payloads.push(message["d"].clone());
+    }
+    assert!(
+        payloads.windows(2).all(|w| w[0] == w[1]),
+        "the same payload: {payloads:?}"
+    );
+    while let Some(Frame::Payload(v)) = two_other.next_within(Duration::from_millis(200)).await {
+        assert_ne!(
+            v["t"], "MESSAGE_CREATE",
+            "a shard that does not own the guild"
+        );
+    }
+    assert!(
+        violations(&b).await.is_empty(),
+        "{:?}",
+        violations(&b).await
+    );
+    sim.shutdown().await;
+}
+
 async fn resume_after(sim: &shardyard_sim::Simulator, zlib: bool, disconnect: &str) {
     let b = base(sim);
     let (mut client, ready) = identified(sim, zlib, [0, 1]).await;
