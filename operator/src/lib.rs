@@ -11,4 +11,6 @@ pub mod manifest;
 pub mod plan;
 pub mod resource;
 
-pub use resource::{DiscordBot, DiscordBotSpec, DiscordBotStatus, ShardCount};
+pub use resource::{
+    DiscordBot, DiscordBotSpec, DiscordBotStatus, ReshardPhase, ReshardStatus, ShardCount,
+};

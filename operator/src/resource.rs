@@ -579,4 +579,35 @@ pub struct DiscordBotStatus {
     /// The gateway generation that publishes (`<name>-gateway-g<N>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway_generation: Option<u64>,
+    /// A reshard in progress: the new generation beside the one that publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reshard: Option<ReshardStatus>,
+}
+
+/// A blue/green reshard in progress. The operator carries on from it after a restart.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ReshardStatus {
+    /// The new generation's number.
+    pub generation: u64,
+    /// Its shard total.
+    pub shards: u32,
+    /// `Starting` (its shards identify and receive, but do not publish) or `HandingOver` (it
+    /// publishes beside the old generation, briefly, before the old one stops).
+    pub phase: ReshardPhase,
+    /// Its shards that reported READY.
+    #[serde(default)]
+    pub ready_shards: u32,
+    /// When the hand-over began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handover_since: Option<String>,
+}
+
+/// Where a reshard is.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReshardPhase {
+    /// The new generation starts and waits for every shard to be READY.
+    Starting,
+    /// Both generations publish; then the old one stops.
+    HandingOver,
 }

@@ -7,6 +7,7 @@ pub mod leader;
 pub mod metrics;
 pub mod nats;
 pub mod reconcile;
+pub mod reshard;
 pub mod status;
 
 use std::net::SocketAddr;

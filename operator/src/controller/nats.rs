@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
 use shardyard_protocol::BotKey;
-use shardyard_protocol::names::ACTIVE_GENERATION_KEY;
+use shardyard_protocol::names::{ACTIVE_GENERATION_KEY, active_generation_value, keys};
 
 use crate::plan::quantity;
 use crate::resource::{DiscordBotSpec, StreamStorage};
@@ -146,7 +146,7 @@ pub async fn connect(url: &str) -> Result<async_nats::Client, NatsError> {
         })
 }
 
-/// Creates or updates the streams and creates the buckets; sets the active generation.
+/// Creates or updates the streams and creates the buckets; names the generations that publish.
 ///
 /// # Errors
 /// [`NatsError`] when JetStream refuses (a storage limit, a replica count the cluster lacks).
@@ -154,7 +154,7 @@ pub async fn ensure(
     js: &jetstream::Context,
     bot: &BotKey,
     spec: &DiscordBotSpec,
-    active_generation: u64,
+    publishing: &[u64],
 ) -> Result<(), NatsError> {
     let (events, dead) = stream_configs(bot, spec)?;
     for config in [events, dead] {
@@ -201,7 +201,7 @@ pub async fn ensure(
                 what: "the control bucket".to_owned(),
                 reason: e.to_string(),
             })?;
-    let wanted = active_generation.to_string();
+    let wanted = active_generation_value(publishing);
     let current = control
         .get(ACTIVE_GENERATION_KEY)
         .await
@@ -219,6 +219,70 @@ pub async fn ensure(
             })?;
     }
     Ok(())
+}
+
+/// How old a shard's ready key may be and still count (the gateways rewrite it every 20 s while
+/// their generation waits).
+pub const READY_FRESH: Duration = Duration::from_secs(60);
+
+/// Shards of `generation` (of `total`) whose ready key is fresh at `now_ms`.
+///
+/// # Errors
+/// [`NatsError::JetStream`] when the control bucket cannot be read.
+pub async fn ready_shards(
+    js: &jetstream::Context,
+    bot: &BotKey,
+    generation: u64,
+    total: u32,
+    now_ms: u64,
+) -> Result<u32, NatsError> {
+    let refused = |e: &dyn std::fmt::Display| NatsError::JetStream {
+        what: "the shards' ready keys".to_owned(),
+        reason: e.to_string(),
+    };
+    let control = js
+        .get_key_value(bot.control_bucket())
+        .await
+        .map_err(|e| refused(&e))?;
+    let fresh_after = now_ms.saturating_sub(u64::try_from(READY_FRESH.as_millis()).unwrap_or(0));
+    let mut ready = 0;
+    for shard in 0..total {
+        let Some(value) = control
+            .get(keys::generation_ready(generation, shard))
+            .await
+            .map_err(|e| refused(&e))?
+        else {
+            continue;
+        };
+        let value: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
+        let fresh = value["at_ms"].as_u64().is_some_and(|at| at >= fresh_after);
+        if fresh && value["total"].as_u64() == Some(u64::from(total)) {
+            ready += 1;
+        }
+    }
+    Ok(ready)
+}
+
+/// Removes the ready keys of a generation that stopped.
+pub async fn forget_ready(js: &jetstream::Context, bot: &BotKey, generation: u64, total: u32) {
+    if let Ok(control) = js.get_key_value(bot.control_bucket()).await {
+        for shard in 0..total {
+            let _ = control
+                .purge(keys::generation_ready(generation, shard))
+                .await;
+        }
+    }
+}
+
+/// Session starts left today, as the gateways keep them (the identify bucket's `budget`), when
+/// they have written it.
+pub async fn identify_budget(js: &jetstream::Context, bot: &BotKey) -> Option<u32> {
+    let bucket = js.get_key_value(bot.identify_bucket()).await.ok()?;
+    let value = bucket.get(keys::IDENTIFY_BUDGET).await.ok()??;
+    let value: serde_json::Value = serde_json::from_slice(&value).ok()?;
+    value["remaining"]
+        .as_u64()
+        .and_then(|n| u32::try_from(n).ok())
 }
 
 /// Deletes the streams and buckets (a missing one is fine).

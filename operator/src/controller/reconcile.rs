@@ -23,6 +23,7 @@ use shardyard_protocol::Token;
 use super::apply::{FIELD_MANAGER, apply, prune};
 use super::context::Context;
 use super::nats;
+use super::reshard::{ReshardInput, Step, decide};
 use super::status::{Outcome, conditions, reasons, types};
 use crate::discord::DiscordError;
 use crate::plan::{GatewayBot, Generation, PlanError, PlanInput, gateway_name, plan};
@@ -37,6 +38,10 @@ const RESYNC: Duration = Duration::from_secs(300);
 const RETRY: Duration = Duration::from_secs(15);
 /// How soon a bot whose token Discord refused is tried again (the Secret may be fixed).
 const INVALID_TOKEN_RETRY: Duration = Duration::from_secs(120);
+/// How soon a reshard in progress is looked at again.
+const RESHARD_POLL: Duration = Duration::from_secs(2);
+/// How soon a reshard held back by the identify budget is looked at again.
+const BUDGET_RETRY: Duration = Duration::from_secs(60);
 
 /// Why a reconcile failed outright (the controller requeues it with backoff).
 #[derive(Debug, thiserror::Error)]
@@ -95,7 +100,6 @@ pub fn error_policy(bot: Arc<DiscordBot>, error: &ReconcileError, _ctx: Arc<Cont
 async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let namespace = bot.namespace().unwrap_or_default();
-    let name = bot.name_any();
     let spec = &bot.spec;
     let previous = bot.status.clone().unwrap_or_default();
     let mut status = DiscordBotStatus {
@@ -125,11 +129,13 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
         .as_ref()
         .and_then(|d| d.api_base.clone())
         .unwrap_or_else(|| ctx.defaults.api_base.clone());
+    let mut discord_remaining = None;
     let discord = match ctx.gateway_bot(&api_base, &token).await {
         Ok(answer) => {
             status.recommended_shards = Some(answer.gateway.shards);
             status.max_concurrency = Some(answer.gateway.max_concurrency);
             status.session_starts_remaining = Some(answer.session_start_remaining);
+            discord_remaining = Some(answer.session_start_remaining);
             Some(answer.gateway)
         }
         Err(DiscordError::InvalidToken) => {
@@ -170,16 +176,12 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
         },
     };
 
-    // 2. Plan.
-    let running: Vec<Generation> = match (previous.gateway_generation, previous.shards) {
-        (Some(number), Some(total)) => vec![Generation { number, total }],
-        _ => Vec::new(),
-    };
-    let planned = match plan(PlanInput {
+    // 2. Plan what is wanted now.
+    let wanted = match plan(PlanInput {
         bot,
         defaults: &ctx.defaults,
         discord,
-        running: &running,
+        running: &[],
     }) {
         Ok(planned) => planned,
         Err(error @ PlanError::NeedsDiscord) => {
@@ -208,24 +210,139 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
             .await;
         }
     };
-    // Until resharding hands over (the blue/green flip), the running generation stays active.
-    let active = running.first().copied().unwrap_or(planned.target);
 
-    // 3. NATS.
-    if let Err(error) = ensure_nats(ctx, &namespace, bot, &planned.bot_key, active.number).await {
+    // 3. NATS: where the reshard stands (the budget, the new generation's ready shards).
+    let key = wanted.bot_key.clone();
+    let nats = match nats_url(ctx, &namespace, bot).await {
+        Ok(url) => nats::connect(&url)
+            .await
+            .map_err(|e| format!("{e}: {}", source_of(&e))),
+        Err(message) => Err(message),
+    };
+    let client = match nats {
+        Ok(client) => client,
+        Err(message) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::NATS_UNREACHABLE,
+                message,
+                Some(RETRY),
+                started,
+            )
+            .await;
+        }
+    };
+    let js = async_nats::jetstream::new(client.clone());
+    let result = reconcile_with_nats(
+        ctx,
+        bot,
+        &js,
+        &key,
+        discord_remaining,
+        wanted.total_shards,
+        status,
+        &previous,
+        started,
+    )
+    .await;
+    let _ = client.drain().await;
+    result
+}
+
+/// The rest of a reconcile once NATS is reached: the reshard step, NATS resources, the
+/// children, the status.
+#[allow(clippy::too_many_arguments)]
+async fn reconcile_with_nats(
+    ctx: &Context,
+    bot: &DiscordBot,
+    js: &async_nats::jetstream::Context,
+    key: &shardyard_protocol::BotKey,
+    discord_remaining: Option<u32>,
+    wanted: u32,
+    mut status: DiscordBotStatus,
+    previous: &DiscordBotStatus,
+    started: Instant,
+) -> Result<Action, ReconcileError> {
+    let namespace = bot.namespace().unwrap_or_default();
+    let name = bot.name_any();
+    let spec = &bot.spec;
+    let now = Timestamp::now();
+    let now_ms = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    let active = match (previous.gateway_generation, previous.shards) {
+        (Some(number), Some(total)) => Some(Generation { number, total }),
+        _ => None,
+    };
+    let new_ready = match &previous.reshard {
+        Some(r) => nats::ready_shards(js, key, r.generation, r.shards, now_ms)
+            .await
+            .unwrap_or(0),
+        None => 0,
+    };
+    let budget = nats::identify_budget(js, key).await.or(discord_remaining);
+    if budget.is_some() {
+        status.session_starts_remaining = budget;
+    }
+    let step = decide(&ReshardInput {
+        active,
+        wanted,
+        reshard: previous.reshard.clone(),
+        budget_remaining: budget,
+        new_ready,
+        now,
+    });
+
+    // The plan of this step: while the budget holds a reshard back, the running total.
+    let held;
+    let planned_bot = if let Step::BudgetLow { active, .. } = &step {
+        let mut copy = bot.clone();
+        copy.spec.shards = ShardCount::Fixed(active.total);
+        held = copy;
+        &held
+    } else {
+        bot
+    };
+    let running = step.running();
+    let planned = match plan(PlanInput {
+        bot: planned_bot,
+        defaults: &ctx.defaults,
+        discord: status.max_concurrency.map(|max_concurrency| GatewayBot {
+            shards: status.recommended_shards.unwrap_or(wanted),
+            max_concurrency,
+        }),
+        running: &running,
+    }) {
+        Ok(planned) => planned,
+        Err(error) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::INVALID_SPEC,
+                error.to_string(),
+                None,
+                started,
+            )
+            .await;
+        }
+    };
+
+    // 4. NATS resources, and which generations publish.
+    if let Err(error) = nats::ensure(js, key, spec, &step.publishing()).await {
         return blocked(
             ctx,
             bot,
             status,
             reasons::NATS_UNREACHABLE,
-            error,
+            error.to_string(),
             Some(RETRY),
             started,
         )
         .await;
     }
 
-    // 4. Apply, and prune what the plan dropped.
+    // 5. Apply, and prune what the plan dropped (an old generation after its hand-over).
     if let Err(error) = apply(&ctx.client, &namespace, &planned).await {
         return blocked(
             ctx,
@@ -257,33 +374,61 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
             .await;
         }
     }
+    if let Step::Done { old, .. } = &step {
+        nats::forget_ready(js, key, old.number, old.total).await;
+        tracing::info!(bot = %name, old = old.number, "the reshard is done");
+    }
 
-    // 5. Status: counts from the children, conditions, Events on a change.
+    // 6. Status: counts from the children, conditions, Events on a change.
+    let active = step.active();
     status.gateway_generation = Some(active.number);
     status.shards = Some(active.total);
+    status.reshard = step.reshard_status();
     let (ready_shards, workers) =
         counts(ctx, &namespace, &name, active, spec.shards_per_pod).await?;
     status.ready_shards = Some(ready_shards);
     status.workers = Some(workers);
-    let resharding = (planned.target != active).then(|| {
-        (
+    let resharding = match &step {
+        Step::Starting { new, ready, .. } => Some((
             reasons::STARTING_GENERATION,
             format!(
-                "generation {} ({} shards) starts beside generation {} ({} shards)",
-                planned.target.number, planned.target.total, active.number, active.total
+                "generation {} ({} shards) starts beside generation {} ({} shards): {ready} of \
+                 its shards are READY",
+                new.number, new.total, active.number, active.total
             ),
-        )
-    });
+        )),
+        Step::HandingOver { new, .. } => Some((
+            reasons::HANDING_OVER,
+            format!(
+                "generation {} publishes beside generation {} until the old one stops",
+                new.number, active.number
+            ),
+        )),
+        Step::BudgetLow {
+            needed, remaining, ..
+        } => Some((
+            reasons::IDENTIFY_BUDGET_LOW,
+            format!(
+                "resharding to {wanted} shards needs {needed} session starts and {remaining} \
+                 are left today: it waits until Discord's daily allowance resets"
+            ),
+        )),
+        _ => None,
+    };
     status.conditions = conditions(
         &Outcome::Applied,
         resharding,
         bot.metadata.generation,
         &previous.conditions,
-        Timestamp::now(),
+        now,
     );
-    write_status(ctx, bot, &previous, &status).await?;
+    write_status(ctx, bot, previous, &status).await?;
     ctx.metrics.reconciled("applied", started.elapsed());
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(match step {
+        _ if step.in_progress() => RESHARD_POLL,
+        Step::BudgetLow { .. } => BUDGET_RETRY,
+        _ => RESYNC,
+    }))
 }
 
 /// The token from its Secret: `Ok(Err(message))` when the Secret or key is missing.
@@ -318,27 +463,6 @@ async fn read_token(
             reference.name, reference.key
         )
     }))
-}
-
-/// Connects to the bot's NATS (with its credentials from their Secret) and ensures its streams,
-/// buckets and active generation. The error is a message for the condition.
-async fn ensure_nats(
-    ctx: &Context,
-    namespace: &str,
-    bot: &DiscordBot,
-    key: &shardyard_protocol::BotKey,
-    active: u64,
-) -> Result<(), String> {
-    let url = nats_url(ctx, namespace, bot).await?;
-    let client = nats::connect(&url)
-        .await
-        .map_err(|e| format!("{e}: {}", source_of(&e)))?;
-    let js = async_nats::jetstream::new(client.clone());
-    let ensured = nats::ensure(&js, key, &bot.spec, active)
-        .await
-        .map_err(|e| e.to_string());
-    let _ = client.drain().await;
-    ensured
 }
 
 /// The bot's NATS URL, with the credentials from `spec.nats.credentialsSecret` when it names one.

@@ -41,6 +41,8 @@ pub mod reasons {
     pub const IDENTIFY_BUDGET_LOW: &str = "IdentifyBudgetLow";
     /// The new generation starts beside the old one.
     pub const STARTING_GENERATION: &str = "StartingGeneration";
+    /// Both generations publish, briefly, before the old one stops.
+    pub const HANDING_OVER: &str = "HandingOver";
 }
 
 /// What a reconcile came to, for the conditions.
