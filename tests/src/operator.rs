@@ -113,3 +113,98 @@ impl OperatorProcess {
         self.process.log()
     }
 }
+
+/// One pod of a StatefulSet run as a process: the container's `args` and `env` as the pod
+/// would get them (the ordinal from `apps.kubernetes.io/pod-index`, Secret keys read from the
+/// cluster), with its admin address on a free local port.
+#[derive(Debug)]
+pub struct PodProcess {
+    process: ProcessGuard,
+    admin: SocketAddr,
+}
+
+impl PodProcess {
+    /// GET on its admin server.
+    ///
+    /// # Errors
+    /// On a non-2xx status or no answer.
+    pub async fn admin_get(&self, path: &str) -> anyhow::Result<String> {
+        crate::admin::admin_get(self.admin, path).await
+    }
+
+    /// The process.
+    pub fn process(&mut self) -> &mut ProcessGuard {
+        &mut self.process
+    }
+}
+
+/// Starts every pod of the StatefulSet `name` in `namespace` as a local process running the
+/// `shardyard` binary with the pod's arguments and environment, and waits until each serves
+/// `/healthz`. Pods do not run in this test bed (no node yet): this is what the kubelet would
+/// start.
+///
+/// # Errors
+/// When the StatefulSet, a Secret or a key is missing, or a process does not start.
+pub async fn start_pods(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<Vec<PodProcess>> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Secret;
+    let sets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), namespace);
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client.clone(), namespace);
+    let set = sets
+        .get(name)
+        .await
+        .with_context(|| format!("StatefulSet {name}"))?;
+    let replicas = set.spec.replicas.unwrap_or(1);
+    let pod = set.spec.template.spec.context("a pod spec")?;
+    let container = pod.containers.first().context("a container")?;
+    let mut pods = Vec::new();
+    for ordinal in 0..replicas {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut command = Command::new(shardyard_bin()?);
+        command.args(container.args.iter().flatten());
+        command
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        for var in container.env.iter().flatten() {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => {
+                    if let Some(field) = &from.field_ref {
+                        anyhow::ensure!(
+                            field.field_path.contains("pod-index"),
+                            "a field this harness cannot fill: {}",
+                            field.field_path
+                        );
+                        ordinal.to_string()
+                    } else if let Some(key) = &from.secret_key_ref {
+                        let secret = secrets.get(&key.name).await?;
+                        let bytes = secret
+                            .data
+                            .and_then(|d| d.get(&key.key).cloned())
+                            .with_context(|| format!("Secret {} key {}", key.name, key.key))?;
+                        String::from_utf8(bytes.0)?
+                    } else {
+                        anyhow::bail!("an env source this harness cannot fill: {var:?}");
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            command.env(&var.name, value);
+        }
+        command.env("SHARDYARD_ADMIN_ADDR", admin.to_string());
+        command.env("RUST_LOG", "info");
+        let process = ProcessGuard::spawn(format!("{name}-{ordinal}"), command)?;
+        let pod = PodProcess { process, admin };
+        eventually(Duration::from_secs(30), "the pod's /healthz", || {
+            pod.admin_get("/healthz")
+        })
+        .await
+        .with_context(|| pod.process.log_report())?;
+        pods.push(pod);
+    }
+    Ok(pods)
+}
