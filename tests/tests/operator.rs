@@ -309,6 +309,45 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
             .await?,
         1.0
     );
+
+    // Pending: what waits for the workers' consumer, once a worker made it.
+    js.create_consumer_on_stream(
+        async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("workers".to_owned()),
+            ..Default::default()
+        },
+        key.stream(),
+    )
+    .await?;
+    for n in 0..3 {
+        js.publish(
+            key.event_subject(0, "MESSAGE_CREATE"),
+            format!("{{\"n\":{n}}}").into(),
+        )
+        .await?
+        .await?;
+    }
+    bed.bots()
+        .patch(
+            "mybot",
+            &PatchParams::apply("test-poke"),
+            &Patch::Apply(json!({
+                "apiVersion": "shardyard.dev/v1alpha1",
+                "kind": "DiscordBot",
+                "metadata": {"annotations": {"poke": "2"}},
+            })),
+        )
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the status counts what is pending",
+        || async {
+            let status = bed.bots().get("mybot").await?.status.context("status")?;
+            anyhow::ensure!(status.pending == Some(3), "{:?}", status.pending);
+            Ok(())
+        },
+    )
+    .await?;
     Ok(())
 }
 

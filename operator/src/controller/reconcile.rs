@@ -388,6 +388,7 @@ async fn reconcile_with_nats(
         counts(ctx, &namespace, &name, active, spec.shards_per_pod).await?;
     status.ready_shards = Some(ready_shards);
     status.workers = Some(workers);
+    status.pending = nats::pending(js, key).await;
     let resharding = match &step {
         Step::Starting { new, ready, .. } => Some((
             reasons::STARTING_GENERATION,
@@ -564,7 +565,7 @@ fn outcome_label(reason: &str) -> &'static str {
 }
 
 /// Writes the status when it changed (server-side apply on the status subresource), and an
-/// Event when the Ready condition's reason changed.
+/// Event when the Ready or Resharding condition changed.
 async fn write_status(
     ctx: &Context,
     bot: &DiscordBot,
@@ -588,24 +589,40 @@ async fn write_status(
     )
     .await
     .map_err(ReconcileError::Kube)?;
-    let ready = |s: &DiscordBotStatus| {
+    // An Event when Ready or Resharding changes its status or reason.
+    let condition = |s: &DiscordBotStatus, type_: &str| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == types::READY)
+            .find(|c| c.type_ == type_)
             .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
     };
-    if let Some((state, reason, message)) =
-        ready(status).filter(|now| Some(now) != ready(previous).as_ref())
-    {
+    for type_ in [types::READY, types::RESHARDING] {
+        let Some((state, reason, message)) = condition(status, type_) else {
+            continue;
+        };
+        let before = condition(previous, type_).map(|(s, r, _)| (s, r));
+        if before == Some((state.clone(), reason.clone())) {
+            continue;
+        }
+        // A first Resharding=False (Stable) says nothing a user must see.
+        if type_ == types::RESHARDING && before.is_none() && state == "False" {
+            continue;
+        }
+        let warning =
+            (type_ == types::READY && state == "False") || reason == reasons::IDENTIFY_BUDGET_LOW;
         let event = Event {
-            type_: if state == "True" {
-                EventType::Normal
-            } else {
+            type_: if warning {
                 EventType::Warning
+            } else {
+                EventType::Normal
             },
             reason,
             note: Some(message.chars().take(1000).collect()),
-            action: "Reconcile".to_owned(),
+            action: if type_ == types::READY {
+                "Reconcile".to_owned()
+            } else {
+                "Reshard".to_owned()
+            },
             secondary: None,
         };
         if let Err(error) = ctx.recorder.publish(&event, &bot.object_ref(&())).await {
