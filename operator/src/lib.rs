@@ -10,6 +10,7 @@ pub mod discord;
 pub mod manifest;
 pub mod plan;
 pub mod resource;
+pub mod validate;
 
 pub use resource::{
     DiscordBot, DiscordBotSpec, DiscordBotStatus, ReshardPhase, ReshardStatus, ShardCount,

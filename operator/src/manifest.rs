@@ -17,6 +17,14 @@ pub enum ManifestError {
         "no DiscordBot in the file (a document with apiVersion {GROUP}/v1alpha1 and kind DiscordBot)"
     )]
     NoBot,
+    /// A DiscordBot the API server would refuse: its schema or a rule says no.
+    #[error("the DiscordBot {name:?} is invalid:\n  {}", errors.join("\n  "))]
+    Refused {
+        /// Its name.
+        name: String,
+        /// Each problem, as the API server words it (`<field path>: <what>`).
+        errors: Vec<String>,
+    },
     /// A DiscordBot document that does not read as one.
     #[error("the DiscordBot in document {document} does not read as one: {reason}")]
     Invalid {
@@ -27,11 +35,12 @@ pub enum ManifestError {
     },
 }
 
-/// Every DiscordBot in `text`, each with a namespace: its own, else `namespace`. Other documents
-/// (a Secret beside the bot, say) are left out.
+/// Every DiscordBot in `text`, each with a namespace: its own, else `namespace`, each checked
+/// against the CRD's schema and rules as the API server would check it. Other documents (a Secret
+/// beside the bot, say) are left out.
 ///
 /// # Errors
-/// [`ManifestError`] when the text is not YAML, holds no DiscordBot, or one does not read.
+/// [`ManifestError`] when the text is not YAML, holds no DiscordBot, or one is refused.
 pub fn read_bots(text: &str, namespace: &str) -> Result<Vec<DiscordBot>, ManifestError> {
     let documents: Vec<Value> =
         serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml(e.to_string()))?;
@@ -43,6 +52,15 @@ pub fn read_bots(text: &str, namespace: &str) -> Result<Vec<DiscordBot>, Manifes
                 .is_some_and(|v| v.starts_with(&format!("{GROUP}/")));
         if !is_bot {
             continue;
+        }
+        if let Err(errors) = crate::validate::validate(&document) {
+            return Err(ManifestError::Refused {
+                name: document["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                errors,
+            });
         }
         let mut bot: DiscordBot =
             serde_json::from_value(document).map_err(|e| ManifestError::Invalid {
@@ -132,6 +150,11 @@ mod tests {
             "d",
         )
         .unwrap_err();
-        assert!(error.to_string().contains("tokenSecret"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("spec.tokenSecret: Required value"),
+            "{error}"
+        );
     }
 }

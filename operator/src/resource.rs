@@ -194,7 +194,7 @@ impl JsonSchema for ShardCount {
             "x-kubernetes-int-or-string": true,
             "default": "auto",
             "x-kubernetes-validations": [{
-                "rule": "type(self) == string ? self == 'auto' : self >= 1",
+                "rule": "string(self) == 'auto' || (string(self).matches('^[0-9]+$') && int(self) >= 1)",
                 "message": "shards must be \"auto\" or a whole number of at least 1",
             }],
         })
@@ -531,7 +531,7 @@ fn byte_size(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "description": "Bytes: a number or a quantity like 10Gi (0 for no limit).",
         "x-kubernetes-int-or-string": true,
         "x-kubernetes-validations": [{
-            "rule": "type(self) == int ? self >= 0 : self.matches('^[0-9]+(\\\\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$')",
+            "rule": "string(self).matches('^[0-9]+(\\\\.[0-9]+)?([KMGTPE]i|[kMGTPE])?$')",
             "message": "must be a number of bytes or a quantity like 512Mi or 10Gi",
         }],
     })

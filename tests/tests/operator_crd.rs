@@ -182,6 +182,33 @@ async fn bad_bots_are_refused_with_what_to_fix() -> anyhow::Result<()> {
             stderr.contains(message),
             "{what}: refused without {message:?}: {stderr}"
         );
+        // `shardyard plan` refuses it without a cluster, in the API server's words.
+        let file = cluster.dir().join("bad.yaml");
+        std::fs::write(&file, &manifest)?;
+        let planned = Command::new(shardyard_bin()?)
+            .args(["plan", "-f", file.to_str().context("a path")?])
+            .env("RUST_BACKTRACE", "0")
+            .output()?;
+        assert!(
+            !planned.status.success(),
+            "{what}: shardyard plan accepted it"
+        );
+        let refusal = String::from_utf8_lossy(&planned.stderr);
+        let lines: Vec<&str> = refusal
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("spec.") || l.starts_with("<nil>"))
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "{what}: no field errors from plan: {refusal}"
+        );
+        for line in lines {
+            assert!(
+                stderr.contains(line),
+                "{what}: plan says {line:?}, the API server says: {stderr}"
+            );
+        }
     }
     let none = succeeded(
         &cluster
