@@ -459,6 +459,71 @@ async fn a_users_edit_is_put_back_and_their_label_kept() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn an_edited_limit_is_applied_and_an_unplannable_spec_waits_for_a_fix() -> anyhow::Result<()>
+{
+    let bed = bed().await?;
+    let operator = bed.operator("op-a").await?;
+    bed.secret("mybot", bed.sim.token()).await?;
+    bed.apply(&bed.manifest("mybot", "")).await?;
+    bed.condition("mybot", "Ready", "True", "Applied", &operator)
+        .await?;
+    let key = BotKey::namespaced("default", "mybot")?;
+    let js = bed.nats.jetstream().await?;
+
+    // The operator owns the stream's configuration: an edited limit reaches it.
+    bed.apply(&bed.manifest("mybot", "  stream: {maxAge: 2h, maxBytes: 64Mi}\n"))
+        .await?;
+    eventually(
+        Duration::from_secs(30),
+        "the stream takes the new limits",
+        || async {
+            let mut stream = js.get_stream(key.stream()).await?;
+            let config = stream.info().await?.config.clone();
+            anyhow::ensure!(
+                config.max_age == Duration::from_secs(7200) && config.max_bytes == 64 << 20,
+                "{:?} {}",
+                config.max_age,
+                config.max_bytes
+            );
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| operator.log_report())?;
+
+    // A pod template the schema lets through but no Deployment could use: the bot says why and
+    // waits for the spec to change instead of retrying.
+    let broken = "  workers:\n    template: {spec: {containers: []}}\n";
+    bed.apply(&bed.manifest("mybot", broken)).await?;
+    let bot = bed
+        .condition("mybot", "Ready", "False", "InvalidSpec", &operator)
+        .await?;
+    let message = bot.status.context("status")?.conditions[0].message.clone();
+    assert!(message.contains("spec.workers.template"), "{message}");
+    // Its children's statuses settle first (each change of an owned object is a change that
+    // wakes the controller); then nothing retries it: a retry would come within 15 s.
+    let series = "shardyard_operator_reconciles_total{outcome=\"invalid_spec\"}";
+    let mut settled = operator.metric(series).await?;
+    let mut quiet = 0;
+    while quiet < 3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = operator.metric(series).await?;
+        quiet = if now == settled { quiet + 1 } else { 0 };
+        settled = now;
+    }
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert_eq!(
+        operator.metric(series).await?,
+        settled,
+        "no retries while nothing changed"
+    );
+    bed.apply(&bed.manifest("mybot", "")).await?;
+    bed.condition("mybot", "Ready", "True", "Applied", &operator)
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
 async fn deleting_a_bot_removes_its_nats_resources_and_the_gc_its_children() -> anyhow::Result<()> {
     let bed = bed().await?;
     let operator = bed.operator("op-a").await?;

@@ -219,6 +219,16 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
     assert_eq!(&active[..], b"2");
     let bot = bots.get("big").await?;
     assert_eq!(bot.status.as_ref().and_then(|s| s.shards), Some(4));
+    eventually(
+        Duration::from_secs(20),
+        "the new shards count as ready",
+        || async {
+            let ready = bots.get("big").await?.status.and_then(|s| s.ready_shards);
+            anyhow::ensure!(ready == Some(4), "{ready:?}");
+            Ok(())
+        },
+    )
+    .await?;
     assert_eq!(resharding(&bot), Some(("False".into(), "Stable".into())));
     for shard in 0..2 {
         assert!(

@@ -31,6 +31,8 @@ pub struct Context {
     pub metrics: Metrics,
     http: reqwest::Client,
     answers: Mutex<HashMap<(String, u64), (Instant, CachedAnswer)>>,
+    /// Consecutive failed reconciles per bot (`namespace/name`), for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -59,7 +61,28 @@ impl Context {
             metrics: Metrics::default(),
             http: reqwest::Client::new(),
             answers: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// One more failure of `bot`: how long to wait before trying again (5 s, doubling, at most
+    /// five minutes).
+    pub fn failed(&self, bot: &str) -> Duration {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(bot.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        backoff(*count)
+    }
+
+    /// `bot` reconciled: its backoff starts over.
+    pub fn succeeded(&self, bot: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(bot);
     }
 
     /// Discord's `GET /gateway/bot` for `token` at `api_base`, from the cache when it is younger
@@ -109,5 +132,24 @@ impl Context {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .retain(|(base, _), _| base != api_base);
+    }
+}
+
+/// The wait after `failures` consecutive failures: 5 s, doubling, at most five minutes.
+#[must_use]
+pub fn backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(6);
+    (Duration::from_secs(5) * 2u32.pow(doublings)).min(Duration::from_secs(300))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_from_five_seconds_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff(u32::MAX).as_secs(), 300);
     }
 }

@@ -225,7 +225,9 @@ pub async fn ensure(
 /// their generation waits).
 pub const READY_FRESH: Duration = Duration::from_secs(60);
 
-/// Shards of `generation` (of `total`) whose ready key is fresh at `now_ms`.
+/// Shards of `generation` (of `total`) whose ready key is there, and with `fresh_at_ms` younger
+/// than [`READY_FRESH`] then (a generation waiting to publish keeps its keys fresh; the one that
+/// publishes writes them once, when a shard becomes READY, and withdraws them when it stops).
 ///
 /// # Errors
 /// [`NatsError::JetStream`] when the control bucket cannot be read.
@@ -234,7 +236,7 @@ pub async fn ready_shards(
     bot: &BotKey,
     generation: u64,
     total: u32,
-    now_ms: u64,
+    fresh_at_ms: Option<u64>,
 ) -> Result<u32, NatsError> {
     let refused = |e: &dyn std::fmt::Display| NatsError::JetStream {
         what: "the shards' ready keys".to_owned(),
@@ -244,7 +246,8 @@ pub async fn ready_shards(
         .get_key_value(bot.control_bucket())
         .await
         .map_err(|e| refused(&e))?;
-    let fresh_after = now_ms.saturating_sub(u64::try_from(READY_FRESH.as_millis()).unwrap_or(0));
+    let fresh_after = fresh_at_ms
+        .map(|now| now.saturating_sub(u64::try_from(READY_FRESH.as_millis()).unwrap_or(0)));
     let mut ready = 0;
     for shard in 0..total {
         let Some(value) = control
@@ -255,7 +258,8 @@ pub async fn ready_shards(
             continue;
         };
         let value: serde_json::Value = serde_json::from_slice(&value).unwrap_or_default();
-        let fresh = value["at_ms"].as_u64().is_some_and(|at| at >= fresh_after);
+        let fresh =
+            fresh_after.is_none_or(|after| value["at_ms"].as_u64().is_some_and(|at| at >= after));
         if fresh && value["total"].as_u64() == Some(u64::from(total)) {
             ready += 1;
         }

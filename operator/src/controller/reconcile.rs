@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -26,7 +26,7 @@ use super::nats;
 use super::reshard::{ReshardInput, Step, decide};
 use super::status::{Outcome, conditions, reasons, types};
 use crate::discord::DiscordError;
-use crate::plan::{GatewayBot, Generation, PlanError, PlanInput, gateway_name, plan};
+use crate::plan::{GatewayBot, Generation, PlanError, PlanInput, plan};
 use crate::resource::{DiscordBot, DiscordBotStatus, NatsDeletionPolicy, ShardCount};
 
 /// The finalizer that removes a deleted bot's NATS resources.
@@ -75,6 +75,7 @@ impl ReconcileError {
 pub async fn reconcile(bot: Arc<DiscordBot>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
     let started = Instant::now();
     let namespace = bot.namespace().unwrap_or_default();
+    let name = bot.name_any();
     let api: Api<DiscordBot> = Api::namespaced(ctx.client.clone(), &namespace);
     let result = finalizer(&api, FINALIZER, bot, |event| async {
         match event {
@@ -85,16 +86,19 @@ pub async fn reconcile(bot: Arc<DiscordBot>, ctx: Arc<Context>) -> Result<Action
     .await
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)));
     match &result {
-        Ok(_) => {}
+        Ok(_) => ctx.succeeded(&format!("{namespace}/{name}")),
         Err(error) => ctx.metrics.reconciled(error.category(), started.elapsed()),
     }
     result
 }
 
-/// What the controller does after a failed reconcile: try again with backoff.
-pub fn error_policy(bot: Arc<DiscordBot>, error: &ReconcileError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(bot = %bot.name_any(), %error, "reconcile failed");
-    Action::requeue(RETRY)
+/// What the controller does after a failed reconcile: try again with backoff (5 s, doubling, at
+/// most five minutes; it starts over once the bot reconciles).
+pub fn error_policy(bot: Arc<DiscordBot>, error: &ReconcileError, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", bot.namespace().unwrap_or_default(), bot.name_any());
+    let wait = ctx.failed(&key);
+    tracing::warn!(bot = %key, %error, retry_in = ?wait, "reconcile failed");
+    Action::requeue(wait)
 }
 
 async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileError> {
@@ -275,7 +279,7 @@ async fn reconcile_with_nats(
         _ => None,
     };
     let new_ready = match &previous.reshard {
-        Some(r) => nats::ready_shards(js, key, r.generation, r.shards, now_ms)
+        Some(r) => nats::ready_shards(js, key, r.generation, r.shards, Some(now_ms))
             .await
             .unwrap_or(0),
         None => 0,
@@ -384,9 +388,12 @@ async fn reconcile_with_nats(
     status.gateway_generation = Some(active.number);
     status.shards = Some(active.total);
     status.reshard = step.reshard_status();
-    let (ready_shards, workers) =
-        counts(ctx, &namespace, &name, active, spec.shards_per_pod).await?;
-    status.ready_shards = Some(ready_shards);
+    let workers = worker_replicas(ctx, &namespace, &name).await?;
+    // The shards that report READY in the control bucket (their pods' readiness probes say the
+    // same per pod, in coarser steps).
+    status.ready_shards = nats::ready_shards(js, key, active.number, active.total, None)
+        .await
+        .ok();
     status.workers = Some(workers);
     status.pending = nats::pending(js, key).await;
     let resharding = match &step {
@@ -493,35 +500,20 @@ fn source_of(error: &dyn std::error::Error) -> String {
     error.source().map(ToString::to_string).unwrap_or_default()
 }
 
-/// Ready shards of the active generation (its ready pods' shards) and worker replicas.
-async fn counts(
+/// Worker replicas.
+async fn worker_replicas(
     ctx: &Context,
     namespace: &str,
     name: &str,
-    active: Generation,
-    shards_per_pod: u32,
-) -> Result<(u32, i32), ReconcileError> {
-    let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
-    let ready_pods = sets
-        .get_opt(&gateway_name(name, active.number))
-        .await
-        .map_err(ReconcileError::Kube)?
-        .and_then(|s| s.status)
-        .and_then(|s| s.ready_replicas)
-        .unwrap_or(0);
-    let ready_shards = u32::try_from(ready_pods)
-        .unwrap_or(0)
-        .saturating_mul(shards_per_pod)
-        .min(active.total);
+) -> Result<i32, ReconcileError> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), namespace);
-    let workers = deployments
+    Ok(deployments
         .get_opt(&format!("{name}-worker"))
         .await
         .map_err(ReconcileError::Kube)?
         .and_then(|d| d.status)
         .and_then(|s| s.replicas)
-        .unwrap_or(0);
-    Ok((ready_shards, workers))
+        .unwrap_or(0))
 }
 
 /// Records a stop: conditions saying why, an Event when it is new, and when to look again
