@@ -64,25 +64,9 @@ fn widgets(client: &kube::Client) -> Api<DynamicObject> {
 
 /// Applies the Widget CRD server-side and waits until it is established.
 async fn widget_crd(cluster: &KubeCluster) -> anyhow::Result<()> {
-    succeeded(
-        &cluster
-            .kubectl(&["apply", "--server-side", "-f", "-"], Some(WIDGET_CRD))
-            .await?,
-    )?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=30s",
-                    "crd/widgets.testbed.shardyard.dev",
-                ],
-                None,
-            )
-            .await?,
-    )?;
-    Ok(())
+    cluster
+        .apply_crd(WIDGET_CRD, "widgets.testbed.shardyard.dev")
+        .await
 }
 
 #[tokio::test]

@@ -22,7 +22,7 @@ use shardyard_operator::plan::{DEFAULT_IMAGE, GatewayBot, OperatorDefaults, Plan
 use shardyard_protocol::BotKey;
 use shardyard_tests::kube_cluster::succeeded;
 use shardyard_tests::operator::OperatorProcess;
-use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually, repo_root};
+use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually};
 
 struct Bed {
     cluster: KubeCluster,
@@ -34,33 +34,7 @@ struct Bed {
 /// The control plane with the CRD, NATS and the simulator (2,500 guilds: 3 shards).
 async fn bed() -> anyhow::Result<Bed> {
     let cluster = KubeCluster::start().await?;
-    let crd = repo_root().join(shardyard_operator::crd::CRD_PATH);
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "apply",
-                    "--server-side",
-                    "-f",
-                    crd.to_str().context("path")?,
-                ],
-                None,
-            )
-            .await?,
-    )?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=30s",
-                    "crd/discordbots.shardyard.dev",
-                ],
-                None,
-            )
-            .await?,
-    )?;
+    cluster.apply_discordbot_crd().await?;
     let nats = NatsServer::start().await?;
     let sim = SimProcess::start(SimArgs {
         guilds: 2500,

@@ -23,33 +23,7 @@ spec:
 
 async fn cluster_with_crd() -> anyhow::Result<KubeCluster> {
     let cluster = KubeCluster::start().await?;
-    let crd = repo_root().join(shardyard_operator::crd::CRD_PATH);
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "apply",
-                    "--server-side",
-                    "-f",
-                    crd.to_str().context("a path")?,
-                ],
-                None,
-            )
-            .await?,
-    )?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=30s",
-                    "crd/discordbots.shardyard.dev",
-                ],
-                None,
-            )
-            .await?,
-    )?;
+    cluster.apply_discordbot_crd().await?;
     Ok(cluster)
 }
 

@@ -21,7 +21,7 @@ use shardyard_protocol::names::{ACTIVE_GENERATION_KEY, keys};
 use shardyard_tests::ground_truth::{check_handover, read_stream_events, session_logs};
 use shardyard_tests::kube_cluster::succeeded;
 use shardyard_tests::operator::{OperatorProcess, start_pods};
-use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually, repo_root};
+use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually};
 
 /// The bot's `Resharding` condition: (status, reason).
 fn resharding(bot: &DiscordBot) -> Option<(String, String)> {
@@ -37,33 +37,7 @@ fn resharding(bot: &DiscordBot) -> Option<(String, String)> {
 async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operator_restart()
 -> anyhow::Result<()> {
     let cluster = KubeCluster::start().await?;
-    let crd = repo_root().join(shardyard_operator::crd::CRD_PATH);
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "apply",
-                    "--server-side",
-                    "-f",
-                    crd.to_str().context("path")?,
-                ],
-                None,
-            )
-            .await?,
-    )?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=established",
-                    "--timeout=30s",
-                    "crd/discordbots.shardyard.dev",
-                ],
-                None,
-            )
-            .await?,
-    )?;
+    cluster.apply_discordbot_crd().await?;
     let nats = NatsServer::start().await?;
     let sim = SimProcess::start(SimArgs {
         guilds: 40,

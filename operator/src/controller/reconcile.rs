@@ -188,30 +188,9 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
         running: &[],
     }) {
         Ok(planned) => planned,
-        Err(error @ PlanError::NeedsDiscord) => {
-            return blocked(
-                ctx,
-                bot,
-                status,
-                reasons::DISCORD_UNREACHABLE,
-                error.to_string(),
-                Some(RETRY),
-                started,
-            )
-            .await;
-        }
-        // Waits for the spec to change: retrying cannot help.
         Err(error) => {
-            return blocked(
-                ctx,
-                bot,
-                status,
-                reasons::INVALID_SPEC,
-                error.to_string(),
-                None,
-                started,
-            )
-            .await;
+            let (reason, retry) = plan_refusal(&error);
+            return blocked(ctx, bot, status, reason, error.to_string(), retry, started).await;
         }
     };
 
@@ -319,16 +298,8 @@ async fn reconcile_with_nats(
     }) {
         Ok(planned) => planned,
         Err(error) => {
-            return blocked(
-                ctx,
-                bot,
-                status,
-                reasons::INVALID_SPEC,
-                error.to_string(),
-                None,
-                started,
-            )
-            .await;
+            let (reason, retry) = plan_refusal(&error);
+            return blocked(ctx, bot, status, reason, error.to_string(), retry, started).await;
         }
     };
 
@@ -498,6 +469,15 @@ async fn nats_url(ctx: &Context, namespace: &str, bot: &DiscordBot) -> Result<St
 
 fn source_of(error: &dyn std::error::Error) -> String {
     error.source().map(ToString::to_string).unwrap_or_default()
+}
+
+/// The reason and retry of a bot that cannot be planned: without Discord's answer it is tried
+/// again; an invalid spec waits for a change (retrying cannot help).
+fn plan_refusal(error: &PlanError) -> (&'static str, Option<Duration>) {
+    match error {
+        PlanError::NeedsDiscord => (reasons::DISCORD_UNREACHABLE, Some(RETRY)),
+        _ => (reasons::INVALID_SPEC, None),
+    }
 }
 
 /// Worker replicas.

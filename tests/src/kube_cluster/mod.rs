@@ -217,6 +217,46 @@ impl KubeCluster {
         self.dir.path()
     }
 
+    /// Applies a CustomResourceDefinition (`manifest`, YAML) server-side and waits until the API
+    /// server serves it (`crd/<name>` established).
+    ///
+    /// # Errors
+    /// When the API server refuses it, or it is not established within 30 s.
+    pub async fn apply_crd(&self, manifest: &str, name: &str) -> anyhow::Result<()> {
+        succeeded(
+            &self
+                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
+                .await?,
+        )
+        .with_context(|| format!("applying crd/{name}"))?;
+        succeeded(
+            &self
+                .kubectl(
+                    &[
+                        "wait",
+                        "--for=condition=established",
+                        "--timeout=30s",
+                        &format!("crd/{name}"),
+                    ],
+                    None,
+                )
+                .await?,
+        )
+        .with_context(|| format!("crd/{name} established"))?;
+        Ok(())
+    }
+
+    /// Applies the DiscordBot CRD the repository commits (`crds/`).
+    ///
+    /// # Errors
+    /// As [`apply_crd`](Self::apply_crd).
+    pub async fn apply_discordbot_crd(&self) -> anyhow::Result<()> {
+        let path = crate::repo_root().join("crds/discordbots.shardyard.dev.yaml");
+        let manifest = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        self.apply_crd(&manifest, "discordbots.shardyard.dev").await
+    }
+
     /// `kubectl ARGS` against this cluster, with `stdin` as its input; its output, whatever its
     /// exit status.
     ///
@@ -461,10 +501,8 @@ fn apiserver_args(command: &mut Command, pki: &ClusterPki, address: std::net::Ip
 
 fn controller_manager_args(command: &mut Command, pki: &ClusterPki, kubeconfig: &Path) {
     let path = |p: &Path| p.display().to_string();
+    command.args(component_kubeconfig_args(kubeconfig));
     command.args([
-        format!("--kubeconfig={}", path(kubeconfig)),
-        format!("--authentication-kubeconfig={}", path(kubeconfig)),
-        format!("--authorization-kubeconfig={}", path(kubeconfig)),
         "--bind-address=127.0.0.1".to_owned(),
         format!("--secure-port={CONTROLLER_MANAGER_PORT}"),
         // Every controller a cluster runs by default, each with its own service account.
@@ -486,12 +524,19 @@ fn controller_manager_args(command: &mut Command, pki: &ClusterPki, kubeconfig: 
     ]);
 }
 
+/// A component's API credentials: for its work, and for checking who calls its own port.
+fn component_kubeconfig_args(kubeconfig: &Path) -> [String; 3] {
+    let path = kubeconfig.display();
+    [
+        format!("--kubeconfig={path}"),
+        format!("--authentication-kubeconfig={path}"),
+        format!("--authorization-kubeconfig={path}"),
+    ]
+}
+
 fn scheduler_args(command: &mut Command, kubeconfig: &Path) {
-    let path = |p: &Path| p.display().to_string();
+    command.args(component_kubeconfig_args(kubeconfig));
     command.args([
-        format!("--kubeconfig={}", path(kubeconfig)),
-        format!("--authentication-kubeconfig={}", path(kubeconfig)),
-        format!("--authorization-kubeconfig={}", path(kubeconfig)),
         "--bind-address=127.0.0.1".to_owned(),
         format!("--secure-port={SCHEDULER_PORT}"),
         "--leader-elect=false".to_owned(),
