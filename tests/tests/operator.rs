@@ -549,6 +549,34 @@ async fn deleting_a_bot_removes_its_nats_resources_and_the_gc_its_children() -> 
     Ok(())
 }
 
+/// An operator that cannot reach the API server is alive but not ready.
+#[tokio::test]
+async fn an_operator_without_an_api_server_is_not_ready() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let kubeconfig = dir.path().join("nowhere.kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:9', \
+         insecure-skip-tls-verify: true}\nusers:\n- name: u\n  user: {token: x}\ncontexts:\n- name: c\n  \
+         context: {cluster: c, user: u}\ncurrent-context: c\n",
+    )?;
+    let operator = OperatorProcess::start_with_kubeconfig(
+        &kubeconfig,
+        "op-x",
+        "http://127.0.0.1:9/api/v10",
+        &[],
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let readiness = operator.admin_get("/readyz").await;
+    assert!(
+        readiness.is_err(),
+        "ready without an API server: {readiness:?}"
+    );
+    operator.admin_get("/healthz").await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn two_operators_elect_one_leader_and_killing_it_hands_over() -> anyhow::Result<()> {
     let bed = bed().await?;
@@ -565,6 +593,9 @@ async fn two_operators_elect_one_leader_and_killing_it_hands_over() -> anyhow::R
     } else {
         (second, first)
     };
+    // Both are ready: the follower takes over when the leader goes.
+    leader.admin_get("/readyz").await?;
+    follower.admin_get("/readyz").await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest("mybot", "")).await?;
     bed.condition("mybot", "Ready", "True", "Applied", &leader)

@@ -99,15 +99,16 @@ impl LeaseLock {
         )
     }
 
-    /// Waits until this candidate holds the Lease.
-    ///
-    /// # Errors
-    /// Never: API errors are logged and retried.
-    pub async fn acquire(&self) {
+    /// Waits until this candidate holds the Lease; `answered` is called each time the API server
+    /// answers (held or not).
+    pub async fn acquire(&self, answered: impl Fn()) {
         loop {
             match self.try_acquire_or_renew().await {
-                Ok(true) => return,
-                Ok(false) => {}
+                Ok(true) => {
+                    answered();
+                    return;
+                }
+                Ok(false) => answered(),
                 Err(error) => tracing::warn!(%error, "trying to take the leader Lease"),
             }
             tokio::time::sleep(RETRY_PERIOD).await;

@@ -66,12 +66,18 @@ pub enum OperatorError {
 /// What `/readyz` and `/metrics` see.
 struct Admin {
     context: Arc<Context>,
+    /// The API server answered (the Lease was read): a replica that does not lead is ready too,
+    /// since it takes over when the leader goes.
+    ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl shardyard_admin::Status for Admin {
     fn readiness(&self) -> Result<(), String> {
-        // Ready once connected; a candidate that does not lead is ready too (it takes over).
-        Ok(())
+        if self.ready.load(Ordering::Relaxed) {
+            Ok(())
+        } else {
+            Err("the Kubernetes API has not answered yet, or shutting down".to_owned())
+        }
     }
 
     fn render_metrics(&self, out: &mut String) {
@@ -94,9 +100,11 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
         config.defaults.clone(),
         Recorder::new(client.clone(), reporter),
     ));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if let Some(addr) = config.admin_addr {
         let admin = Arc::new(Admin {
             context: Arc::clone(&context),
+            ready: Arc::clone(&ready),
         });
         shardyard_admin::spawn(addr, admin, shutdown.clone())
             .await
@@ -109,9 +117,15 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
         config.identity.clone(),
     );
     tracing::info!(identity = %lock.identity(), lease = %config.lease_name, "waiting for the leader Lease");
+    let became_ready = Arc::clone(&ready);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        became_ready.store(false, Ordering::Relaxed);
+    });
     tokio::select! {
         () = shutdown.cancelled() => return Ok(()),
-        () = lock.acquire() => {}
+        () = lock.acquire(|| ready.store(true, Ordering::Relaxed)) => {}
     }
     context.metrics.leading.store(true, Ordering::Relaxed);
     tracing::info!(identity = %lock.identity(), "leading");
