@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use clap::Args;
 use shardyard_operator::controller::{OperatorConfig, run as run_operator};
-use shardyard_operator::plan::{DEFAULT_API_BASE, DEFAULT_IMAGE, OperatorDefaults};
+use shardyard_operator::plan::{
+    DEFAULT_API_BASE, DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, OperatorDefaults,
+};
 
 /// Flags of `shardyard operator`.
 #[derive(Debug, Args)]
@@ -17,6 +19,10 @@ pub(crate) struct OperatorArgs {
     /// The image of every component a bot gives none for.
     #[arg(long, env = "SHARDYARD_IMAGE", default_value = DEFAULT_IMAGE)]
     image: String,
+    /// This operator's admin address as KEDA reaches it (its Service), for the ScaledObjects'
+    /// `metrics-api` trigger: `<url>/queue-depth/<namespace>/<bot>`.
+    #[arg(long, env = "SHARDYARD_QUEUE_DEPTH_URL", default_value = DEFAULT_QUEUE_DEPTH_URL)]
+    queue_depth_url: String,
     /// Serve `/healthz`, `/readyz` and `/metrics` here.
     #[arg(long, env = "SHARDYARD_ADMIN_ADDR")]
     admin_addr: Option<SocketAddr>,
@@ -36,6 +42,7 @@ pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let OperatorArgs {
         api_base,
         image,
+        queue_depth_url,
         admin_addr,
         lease_namespace,
         lease_name,
@@ -48,7 +55,11 @@ pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
         format!("{host}-{}", std::process::id())
     });
     let config = OperatorConfig {
-        defaults: OperatorDefaults { api_base, image },
+        defaults: OperatorDefaults {
+            api_base,
+            image,
+            queue_depth_url,
+        },
         admin_addr,
         lease_namespace,
         lease_name,

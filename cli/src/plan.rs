@@ -8,7 +8,7 @@ use clap::Args;
 use shardyard_operator::discord::{DiscordError, gateway_bot};
 use shardyard_operator::manifest::{read_bots, render};
 use shardyard_operator::plan::{
-    DEFAULT_API_BASE, DEFAULT_IMAGE, OperatorDefaults, PlanInput, plan,
+    DEFAULT_API_BASE, DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, OperatorDefaults, PlanInput, plan,
 };
 use shardyard_operator::{DiscordBot, ShardCount};
 use shardyard_protocol::Token;
@@ -32,6 +32,10 @@ pub(crate) struct PlanArgs {
     /// The image of the components a bot gives none for (the operator's `--image`).
     #[arg(long, default_value = DEFAULT_IMAGE)]
     image: String,
+    /// Where KEDA's `metrics-api` trigger reaches the operator (the operator's
+    /// `--queue-depth-url`).
+    #[arg(long, default_value = DEFAULT_QUEUE_DEPTH_URL)]
+    queue_depth_url: String,
 }
 
 /// Prints every object the operator would apply for each bot in the file, as YAML.
@@ -42,11 +46,16 @@ pub(crate) fn run(args: PlanArgs) -> anyhow::Result<()> {
         token_file,
         namespace,
         image,
+        queue_depth_url,
     } = args;
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let bots = read_bots(&text, &namespace).with_context(|| file.display().to_string())?;
-    let defaults = OperatorDefaults { api_base, image };
+    let defaults = OperatorDefaults {
+        api_base,
+        image,
+        queue_depth_url,
+    };
     let runtime = crate::runtime::build(1)?;
     let mut out = String::new();
     for bot in &bots {

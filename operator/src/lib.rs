@@ -1,5 +1,6 @@
 //! The shardyard operator: the `DiscordBot` custom resource ([`resource`]), the CRD generated
-//! from it ([`crd`]), the pure planner ([`plan`]), and (next) the reconcile loop. See
+//! from it ([`crd`]), the pure planner ([`plan`]), the reconcile loop ([`controller`]) and the
+//! queue depth the workers scale on ([`queue_depth`]). See
 //! `README.md`.
 #![warn(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
@@ -9,6 +10,7 @@ pub mod crd;
 pub mod discord;
 pub mod manifest;
 pub mod plan;
+pub mod queue_depth;
 pub mod resource;
 pub mod validate;
 

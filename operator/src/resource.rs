@@ -43,6 +43,7 @@ pub const VERSION: &str = "v1alpha1";
     printcolumn = r#"{"name":"Workers","type":"integer","jsonPath":".status.workers","description":"Worker replicas"}"#,
     printcolumn = r#"{"name":"Pending","type":"integer","jsonPath":".status.pending","description":"Events waiting for the workers"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.spec.workers.minReplicas >= 1 || self.spec.autoscaling.provider != 'hpa'").message("spec.workers.minReplicas may be 0 only with autoscaling.provider keda (or none): an HPA cannot scale to zero, and a bot without workers answers no interaction"),
     validation = Rule::new("self.metadata.name.size() <= 40").message("metadata.name must be at most 40 characters: the gateway StatefulSets are named <name>-gateway-g<N>, and their pods' names must fit a DNS label"),
 )]
 #[serde(rename_all = "camelCase")]
@@ -303,7 +304,8 @@ pub struct WorkersSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "any_object")]
     pub template: Option<serde_json::Value>,
-    /// The fewest worker replicas.
+    /// The fewest worker replicas (the replicas, with `autoscaling.provider: none`). 0 only with
+    /// KEDA, which can scale to zero and back; an HPA cannot.
     #[serde(default = "default_min_replicas")]
     #[schemars(range(min = 0))]
     pub min_replicas: i32,
@@ -486,13 +488,37 @@ fn default_dead_letter_bytes() -> Quantity {
 }
 
 /// How the workers scale.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.provider != 'keda' || self.keda.trigger != 'nats-jetstream' || has(self.keda.natsMonitoringEndpoint)").message("autoscaling.keda.natsMonitoringEndpoint is required with the nats-jetstream trigger: KEDA reads the consumer from a NATS server's monitoring port (host:8222)"))]
 pub struct AutoscalingSpec {
     /// `hpa` (an HPA on the queue depth, through the operator's external metrics API), `keda`
-    /// (a KEDA ScaledObject) or `none`.
+    /// (a KEDA ScaledObject) or `none` (`workers.minReplicas` replicas).
     #[serde(default)]
     pub provider: AutoscalingProvider,
+    /// Seconds the backlog must stay low before workers are removed (the HPA's scale-down
+    /// stabilization window): a burst scales up at once, and a lull does not flap replicas
+    /// down and up again.
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+    /// KEDA's settings (with `provider: keda`).
+    #[serde(default)]
+    pub keda: KedaSpec,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            provider: AutoscalingProvider::default(),
+            scale_down_stabilization_seconds: default_scale_down_stabilization(),
+            keda: KedaSpec::default(),
+        }
+    }
+}
+
+fn default_scale_down_stabilization() -> i32 {
+    300
 }
 
 /// The autoscaler.
@@ -506,6 +532,36 @@ pub enum AutoscalingProvider {
     Keda,
     /// No autoscaling: `minReplicas` workers.
     None,
+}
+
+/// How KEDA reads the queue depth.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct KedaSpec {
+    /// `metrics-api` (the operator's number, read from the consumer's leader) or
+    /// `nats-jetstream` (KEDA's own NATS scaler, which reads a server's monitoring endpoint).
+    #[serde(default)]
+    pub trigger: KedaTrigger,
+    /// `host:port` of a NATS server's monitoring endpoint, for the `nats-jetstream` trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub nats_monitoring_endpoint: Option<String>,
+    /// The NATS account of the bot's stream, for the `nats-jetstream` trigger (`$G` when the
+    /// server has no accounts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub nats_account: Option<String>,
+}
+
+/// KEDA's trigger.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum KedaTrigger {
+    /// KEDA's `metrics-api` scaler, asking the operator.
+    #[default]
+    MetricsApi,
+    /// KEDA's `nats-jetstream` scaler.
+    NatsJetstream,
 }
 
 /// A container's `resources` (`requests` and `limits` of quantities), described briefly: the

@@ -288,6 +288,23 @@ mod tests {
                 "spec.workers: Invalid value: workers.minReplicas must not exceed workers.maxReplicas"
             ]
         );
+        let zero = base(json!({"workers": {"minReplicas": 0}}));
+        assert!(
+            zero[0]
+                .contains("spec.workers.minReplicas may be 0 only with autoscaling.provider keda"),
+            "{zero:?}"
+        );
+        assert_eq!(
+            base(json!({"workers": {"minReplicas": 0}, "autoscaling": {"provider": "keda"}})),
+            Vec::<String>::new()
+        );
+        let keda = base(
+            json!({"autoscaling": {"provider": "keda", "keda": {"trigger": "nats-jetstream"}}}),
+        );
+        assert!(
+            keda[0].starts_with("spec.autoscaling: Invalid value: autoscaling.keda.natsMonitoringEndpoint is required"),
+            "{keda:?}"
+        );
         let shards = base(json!({"shards": 0}));
         assert!(
             shards[0].ends_with(r#"shards must be "auto" or a whole number of at least 1"#),

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -18,7 +19,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt as _};
 use serde_json::json;
 use shardyard_operator::DiscordBot;
-use shardyard_operator::plan::{DEFAULT_IMAGE, GatewayBot, OperatorDefaults, PlanInput, plan};
+use shardyard_operator::plan::{
+    DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, GatewayBot, OperatorDefaults, PlanInput, plan,
+};
 use shardyard_protocol::BotKey;
 use shardyard_tests::kube_cluster::succeeded;
 use shardyard_tests::operator::OperatorProcess;
@@ -164,6 +167,14 @@ async fn children(client: &kube::Client, bot: &str) -> anyhow::Result<BTreeMap<S
     collect!(Deployment, "Deployment");
     collect!(PodDisruptionBudget, "PodDisruptionBudget");
     collect!(NetworkPolicy, "NetworkPolicy");
+    // The HPA controller writes its status on its own schedule: the generation says whether
+    // the operator changed the HPA.
+    for object in listed::<HorizontalPodAutoscaler>(client, &selector).await? {
+        all.insert(
+            format!("HorizontalPodAutoscaler/{}", object.name_any()),
+            format!("generation {:?}", object.metadata.generation),
+        );
+    }
     Ok(all)
 }
 
@@ -184,6 +195,7 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
         defaults: &OperatorDefaults {
             api_base: bed.sim.api_base(),
             image: DEFAULT_IMAGE.to_owned(),
+            queue_depth_url: DEFAULT_QUEUE_DEPTH_URL.to_owned(),
         },
         discord: Some(GatewayBot {
             shards: 3,

@@ -77,7 +77,7 @@ async fn a_minimal_bot_is_defaulted_by_the_api_server_as_by_the_types() -> anyho
 async fn bad_bots_are_refused_with_what_to_fix() -> anyhow::Result<()> {
     let cluster = cluster_with_crd().await?;
     let long_name = "b".repeat(41);
-    let cases: [(&str, String, &str); 11] = [
+    let cases: [(&str, String, &str); 13] = [
         (
             "shards 0",
             MINIMAL.replace("  tokenSecret:", "  shards: 0\n  tokenSecret:"),
@@ -144,6 +144,22 @@ async fn bad_bots_are_refused_with_what_to_fix() -> anyhow::Result<()> {
                 "  stream: {maxBytes: 1GB}\n  tokenSecret:",
             ),
             r#"spec.stream.maxBytes: Invalid value: "1GB": must be a number of bytes or a quantity like 512Mi or 10Gi"#,
+        ),
+        (
+            "no workers with an hpa",
+            MINIMAL.replace(
+                "  tokenSecret:",
+                "  workers: {minReplicas: 0}\n  tokenSecret:",
+            ),
+            "spec.workers.minReplicas may be 0 only with autoscaling.provider keda",
+        ),
+        (
+            "keda's nats trigger without an endpoint",
+            MINIMAL.replace(
+                "  tokenSecret:",
+                "  autoscaling: {provider: keda, keda: {trigger: nats-jetstream}}\n  tokenSecret:",
+            ),
+            "autoscaling.keda.natsMonitoringEndpoint is required with the nats-jetstream trigger",
         ),
     ];
     for (what, manifest, message) in cases {

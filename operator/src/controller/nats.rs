@@ -289,21 +289,6 @@ pub async fn identify_budget(js: &jetstream::Context, bot: &BotKey) -> Option<u3
         .and_then(|n| u32::try_from(n).ok())
 }
 
-/// Events waiting for the default worker group: its consumer's pending and unacknowledged
-/// messages, from the consumer's leader (the JetStream API). `None` before a worker created the
-/// consumer, or when NATS cannot say.
-pub async fn pending(js: &jetstream::Context, bot: &BotKey) -> Option<u64> {
-    let stream = js.get_stream(bot.stream()).await.ok()?;
-    let info = stream
-        .consumer_info(shardyard_protocol::names::worker_consumer(None))
-        .await
-        .ok()?;
-    Some(
-        info.num_pending
-            .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(0)),
-    )
-}
-
 /// Deletes the streams and buckets (a missing one is fine).
 ///
 /// # Errors

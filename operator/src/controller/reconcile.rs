@@ -24,7 +24,7 @@ use super::apply::{FIELD_MANAGER, apply, prune};
 use super::context::Context;
 use super::nats;
 use super::reshard::{ReshardInput, Step, decide};
-use super::status::{Outcome, conditions, reasons, types};
+use super::status::{Outcome, autoscaling_condition, condition, conditions, reasons, types};
 use crate::discord::DiscordError;
 use crate::plan::{GatewayBot, Generation, PlanError, PlanInput, plan};
 use crate::resource::{DiscordBot, DiscordBotStatus, NatsDeletionPolicy, ShardCount};
@@ -34,6 +34,8 @@ pub const FINALIZER: &str = "shardyard.dev/nats-resources";
 
 /// How soon a bot that is running is looked at again (Discord's recommendation, the counts).
 const RESYNC: Duration = Duration::from_secs(300);
+/// How often an autoscaled bot's `status.pending` is refreshed.
+const PENDING_REFRESH: Duration = Duration::from_secs(60);
 /// How soon a bot blocked on something outside it (a Secret, Discord, NATS) is tried again.
 const RETRY: Duration = Duration::from_secs(15);
 /// How soon a bot whose token Discord refused is tried again (the Secret may be fixed).
@@ -318,18 +320,21 @@ async fn reconcile_with_nats(
     }
 
     // 5. Apply, and prune what the plan dropped (an old generation after its hand-over).
-    if let Err(error) = apply(&ctx.client, &namespace, &planned).await {
-        return blocked(
-            ctx,
-            bot,
-            status,
-            reasons::APPLY_FAILED,
-            error.to_string(),
-            Some(RETRY),
-            started,
-        )
-        .await;
-    }
+    let applied = match apply(&ctx.client, &namespace, &planned).await {
+        Ok(applied) => applied,
+        Err(error) => {
+            return blocked(
+                ctx,
+                bot,
+                status,
+                reasons::APPLY_FAILED,
+                error.to_string(),
+                Some(RETRY),
+                started,
+            )
+            .await;
+        }
+    };
     let uid = bot.metadata.uid.clone().unwrap_or_default();
     match prune(&ctx.client, &namespace, &name, &uid, &planned).await {
         Ok(deleted) if !deleted.is_empty() => {
@@ -366,7 +371,8 @@ async fn reconcile_with_nats(
         .await
         .ok();
     status.workers = Some(workers);
-    status.pending = nats::pending(js, key).await;
+    let depth = crate::queue_depth::read(js, key, None).await;
+    status.pending = depth.as_ref().ok().map(|d| d.pending());
     let resharding = match &step {
         Step::Starting { new, ready, .. } => Some((
             reasons::STARTING_GENERATION,
@@ -401,11 +407,24 @@ async fn reconcile_with_nats(
         &previous.conditions,
         now,
     );
+    let (scaling, reason, message) = autoscaling_condition(spec, &applied.unserved, &depth);
+    status.conditions.push(condition(
+        types::AUTOSCALING,
+        scaling,
+        reason,
+        message,
+        bot.metadata.generation,
+        &previous.conditions,
+        now,
+    ));
     write_status(ctx, bot, previous, &status).await?;
     ctx.metrics.reconciled("applied", started.elapsed());
     Ok(Action::requeue(match step {
         _ if step.in_progress() => RESHARD_POLL,
         Step::BudgetLow { .. } => BUDGET_RETRY,
+        // The status's queue depth stays fresh for people (autoscalers ask the operator
+        // directly).
+        _ if crate::plan::autoscaling::autoscaled(spec) => PENDING_REFRESH,
         _ => RESYNC,
     }))
 }
@@ -517,6 +536,14 @@ async fn blocked(
         bot.metadata.generation,
         &previous.conditions,
         Timestamp::now(),
+    );
+    // What the autoscaler last knew stays until a reconcile gets that far again.
+    status.conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == types::AUTOSCALING)
+            .cloned(),
     );
     tracing::info!(bot = %bot.name_any(), reason, %message, "blocked");
     write_status(ctx, bot, &previous, &status).await?;

@@ -5,6 +5,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
+
+use crate::queue_depth::{DepthError, QueueDepth};
+use crate::resource::{AutoscalingProvider, DiscordBotSpec};
+
 /// Condition types.
 pub mod types {
     /// Everything is applied and running.
@@ -15,6 +19,8 @@ pub mod types {
     pub const DEGRADED: &str = "Degraded";
     /// A new gateway generation runs beside the old one.
     pub const RESHARDING: &str = "Resharding";
+    /// The workers' autoscaler has the number it scales on.
+    pub const AUTOSCALING: &str = "Autoscaling";
 }
 
 /// Reasons, `PascalCase`, for conditions and Events.
@@ -43,6 +49,16 @@ pub mod reasons {
     pub const STARTING_GENERATION: &str = "StartingGeneration";
     /// Both generations publish, briefly, before the old one stops.
     pub const HANDING_OVER: &str = "HandingOver";
+    /// The queue depth was read from the worker consumer's leader.
+    pub const QUEUE_DEPTH_READ: &str = "QueueDepthRead";
+    /// No worker has created the consumer yet: the autoscaler keeps the replicas it has.
+    pub const CONSUMER_MISSING: &str = "ConsumerMissing";
+    /// NATS could not say how many events wait.
+    pub const QUEUE_DEPTH_UNKNOWN: &str = "QueueDepthUnknown";
+    /// `provider: none`.
+    pub const DISABLED: &str = "Disabled";
+    /// `provider: keda` in a cluster without KEDA's ScaledObject.
+    pub const KEDA_MISSING: &str = "KedaMissing";
 }
 
 /// What a reconcile came to, for the conditions.
@@ -105,20 +121,90 @@ pub fn conditions(
     ]
     .into_iter()
     .map(|(type_, (status, reason, message))| {
-        let kept = previous
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone());
-        Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message,
-            observed_generation: generation,
-            last_transition_time: kept.unwrap_or(Time(now)),
-        }
+        condition(type_, status, reason, message, generation, previous, now)
     })
     .collect()
+}
+
+/// The `Autoscaling` condition: whether the workers' autoscaler has its number. `unserved`
+/// lists what the cluster could not take (a ScaledObject without KEDA).
+#[must_use]
+pub fn autoscaling_condition(
+    spec: &DiscordBotSpec,
+    unserved: &[String],
+    depth: &Result<QueueDepth, DepthError>,
+) -> (&'static str, &'static str, String) {
+    let workers = &spec.workers;
+    let (provider, how) = match spec.autoscaling.provider {
+        AutoscalingProvider::None => {
+            return (
+                "False",
+                reasons::DISABLED,
+                format!(
+                    "autoscaling.provider is none: {} worker replicas, as written",
+                    workers.min_replicas
+                ),
+            );
+        }
+        AutoscalingProvider::Hpa => ("hpa", "a HorizontalPodAutoscaler"),
+        AutoscalingProvider::Keda => ("keda", "a KEDA ScaledObject"),
+    };
+    if let Some(missing) = unserved.iter().find(|u| u.starts_with("ScaledObject/")) {
+        return (
+            "False",
+            reasons::KEDA_MISSING,
+            format!(
+                "{missing} was not created: the cluster does not serve keda.sh/v1alpha1 \
+                 ScaledObjects. Install KEDA, or set autoscaling.provider to hpa"
+            ),
+        );
+    }
+    match depth {
+        Ok(_) => (
+            "True",
+            reasons::QUEUE_DEPTH_READ,
+            format!(
+                "{how} scales the workers from {} to {} on the queue depth, {} pending events \
+                 per replica",
+                workers.min_replicas, workers.max_replicas, workers.target_pending_per_replica
+            ),
+        ),
+        Err(error @ (DepthError::ConsumerMissing { .. } | DepthError::StreamMissing { .. })) => (
+            "False",
+            reasons::CONSUMER_MISSING,
+            format!("{error}; the {provider} autoscaler keeps the replicas it has"),
+        ),
+        Err(error) => (
+            "False",
+            reasons::QUEUE_DEPTH_UNKNOWN,
+            format!("{error}; the {provider} autoscaler keeps the replicas it has"),
+        ),
+    }
+}
+
+/// One condition, keeping its transition time from `previous` when its status did not change.
+#[must_use]
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: Timestamp,
+) -> Condition {
+    let kept = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        observed_generation: generation,
+        last_transition_time: kept.unwrap_or(Time(now)),
+    }
 }
 
 #[cfg(test)]
@@ -187,6 +273,55 @@ mod tests {
         assert_eq!(
             (r.status.as_str(), r.last_transition_time.0),
             ("True", at(600))
+        );
+    }
+
+    #[test]
+    fn the_autoscaling_condition_says_whether_the_number_is_known() {
+        use crate::queue_depth::{DepthError, QueueDepth};
+        use crate::resource::{AutoscalingProvider, DiscordBotSpec};
+        let spec: DiscordBotSpec = serde_json::from_value(serde_json::json!({
+            "tokenSecret": {"name": "t"}, "nats": {"url": "nats://n:4222"},
+        }))
+        .unwrap();
+        let read = Ok(QueueDepth {
+            num_pending: 7,
+            num_ack_pending: 3,
+        });
+        assert_eq!(read.as_ref().map(|d| d.pending()), Ok(10));
+        let (status, reason, message) = autoscaling_condition(&spec, &[], &read);
+        assert_eq!((status, reason), ("True", reasons::QUEUE_DEPTH_READ));
+        assert!(message.contains("HorizontalPodAutoscaler"), "{message}");
+
+        let missing = Err(DepthError::ConsumerMissing {
+            stream: "S".into(),
+            consumer: "workers".into(),
+        });
+        let (status, reason, message) = autoscaling_condition(&spec, &[], &missing);
+        assert_eq!((status, reason), ("False", reasons::CONSUMER_MISSING));
+        assert!(message.contains("keeps the replicas it has"), "{message}");
+        let down = Err(DepthError::Nats("timed out".into()));
+        assert_eq!(
+            autoscaling_condition(&spec, &[], &down).1,
+            reasons::QUEUE_DEPTH_UNKNOWN
+        );
+
+        let mut keda = spec.clone();
+        keda.autoscaling.provider = AutoscalingProvider::Keda;
+        let unserved = ["ScaledObject/mybot-worker".to_owned()];
+        assert_eq!(
+            autoscaling_condition(&keda, &unserved, &read).1,
+            reasons::KEDA_MISSING
+        );
+        let mut none = spec;
+        none.autoscaling.provider = AutoscalingProvider::None;
+        assert_eq!(
+            autoscaling_condition(&none, &[], &read),
+            (
+                "False",
+                reasons::DISABLED,
+                "autoscaling.provider is none: 1 worker replicas, as written".to_owned()
+            )
         );
     }
 }

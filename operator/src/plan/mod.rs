@@ -3,6 +3,7 @@
 //! is tested exhaustively from small inputs (`tests.rs`) and `shardyard plan` prints exactly what
 //! the operator would apply.
 
+pub mod autoscaling;
 mod gateway;
 mod names;
 mod pod;
@@ -13,6 +14,7 @@ mod tests;
 mod workers;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -29,6 +31,9 @@ pub use names::{
 
 /// Discord's API by default (`--api-base` of `shardyard operator`).
 pub const DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
+/// Where KEDA reaches the operator (`--queue-depth-url`): its Service as the chart installs it
+/// with the release name `shardyard` in the namespace `shardyard`, at the admin port.
+pub const DEFAULT_QUEUE_DEPTH_URL: &str = "http://shardyard.shardyard.svc:9090";
 /// shardyard's published image, at this build's version: every component's by default.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/shardyard/shardyard:", env!("CARGO_PKG_VERSION"));
 
@@ -40,6 +45,9 @@ pub struct OperatorDefaults {
     /// The image of every component a bot does not give one for (the operator's own: one image,
     /// every subcommand).
     pub image: String,
+    /// The operator's own address as KEDA's `metrics-api` trigger reaches it
+    /// (`--queue-depth-url`).
+    pub queue_depth_url: String,
 }
 
 /// Discord's answer to `GET /gateway/bot`, as far as planning needs it.
@@ -106,6 +114,10 @@ pub enum Child {
     PodDisruptionBudget(Box<PodDisruptionBudget>),
     /// Only the bot's own pods reach its REST proxy.
     NetworkPolicy(Box<NetworkPolicy>),
+    /// The workers' autoscaler with `provider: hpa`.
+    HorizontalPodAutoscaler(Box<HorizontalPodAutoscaler>),
+    /// The workers' KEDA ScaledObject with `provider: keda` (KEDA's own kind: no Rust type).
+    ScaledObject(Box<serde_json::Value>),
 }
 
 impl Child {
@@ -118,8 +130,21 @@ impl Child {
             Self::Deployment(o) => ("Deployment", o.metadata.name.as_deref()),
             Self::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.metadata.name.as_deref()),
             Self::NetworkPolicy(o) => ("NetworkPolicy", o.metadata.name.as_deref()),
+            Self::HorizontalPodAutoscaler(o) => {
+                ("HorizontalPodAutoscaler", o.metadata.name.as_deref())
+            }
+            Self::ScaledObject(o) => ("ScaledObject", Some(autoscaling::value_name(o))),
         };
         format!("{kind}/{}", name.unwrap_or(""))
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> String {
+        self.describe()
+            .split_once('/')
+            .map(|(_, name)| name.to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -208,7 +233,15 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     if spec.cache.enabled {
         objects.extend(services::cache(&context, &common, spec)?);
     }
-    objects.push(workers::deployment(&context, &common, spec, total_shards)?);
+    let workers = workers::deployment(&context, &common, spec, total_shards)?;
+    let scaled = workers.name();
+    objects.push(workers);
+    objects.extend(autoscaling::objects(
+        &context,
+        spec,
+        input.defaults,
+        &scaled,
+    )?);
 
     Ok(Plan {
         bot_key,

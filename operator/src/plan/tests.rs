@@ -35,6 +35,7 @@ fn defaults() -> OperatorDefaults {
     OperatorDefaults {
         api_base: DEFAULT_API_BASE.to_owned(),
         image: "ghcr.io/shardyard/shardyard:0.1.0".to_owned(),
+        queue_depth_url: DEFAULT_QUEUE_DEPTH_URL.to_owned(),
     }
 }
 
@@ -115,6 +116,7 @@ fn a_minimal_bot_gets_every_object_by_its_exact_name() {
             "Deployment/mybot-cache",
             "Service/mybot-cache",
             "Deployment/mybot-worker",
+            "HorizontalPodAutoscaler/mybot-worker",
         ]
     );
     assert_eq!(plan.bot_key.as_str(), "bots_mybot");
@@ -298,7 +300,8 @@ fn workers_get_the_bot_nats_and_proxy_but_never_the_token() {
     assert!(env(container, "SHARDYARD_TOKEN").is_none());
     let cache = &containers(&deployment(&plan, "mybot-cache").spec.template)[0];
     assert!(env(cache, "SHARDYARD_TOKEN").is_none());
-    assert_eq!(worker.spec.replicas, Some(1));
+    // The HPA's, not the operator's.
+    assert_eq!(worker.spec.replicas, None);
 }
 
 #[test]
@@ -312,7 +315,7 @@ fn a_users_worker_template_keeps_its_own_and_gets_the_bots_environment() {
     let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
     let worker = deployment(&plan, "mybot-worker");
     let spec = &worker.spec;
-    assert_eq!(spec.replicas, Some(2));
+    assert_eq!(spec.replicas, None);
     let labels = spec
         .template
         .metadata
@@ -606,4 +609,116 @@ fn the_api_base_loses_only_its_version_for_the_proxy() {
     );
     assert_eq!(unversioned("http://sim/api"), "http://sim/api");
     assert_eq!(unversioned("http://sim/api/v"), "http://sim/api/v");
+}
+
+fn autoscaler(plan: &Plan) -> Option<serde_json::Value> {
+    plan.objects.iter().find_map(|o| match o {
+        Child::HorizontalPodAutoscaler(_) | Child::ScaledObject(_) => {
+            Some(serde_json::to_value(o).unwrap())
+        }
+        _ => None,
+    })
+}
+
+#[test]
+fn by_default_an_hpa_scales_the_workers_on_their_pending_events() {
+    let manifest = with(
+        "workers: {minReplicas: 2, maxReplicas: 12, targetPendingPerReplica: 50}\n  \
+         autoscaling: {scaleDownStabilizationSeconds: 30}",
+    );
+    let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
+    let hpa = autoscaler(&plan).expect("an HPA");
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["metadata"]["name"], "mybot-worker");
+    assert_eq!(hpa["metadata"]["ownerReferences"][0]["name"], "mybot");
+    let spec = &hpa["spec"];
+    assert_eq!(
+        spec["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "mybot-worker"})
+    );
+    assert_eq!(
+        (&spec["minReplicas"], &spec["maxReplicas"]),
+        (&json!(2), &json!(12))
+    );
+    let external = &spec["metrics"][0]["external"];
+    assert_eq!(external["metric"]["name"], "shardyard_pending_events");
+    assert_eq!(
+        external["metric"]["selector"]["matchLabels"],
+        json!({"bot": "mybot", "group": "default"})
+    );
+    assert_eq!(
+        external["target"],
+        json!({"type": "AverageValue", "averageValue": "50"})
+    );
+    // A burst is met at once (one step may add every replica); a lull waits the window.
+    let behavior = &spec["behavior"];
+    assert_eq!(behavior["scaleUp"]["stabilizationWindowSeconds"], 0);
+    assert_eq!(behavior["scaleUp"]["policies"][0]["value"], 12);
+    assert_eq!(behavior["scaleDown"]["stabilizationWindowSeconds"], 30);
+    assert_eq!(deployment(&plan, "mybot-worker").spec.replicas, None);
+}
+
+#[test]
+fn without_an_autoscaler_the_workers_have_min_replicas() {
+    let manifest = with("workers: {minReplicas: 3}\n  autoscaling: {provider: none}");
+    let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
+    assert_eq!(autoscaler(&plan), None);
+    assert_eq!(deployment(&plan, "mybot-worker").spec.replicas, Some(3));
+}
+
+#[test]
+fn keda_asks_the_operator_or_nats_for_the_same_number() {
+    let manifest = with(
+        "workers: {minReplicas: 0, maxReplicas: 8, targetPendingPerReplica: 40}\n  \
+         autoscaling: {provider: keda}",
+    );
+    let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
+    let scaled = autoscaler(&plan).expect("a ScaledObject");
+    assert_eq!(names(&plan).last().unwrap(), "ScaledObject/mybot-worker");
+    assert_eq!(scaled["apiVersion"], "keda.sh/v1alpha1");
+    let spec = &scaled["spec"];
+    assert_eq!(spec["scaleTargetRef"]["name"], "mybot-worker");
+    // KEDA may scale to zero, and back.
+    assert_eq!(
+        (&spec["minReplicaCount"], &spec["maxReplicaCount"]),
+        (&json!(0), &json!(8))
+    );
+    let trigger = &spec["triggers"][0];
+    assert_eq!(trigger["type"], "metrics-api");
+    assert_eq!(
+        trigger["metadata"],
+        json!({
+            "url": "http://shardyard.shardyard.svc:9090/queue-depth/bots/mybot",
+            "format": "json",
+            "valueLocation": "pending",
+            "targetValue": "40",
+        })
+    );
+    assert_eq!(deployment(&plan, "mybot-worker").spec.replicas, None);
+
+    let nats = with(
+        "autoscaling:\n    provider: keda\n    keda: {trigger: nats-jetstream, \
+         natsMonitoringEndpoint: 'nats.nats.svc:8222'}",
+    );
+    let plan = plan_of(&bot(&nats), None, &[]).unwrap();
+    let trigger = &autoscaler(&plan).unwrap()["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "nats-jetstream");
+    assert_eq!(
+        trigger["metadata"],
+        json!({
+            "natsServerMonitoringEndpoint": "nats.nats.svc:8222",
+            "account": "$G",
+            "stream": "SHARDYARD_BOTS_MYBOT",
+            "consumer": "workers",
+            "lagThreshold": "100",
+        })
+    );
+    let missing = with("autoscaling:\n    provider: keda\n    keda: {trigger: nats-jetstream}");
+    assert!(matches!(
+        plan_of(&bot(&missing), None, &[]),
+        Err(PlanError::Invalid {
+            field: "spec.autoscaling.keda.natsMonitoringEndpoint",
+            ..
+        })
+    ));
 }

@@ -51,17 +51,19 @@ pub(super) fn deployment(
             })
         }
     };
-    let deployment = json!({
+    let mut deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": context.metadata(name, labels.clone()),
         "spec": {
-            // Until an autoscaler is planned (the autoscaling issue), the fewest replicas.
-            "replicas": spec.workers.min_replicas,
             "selector": {"matchLabels": selector},
             "template": template,
         },
     });
+    // With an autoscaler the replicas are its own: applying them would undo its every decision.
+    if !super::autoscaling::autoscaled(spec) {
+        deployment["spec"]["replicas"] = json!(spec.workers.min_replicas);
+    }
     Ok(Child::Deployment(Box::new(typed(deployment)?)))
 }
 
