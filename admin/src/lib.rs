@@ -50,9 +50,23 @@ pub async fn spawn(
     status: Arc<dyn Status>,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    spawn_with(addr, status, Router::new(), shutdown).await
+}
+
+/// [`spawn`] with a service's own read-only routes beside the admin ones (the operator's
+/// queue depth for KEDA).
+///
+/// # Errors
+/// Binding the address failed.
+pub async fn spawn_with(
+    addr: SocketAddr,
+    status: Arc<dyn Status>,
+    extra: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let app = router(status);
+    let app = router(status).merge(extra);
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

@@ -2,10 +2,12 @@
 //! cache. The kubeconfig comes from `KUBECONFIG`, else from inside the cluster.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
 use shardyard_operator::controller::{OperatorConfig, run as run_operator};
+use shardyard_operator::metrics_api::MetricsApiConfig;
 use shardyard_operator::plan::{
     DEFAULT_API_BASE, DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, OperatorDefaults,
 };
@@ -36,6 +38,16 @@ pub(crate) struct OperatorArgs {
     /// id.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Serve the external metrics API (`external.metrics.k8s.io`, for the workers' HPAs) here,
+    /// over TLS with `--metrics-api-cert` and `--metrics-api-key`.
+    #[arg(long, env = "SHARDYARD_METRICS_API_ADDR", requires_all = ["metrics_api_cert", "metrics_api_key"])]
+    metrics_api_addr: Option<SocketAddr>,
+    /// The metrics API's serving certificate (PEM), signed by the CA its `APIService` names.
+    #[arg(long, env = "SHARDYARD_METRICS_API_CERT")]
+    metrics_api_cert: Option<PathBuf>,
+    /// Its key (PEM).
+    #[arg(long, env = "SHARDYARD_METRICS_API_KEY")]
+    metrics_api_key: Option<PathBuf>,
 }
 
 pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
@@ -47,7 +59,14 @@ pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
         lease_namespace,
         lease_name,
         identity,
+        metrics_api_addr,
+        metrics_api_cert,
+        metrics_api_key,
     } = args;
+    let metrics_api = match (metrics_api_addr, metrics_api_cert, metrics_api_key) {
+        (Some(addr), Some(cert), Some(key)) => Some(MetricsApiConfig { addr, cert, key }),
+        _ => None,
+    };
     let identity = identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
@@ -64,6 +83,7 @@ pub(crate) fn run(args: OperatorArgs) -> anyhow::Result<()> {
         lease_namespace,
         lease_name,
         identity,
+        metrics_api,
     };
     let runtime = crate::runtime::build(2)?;
     runtime.block_on(async move {

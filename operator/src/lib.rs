@@ -9,6 +9,7 @@ pub mod controller;
 pub mod crd;
 pub mod discord;
 pub mod manifest;
+pub mod metrics_api;
 pub mod plan;
 pub mod queue_depth;
 pub mod resource;

@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::{KubeCluster, ProcessGuard, eventually, free_port, shardyard_bin};
+use kube::Api;
+use shardyard_operator::DiscordBot;
+
+use crate::kube_cluster::succeeded;
+use crate::{
+    KubeCluster, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port,
+    shardyard_bin,
+};
 
 /// A running `shardyard operator --admin-addr … [--api-base …]` with the cluster's kubeconfig.
 #[derive(Debug)]
@@ -207,4 +214,159 @@ pub async fn start_pods(
         pods.push(pod);
     }
     Ok(pods)
+}
+
+/// The control plane with the DiscordBot CRD, NATS and the simulator (2,500 guilds: 3 shards),
+/// and what the operator tests do with them.
+pub struct OperatorBed {
+    /// The control plane.
+    pub cluster: KubeCluster,
+    /// The bots' NATS.
+    pub nats: NatsServer,
+    /// Discord.
+    pub sim: SimProcess,
+    /// A client of the cluster, as its admin.
+    pub client: kube::Client,
+}
+
+impl std::fmt::Debug for OperatorBed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorBed")
+            .field("nats", &self.nats.url())
+            .field("sim", &self.sim.api_base())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OperatorBed {
+    /// Starts them.
+    ///
+    /// # Errors
+    /// When one does not start.
+    pub async fn start() -> anyhow::Result<Self> {
+        let cluster = KubeCluster::start().await?;
+        cluster.apply_discordbot_crd().await?;
+        let nats = NatsServer::start().await?;
+        let sim = SimProcess::start(SimArgs {
+            guilds: 2500,
+            ..SimArgs::default()
+        })
+        .await?;
+        let client = cluster.client().await?;
+        Ok(Self {
+            cluster,
+            nats,
+            sim,
+            client,
+        })
+    }
+
+    /// An operator as `identity`, Discord being the simulator.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn operator(&self, identity: &str) -> anyhow::Result<OperatorProcess> {
+        self.operator_with(identity, &[]).await
+    }
+
+    /// [`operator`](Self::operator) with more flags.
+    ///
+    /// # Errors
+    /// When it does not start.
+    pub async fn operator_with(
+        &self,
+        identity: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<OperatorProcess> {
+        OperatorProcess::start(&self.cluster, identity, &self.sim.api_base(), extra).await
+    }
+
+    /// The DiscordBot `name` in `default` on the bed's NATS, with `extra` spec lines.
+    #[must_use]
+    pub fn manifest(&self, name: &str, extra: &str) -> String {
+        format!(
+            "apiVersion: shardyard.dev/v1alpha1\nkind: DiscordBot\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  tokenSecret: {{name: {name}-token}}\n  intents: [GUILDS, GUILD_MESSAGES]\n  \
+             nats: {{url: '{}'}}\n{extra}",
+            self.nats.url()
+        )
+    }
+
+    /// The Secret `<name>-token` holding `token`.
+    ///
+    /// # Errors
+    /// When kubectl fails.
+    pub async fn secret(&self, name: &str, token: &str) -> anyhow::Result<()> {
+        succeeded(
+            &self
+                .cluster
+                .kubectl(
+                    &[
+                        "create",
+                        "secret",
+                        "generic",
+                        &format!("{name}-token"),
+                        &format!("--from-literal=token={token}"),
+                    ],
+                    None,
+                )
+                .await?,
+        )?;
+        Ok(())
+    }
+
+    /// `kubectl apply --server-side` of `manifest`.
+    ///
+    /// # Errors
+    /// When kubectl fails.
+    pub async fn apply(&self, manifest: &str) -> anyhow::Result<()> {
+        succeeded(
+            &self
+                .cluster
+                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
+                .await?,
+        )?;
+        Ok(())
+    }
+
+    /// The DiscordBots of `default`.
+    #[must_use]
+    pub fn bots(&self) -> Api<DiscordBot> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Waits until the bot's condition `type_` has `status` and `reason`; the bot then.
+    ///
+    /// # Errors
+    /// When it does not within a minute (with the operator's log).
+    pub async fn condition(
+        &self,
+        name: &str,
+        type_: &str,
+        status: &str,
+        reason: &str,
+        operator: &OperatorProcess,
+    ) -> anyhow::Result<DiscordBot> {
+        let bots = self.bots();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{name}: {type_}={status} ({reason})"),
+            || async {
+                let bot = bots.get(name).await?;
+                let conditions = bot
+                    .status
+                    .as_ref()
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default();
+                let found = conditions.iter().find(|c| c.type_ == type_);
+                anyhow::ensure!(
+                    found.is_some_and(|c| c.status == status && c.reason == reason),
+                    "{conditions:?}"
+                );
+                Ok(bot)
+            },
+        )
+        .await
+        .with_context(|| operator.log_report())
+    }
 }

@@ -18,120 +18,13 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt as _};
 use serde_json::json;
-use shardyard_operator::DiscordBot;
 use shardyard_operator::plan::{
     DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, GatewayBot, OperatorDefaults, PlanInput, plan,
 };
 use shardyard_protocol::BotKey;
+use shardyard_tests::eventually;
 use shardyard_tests::kube_cluster::succeeded;
-use shardyard_tests::operator::OperatorProcess;
-use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually};
-
-struct Bed {
-    cluster: KubeCluster,
-    nats: NatsServer,
-    sim: SimProcess,
-    client: kube::Client,
-}
-
-/// The control plane with the CRD, NATS and the simulator (2,500 guilds: 3 shards).
-async fn bed() -> anyhow::Result<Bed> {
-    let cluster = KubeCluster::start().await?;
-    cluster.apply_discordbot_crd().await?;
-    let nats = NatsServer::start().await?;
-    let sim = SimProcess::start(SimArgs {
-        guilds: 2500,
-        ..SimArgs::default()
-    })
-    .await?;
-    let client = cluster.client().await?;
-    Ok(Bed {
-        cluster,
-        nats,
-        sim,
-        client,
-    })
-}
-
-impl Bed {
-    async fn operator(&self, identity: &str) -> anyhow::Result<OperatorProcess> {
-        OperatorProcess::start(&self.cluster, identity, &self.sim.api_base(), &[]).await
-    }
-
-    fn manifest(&self, name: &str, extra: &str) -> String {
-        format!(
-            "apiVersion: shardyard.dev/v1alpha1\nkind: DiscordBot\nmetadata: {{name: {name}, namespace: default}}\n\
-             spec:\n  tokenSecret: {{name: {name}-token}}\n  intents: [GUILDS, GUILD_MESSAGES]\n  \
-             nats: {{url: '{}'}}\n{extra}",
-            self.nats.url()
-        )
-    }
-
-    async fn secret(&self, name: &str, token: &str) -> anyhow::Result<()> {
-        succeeded(
-            &self
-                .cluster
-                .kubectl(
-                    &[
-                        "create",
-                        "secret",
-                        "generic",
-                        &format!("{name}-token"),
-                        &format!("--from-literal=token={token}"),
-                    ],
-                    None,
-                )
-                .await?,
-        )?;
-        Ok(())
-    }
-
-    async fn apply(&self, manifest: &str) -> anyhow::Result<()> {
-        succeeded(
-            &self
-                .cluster
-                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
-                .await?,
-        )?;
-        Ok(())
-    }
-
-    fn bots(&self) -> Api<DiscordBot> {
-        Api::namespaced(self.client.clone(), "default")
-    }
-
-    /// Waits until the bot's condition `type_` has `status` and `reason`; the bot then.
-    async fn condition(
-        &self,
-        name: &str,
-        type_: &str,
-        status: &str,
-        reason: &str,
-        operator: &OperatorProcess,
-    ) -> anyhow::Result<DiscordBot> {
-        let bots = self.bots();
-        eventually(
-            Duration::from_secs(60),
-            &format!("{name}: {type_}={status} ({reason})"),
-            || async {
-                let bot = bots.get(name).await?;
-                let conditions = bot
-                    .status
-                    .as_ref()
-                    .map(|s| s.conditions.clone())
-                    .unwrap_or_default();
-                let found = conditions.iter().find(|c| c.type_ == type_);
-                anyhow::ensure!(
-                    found.is_some_and(|c| c.status == status && c.reason == reason),
-                    "{conditions:?}"
-                );
-                Ok(bot)
-            },
-        )
-        .await
-        .with_context(|| operator.log_report())
-    }
-}
+use shardyard_tests::operator::{OperatorBed as Bed, OperatorProcess};
 
 async fn listed<K>(client: &kube::Client, selector: &str) -> anyhow::Result<Vec<K>>
 where
@@ -181,7 +74,7 @@ async fn children(client: &kube::Client, bot: &str) -> anyhow::Result<BTreeMap<S
 #[tokio::test]
 async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_status()
 -> anyhow::Result<()> {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let operator = bed.operator("op-a").await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest("mybot", "")).await?;
@@ -339,7 +232,7 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
 
 #[tokio::test]
 async fn a_missing_secret_and_a_bad_token_are_reported_and_recover() -> anyhow::Result<()> {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let operator = bed.operator("op-a").await?;
     bed.apply(&bed.manifest("nosecret", "")).await?;
     let bot = bed
@@ -404,7 +297,7 @@ async fn a_missing_secret_and_a_bad_token_are_reported_and_recover() -> anyhow::
 
 #[tokio::test]
 async fn a_users_edit_is_put_back_and_their_label_kept() -> anyhow::Result<()> {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let operator = bed.operator("op-a").await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest("mybot", "")).await?;
@@ -447,7 +340,7 @@ async fn a_users_edit_is_put_back_and_their_label_kept() -> anyhow::Result<()> {
 #[tokio::test]
 async fn an_edited_limit_is_applied_and_an_unplannable_spec_waits_for_a_fix() -> anyhow::Result<()>
 {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let operator = bed.operator("op-a").await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest("mybot", "")).await?;
@@ -516,7 +409,7 @@ async fn an_edited_limit_is_applied_and_an_unplannable_spec_waits_for_a_fix() ->
 
 #[tokio::test]
 async fn deleting_a_bot_removes_its_nats_resources_and_the_gc_its_children() -> anyhow::Result<()> {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let operator = bed.operator("op-a").await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.secret("keeper", bed.sim.token()).await?;
@@ -596,7 +489,7 @@ async fn an_operator_without_an_api_server_is_not_ready() -> anyhow::Result<()> 
 
 #[tokio::test]
 async fn two_operators_elect_one_leader_and_killing_it_hands_over() -> anyhow::Result<()> {
-    let bed = bed().await?;
+    let bed = Bed::start().await?;
     let first = bed.operator("op-a").await?;
     let second = bed.operator("op-b").await?;
     eventually(Duration::from_secs(30), "one leader", || async {

@@ -28,7 +28,7 @@ pub struct Context {
     /// Events on the bots.
     pub recorder: Recorder,
     /// Reconciles, failures, durations.
-    pub metrics: Metrics,
+    pub metrics: std::sync::Arc<Metrics>,
     http: reqwest::Client,
     answers: Mutex<HashMap<(String, u64), (Instant, CachedAnswer)>>,
     /// Consecutive failed reconciles per bot (`namespace/name`), for the backoff.
@@ -58,7 +58,7 @@ impl Context {
             client,
             defaults,
             recorder,
-            metrics: Metrics::default(),
+            metrics: std::sync::Arc::new(Metrics::default()),
             http: reqwest::Client::new(),
             answers: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),

@@ -19,10 +19,13 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::runtime::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector};
+use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics_api::depths::QueueDepths;
+use crate::metrics_api::queue_depth_routes;
 use crate::plan::OperatorDefaults;
 use crate::resource::DiscordBot;
 use context::Context;
@@ -41,6 +44,8 @@ pub struct OperatorConfig {
     pub lease_name: String,
     /// This replica's identity in the Lease (the pod's name).
     pub identity: String,
+    /// The external metrics API, when this operator serves it.
+    pub metrics_api: Option<crate::metrics_api::MetricsApiConfig>,
 }
 
 /// Why the operator stopped.
@@ -61,6 +66,9 @@ pub enum OperatorError {
     /// This replica led and lost the Lease: it stops, to start again as a candidate.
     #[error("lost the leader Lease")]
     LostLease,
+    /// The external metrics API could not start.
+    #[error(transparent)]
+    MetricsApi(#[from] crate::metrics_api::MetricsApiError),
 }
 
 /// What `/readyz` and `/metrics` see.
@@ -101,14 +109,38 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
         Recorder::new(client.clone(), reporter),
     ));
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Every replica knows the bots, to answer for their queue depth whether it leads or not.
+    let (bots, writer) = reflector::store::<DiscordBot>();
+    let watched = reflector(
+        writer,
+        watcher(
+            Api::<DiscordBot>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    tokio::spawn(watched.for_each(|_| async {}));
+    let depths = QueueDepths::new(client.clone(), bots, Arc::clone(&context.metrics));
     if let Some(addr) = config.admin_addr {
         let admin = Arc::new(Admin {
             context: Arc::clone(&context),
             ready: Arc::clone(&ready),
         });
-        shardyard_admin::spawn(addr, admin, shutdown.clone())
+        let queue_depth = queue_depth_routes(depths.clone(), Arc::clone(&context.metrics));
+        shardyard_admin::spawn_with(addr, admin, queue_depth, shutdown.clone())
             .await
             .map_err(|source| OperatorError::Admin { addr, source })?;
+    }
+    if let Some(metrics_api) = &config.metrics_api {
+        crate::metrics_api::serve(
+            metrics_api,
+            client.clone(),
+            depths,
+            Arc::clone(&context.metrics),
+            shutdown.clone(),
+        )
+        .await?;
     }
 
     let lock = LeaseLock::new(

@@ -398,6 +398,34 @@ pub fn without_credentials(urls: &str) -> String {
         .join(",")
 }
 
+/// The bot's NATS URL (the operator's and the metrics API's), with the credentials from `spec.nats.credentialsSecret` when it names one.
+pub async fn bot_url(
+    client: &kube::Client,
+    namespace: &str,
+    bot: &crate::DiscordBot,
+) -> Result<String, String> {
+    let url = bot.spec.nats.url.clone();
+    let Some(reference) = &bot.spec.nats.credentials_secret else {
+        return Ok(url);
+    };
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(client.clone(), namespace);
+    let credentials = secrets
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("reading Secret {namespace}/{}: {e}", reference.name))?
+        .and_then(|s| s.data)
+        .and_then(|data| data.get(&reference.key).cloned())
+        .and_then(|bytes| String::from_utf8(bytes.0).ok())
+        .ok_or_else(|| {
+            format!(
+                "Secret {namespace}/{} has no key {} with the NATS credentials",
+                reference.name, reference.key
+            )
+        })?;
+    Ok(crate::plan::with_nats_credentials(&url, credentials.trim()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

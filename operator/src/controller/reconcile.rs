@@ -198,7 +198,7 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
 
     // 3. NATS: where the reshard stands (the budget, the new generation's ready shards).
     let key = wanted.bot_key.clone();
-    let nats = match nats_url(ctx, &namespace, bot).await {
+    let nats = match nats::bot_url(&ctx.client, &namespace, bot).await {
         Ok(url) => nats::connect(&url)
             .await
             .map_err(|e| format!("{e}: {}", source_of(&e))),
@@ -373,6 +373,7 @@ async fn reconcile_with_nats(
     status.workers = Some(workers);
     let depth = crate::queue_depth::read(js, key, None).await;
     status.pending = depth.as_ref().ok().map(|d| d.pending());
+    ctx.metrics.set_pending(&namespace, &name, status.pending);
     let resharding = match &step {
         Step::Starting { new, ready, .. } => Some((
             reasons::STARTING_GENERATION,
@@ -461,29 +462,6 @@ async fn read_token(
             reference.name, reference.key
         )
     }))
-}
-
-/// The bot's NATS URL, with the credentials from `spec.nats.credentialsSecret` when it names one.
-async fn nats_url(ctx: &Context, namespace: &str, bot: &DiscordBot) -> Result<String, String> {
-    let url = bot.spec.nats.url.clone();
-    let Some(reference) = &bot.spec.nats.credentials_secret else {
-        return Ok(url);
-    };
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    let credentials = secrets
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| format!("reading Secret {namespace}/{}: {e}", reference.name))?
-        .and_then(|s| s.data)
-        .and_then(|data| data.get(&reference.key).cloned())
-        .and_then(|bytes| String::from_utf8(bytes.0).ok())
-        .ok_or_else(|| {
-            format!(
-                "Secret {namespace}/{} has no key {} with the NATS credentials",
-                reference.name, reference.key
-            )
-        })?;
-    Ok(crate::plan::with_nats_credentials(&url, credentials.trim()))
 }
 
 fn source_of(error: &dyn std::error::Error) -> String {
@@ -633,6 +611,8 @@ async fn write_status(
 
 /// A deleted bot: its NATS resources go, unless retained.
 async fn cleanup(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileError> {
+    ctx.metrics
+        .set_pending(&bot.namespace().unwrap_or_default(), &bot.name_any(), None);
     if bot.spec.nats.on_delete == NatsDeletionPolicy::Retain {
         tracing::info!(bot = %bot.name_any(), "deleted; its NATS resources are retained");
         return Ok(Action::await_change());
@@ -644,7 +624,7 @@ async fn cleanup(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileErr
             reason: e.to_string(),
         })
     })?;
-    let url = nats_url(ctx, &namespace, bot)
+    let url = nats::bot_url(&ctx.client, &namespace, bot)
         .await
         .unwrap_or_else(|_| bot.spec.nats.url.clone());
     let client = nats::connect(&url).await.map_err(ReconcileError::Cleanup)?;
