@@ -1,0 +1,314 @@
+//! The workers scale on their backlog (issue 15), proven by the real HPA controller of the
+//! test bed reading the operator's external metrics API through the real aggregator: an
+//! `APIService` names the operator (running here as a process on the host side of the bed's
+//! network), the API server proxies to it with its front-proxy client certificate, and the
+//! worker Deployment's replicas follow `ceil(pending / target)`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::Api;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use shardyard_protocol::BotKey;
+use shardyard_tests::kube_cluster::succeeded;
+use shardyard_tests::operator::OperatorBed;
+use shardyard_tests::worker::publish_event;
+use shardyard_tests::{WorkerProcess, eventually, free_port};
+
+const METRIC_PATH: &str =
+    "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/shardyard_pending_events";
+
+/// A CA and a serving certificate for `names`, written into `dir`: (cert, key, CA PEM).
+fn serving_certificate(
+    dir: &std::path::Path,
+    names: Vec<String>,
+) -> anyhow::Result<(String, String, String)> {
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "shardyard metrics API CA");
+    let ca_key = KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(names)?.signed_by(&key, &ca, &ca_key)?;
+    let cert_path = dir.join("metrics-api.crt");
+    let key_path = dir.join("metrics-api.key");
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((
+        cert_path.to_str().context("a path")?.to_owned(),
+        key_path.to_str().context("a path")?.to_owned(),
+        ca.pem(),
+    ))
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn the_hpa_scales_the_workers_on_their_backlog_through_the_operators_metrics_api()
+-> anyhow::Result<()> {
+    let bed = OperatorBed::start().await?;
+    let host = bed.cluster.host_address();
+    let port = free_port();
+    let (cert, key, ca) = serving_certificate(
+        bed.cluster.dir(),
+        vec!["shardyard-metrics.default.svc".to_owned(), host.to_string()],
+    )?;
+    let addr = format!("{host}:{port}");
+    let operator = bed
+        .operator_with(
+            "op-a",
+            &[
+                "--metrics-api-addr",
+                &addr,
+                "--metrics-api-cert",
+                &cert,
+                "--metrics-api-key",
+                &key,
+            ],
+        )
+        .await?;
+    let registration = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: shardyard-metrics, namespace: default}}
+spec:
+  type: ExternalName
+  externalName: "{host}"
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.external.metrics.k8s.io}}
+spec:
+  group: external.metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: {}
+  service: {{name: shardyard-metrics, namespace: default, port: {port}}}
+"#,
+        base64(ca.as_bytes())
+    );
+    bed.apply(&registration).await?;
+    succeeded(
+        &bed.cluster
+            .kubectl(
+                &[
+                    "wait",
+                    "--for=condition=Available",
+                    "--timeout=60s",
+                    "apiservice/v1beta1.external.metrics.k8s.io",
+                ],
+                None,
+            )
+            .await?,
+    )
+    .with_context(|| operator.log_report())?;
+
+    // Written with fixed replicas first: 2 workers.
+    bed.secret("mybot", bed.sim.token()).await?;
+    let workers = "  workers: {minReplicas: 2, maxReplicas: 6, targetPendingPerReplica: 10}\n";
+    bed.apply(&bed.manifest(
+        "mybot",
+        &format!("{workers}  autoscaling: {{provider: none}}\n"),
+    ))
+    .await?;
+    bed.condition("mybot", "Autoscaling", "False", "Disabled", &operator)
+        .await?;
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), "default");
+    let replicas = || {
+        let deployments = deployments.clone();
+        async move {
+            anyhow::Ok(
+                deployments
+                    .get("mybot-worker")
+                    .await?
+                    .spec
+                    .replicas
+                    .unwrap_or(0),
+            )
+        }
+    };
+    assert_eq!(replicas().await?, 2);
+
+    // Switched to the HPA: the replicas are handed over, never reset to 1 on the way.
+    let watched = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let mut fewest = i32::MAX;
+            for _ in 0..150 {
+                if let Ok(d) = deployments.get("mybot-worker").await {
+                    fewest = fewest.min(d.spec.replicas.unwrap_or(0));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            fewest
+        })
+    };
+    bed.apply(&bed.manifest(
+        "mybot",
+        &format!("{workers}  autoscaling: {{scaleDownStabilizationSeconds: 0}}\n"),
+    ))
+    .await?;
+    // No worker has made its consumer: the number is unknown, not zero.
+    bed.condition(
+        "mybot",
+        "Autoscaling",
+        "False",
+        "ConsumerMissing",
+        &operator,
+    )
+    .await?;
+    let unknown = bed
+        .cluster
+        .kubectl(
+            &[
+                "get",
+                "--raw",
+                &format!("{METRIC_PATH}?labelSelector=bot%3Dmybot"),
+            ],
+            None,
+        )
+        .await?;
+    let refusal = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        !unknown.status.success() && refusal.contains("no worker has started"),
+        "{refusal}"
+    );
+    assert_eq!(watched.await?, 2, "the replicas never dropped below 2");
+
+    // A worker makes its consumer and is stopped; a backlog of 35 builds.
+    let key = BotKey::namespaced("default", "mybot")?;
+    let record = tempfile::NamedTempFile::new()?;
+    let record_path = record.path().to_str().context("a path")?.to_owned();
+    let worker_args = [
+        "--types",
+        "MESSAGE_CREATE",
+        "--record",
+        record_path.as_str(),
+    ];
+    let worker = WorkerProcess::start_test(&bed.nats, key.as_str(), &worker_args, &[]).await?;
+    drop(worker);
+    let js = bed.nats.jetstream().await?;
+    for seq in 0..35 {
+        publish_event(&js, &key, (0, 3), seq, "MESSAGE_CREATE", "{}").await?;
+    }
+
+    // Through the aggregator, as the HPA reads it.
+    let value = succeeded(
+        &bed.cluster
+            .kubectl(
+                &[
+                    "get",
+                    "--raw",
+                    &format!("{METRIC_PATH}?labelSelector=bot%3Dmybot%2Cgroup%3Ddefault"),
+                ],
+                None,
+            )
+            .await?,
+    )?;
+    let list: serde_json::Value = serde_json::from_str(&value)?;
+    assert_eq!(list["items"][0]["value"], "35", "{list}");
+    assert_eq!(
+        list["items"][0]["metricLabels"],
+        serde_json::json!({"bot": "mybot", "group": "default"})
+    );
+    for (path, words) in [
+        (
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/other_metric".to_owned(),
+            "NotFound",
+        ),
+        (
+            format!("{METRIC_PATH}?labelSelector=bot%3Dnobot"),
+            "NotFound",
+        ),
+        (
+            format!("{METRIC_PATH}?labelSelector=bot%3D%3D%3D"),
+            "BadRequest",
+        ),
+    ] {
+        let refused = bed.cluster.kubectl(&["get", "--raw", &path], None).await?;
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(words),
+            "{path}: {stderr}"
+        );
+    }
+
+    // 35 pending at 10 per replica: the HPA asks for 4.
+    eventually(
+        Duration::from_secs(90),
+        "the HPA scales up to 4",
+        || async {
+            let got = replicas().await?;
+            anyhow::ensure!(got == 4, "{got} replicas");
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| bed.cluster.controller_manager_log())?;
+    bed.condition("mybot", "Autoscaling", "True", "QueueDepthRead", &operator)
+        .await?;
+
+    // The workers come back and drain it: down to the minimum.
+    let _worker = WorkerProcess::start_test(&bed.nats, key.as_str(), &worker_args, &[]).await?;
+    eventually(
+        Duration::from_secs(90),
+        "the HPA scales down to 2",
+        || async {
+            let got = replicas().await?;
+            anyhow::ensure!(got == 2, "{got} replicas");
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| bed.cluster.controller_manager_log())?;
+
+    // The HPA controller asked, and the operator never took the replicas back.
+    assert!(
+        operator
+            .metric("shardyard_operator_metrics_api_answers_total{code=\"200\"}")
+            .await?
+            >= 2.0
+    );
+    let deployment = deployments.get("mybot-worker").await?;
+    let holders: Vec<String> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:replicas").is_some())
+        })
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        !holders.iter().any(|m| m == "shardyard-operator"),
+        "replicas held by {holders:?}"
+    );
+    Ok(())
+}
