@@ -312,3 +312,94 @@ spec:
     );
     Ok(())
 }
+
+/// `provider: keda` without KEDA: the bot runs and says so; with KEDA's published CRD
+/// (`tests/data/keda/`), the ScaledObject the operator plans passes KEDA's schema on the real
+/// API server, and switching back to the HPA removes it.
+#[tokio::test]
+async fn a_scaled_object_waits_for_keda_and_then_passes_kedas_own_schema() -> anyhow::Result<()> {
+    let bed = OperatorBed::start().await?;
+    let operator = bed.operator("op-a").await?;
+    bed.secret("mybot", bed.sim.token()).await?;
+    let keda = "  workers: {minReplicas: 0, maxReplicas: 4}\n  autoscaling: {provider: keda}\n";
+    bed.apply(&bed.manifest("mybot", keda)).await?;
+    bed.condition("mybot", "Ready", "True", "Applied", &operator)
+        .await?;
+    bed.condition("mybot", "Autoscaling", "False", "KedaMissing", &operator)
+        .await?;
+
+    let crd = std::fs::read_to_string(
+        shardyard_tests::repo_root().join("tests/data/keda/keda.sh_scaledobjects.yaml"),
+    )?;
+    bed.cluster.apply_crd(&crd, "scaledobjects.keda.sh").await?;
+    // The next reconcile (a spec change wakes it) creates it; the API server validated it
+    // against KEDA's schema on the way in.
+    bed.apply(&bed.manifest("mybot", &format!("{keda}  shardsPerPod: 8\n")))
+        .await?;
+    let scaled = eventually(Duration::from_secs(60), "the ScaledObject", || async {
+        let out = bed
+            .cluster
+            .kubectl(&["get", "scaledobject", "mybot-worker", "-o", "json"], None)
+            .await?;
+        let text = succeeded(&out)?;
+        anyhow::Ok(serde_json::from_str::<serde_json::Value>(&text)?)
+    })
+    .await
+    .with_context(|| operator.log_report())?;
+    let spec = &scaled["spec"];
+    assert_eq!(spec["scaleTargetRef"]["name"], "mybot-worker");
+    assert_eq!(spec["minReplicaCount"], 0);
+    assert_eq!(spec["triggers"][0]["type"], "metrics-api");
+    // No KEDA controller runs here, so the number itself is not asked for: the depth is
+    // unknown until a worker makes its consumer.
+    bed.condition(
+        "mybot",
+        "Autoscaling",
+        "False",
+        "ConsumerMissing",
+        &operator,
+    )
+    .await?;
+    // A field KEDA's schema does not know is refused: the check above can fail.
+    let mut wrong = scaled.clone();
+    wrong["spec"]["triggers"][0]["surprise"] = serde_json::json!(true);
+    wrong["metadata"] = serde_json::json!({"name": "wrong", "namespace": "default"});
+    let refused = bed
+        .cluster
+        .kubectl(
+            &["apply", "--server-side", "--validate=strict", "-f", "-"],
+            Some(&wrong.to_string()),
+        )
+        .await?;
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && refusal.contains("surprise"),
+        "{refusal}"
+    );
+
+    // Back to the HPA: the ScaledObject goes, an HPA comes.
+    bed.apply(&bed.manifest(
+        "mybot",
+        "  workers: {minReplicas: 1, maxReplicas: 4}\n  shardsPerPod: 8\n",
+    ))
+    .await?;
+    eventually(
+        Duration::from_secs(60),
+        "the ScaledObject is pruned",
+        || async {
+            let out = bed
+                .cluster
+                .kubectl(&["get", "scaledobject,hpa", "-o", "name"], None)
+                .await?;
+            let names = succeeded(&out)?;
+            anyhow::ensure!(
+                names.trim() == "horizontalpodautoscaler.autoscaling/mybot-worker",
+                "{names}"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| operator.log_report())?;
+    Ok(())
+}
