@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardyard_protocol::Token;
+use shardyard_protocol::{Token, error_chain};
 
 use crate::plan::GatewayBot;
 
@@ -107,15 +107,4 @@ pub async fn gateway_bot(
         session_start_remaining: answer.session_start_limit.remaining,
         session_start_reset_after_ms: answer.session_start_limit.reset_after,
     })
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

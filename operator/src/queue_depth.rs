@@ -9,8 +9,7 @@
 //!   the replicas it has instead of scaling on a stale zero or on "infinitely many".
 
 use async_nats::jetstream;
-use async_nats::jetstream::ErrorCode;
-use async_nats::jetstream::response::Response;
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use serde::Serialize;
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::worker_consumer;
@@ -66,24 +65,20 @@ pub async fn read(
 ) -> Result<QueueDepth, DepthError> {
     let stream = bot.stream();
     let consumer = worker_consumer(group);
-    let answer: Response<jetstream::consumer::Info> = js
-        .request(
-            format!("CONSUMER.INFO.{stream}.{consumer}"),
-            &serde_json::json!({}),
-        )
+    // No request: the one below is the only round trip.
+    let handle = js
+        .get_stream_no_info(&stream)
         .await
         .map_err(|e| DepthError::Nats(e.to_string()))?;
-    match answer {
-        Response::Ok(info) => Ok(QueueDepth {
+    match handle.consumer_info(&consumer).await {
+        Ok(info) => Ok(QueueDepth {
             num_pending: info.num_pending,
             num_ack_pending: u64::try_from(info.num_ack_pending).unwrap_or(0),
         }),
-        Response::Err { error } if error.error_code() == ErrorCode::STREAM_NOT_FOUND => {
-            Err(DepthError::StreamMissing { stream })
-        }
-        Response::Err { error } if error.error_code() == ErrorCode::CONSUMER_NOT_FOUND => {
-            Err(DepthError::ConsumerMissing { stream, consumer })
-        }
-        Response::Err { error } => Err(DepthError::Nats(error.to_string())),
+        Err(error) => Err(match error.kind() {
+            ConsumerInfoErrorKind::StreamNotFound => DepthError::StreamMissing { stream },
+            ConsumerInfoErrorKind::NotFound => DepthError::ConsumerMissing { stream, consumer },
+            _ => DepthError::Nats(shardyard_protocol::error_chain(&error)),
+        }),
     }
 }

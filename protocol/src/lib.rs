@@ -7,6 +7,7 @@
 pub mod close_code;
 pub mod command_reply;
 pub mod envelope;
+mod error_chain;
 pub mod intents;
 pub mod names;
 pub mod opcode;
@@ -16,6 +17,7 @@ pub mod token;
 pub use close_code::{CloseAction, CloseCode, RESUMABLE_CLIENT_CLOSE};
 pub use command_reply::CommandReply;
 pub use envelope::{Envelope, EnvelopeError, read_envelope};
+pub use error_chain::error_chain;
 pub use intents::{Intents, UnknownIntent};
 pub use names::{BotKey, InvalidBotKey};
 pub use opcode::OpCode;

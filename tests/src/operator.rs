@@ -297,21 +297,28 @@ impl OperatorBed {
     /// # Errors
     /// When kubectl fails.
     pub async fn secret(&self, name: &str, token: &str) -> anyhow::Result<()> {
-        succeeded(
-            &self
-                .cluster
-                .kubectl(
-                    &[
-                        "create",
-                        "secret",
-                        "generic",
-                        &format!("{name}-token"),
-                        &format!("--from-literal=token={token}"),
-                    ],
-                    None,
-                )
-                .await?,
-        )?;
+        self.cluster
+            .token_secret("default", &format!("{name}-token"), token)
+            .await
+    }
+
+    /// Wakes the controller for `name` without a spec change: an annotation `poke: <n>`.
+    ///
+    /// # Errors
+    /// When the API server refuses.
+    pub async fn poke(&self, name: &str, n: u32) -> anyhow::Result<()> {
+        use kube::api::{Patch, PatchParams};
+        self.bots()
+            .patch(
+                name,
+                &PatchParams::apply("test-poke"),
+                &Patch::Apply(serde_json::json!({
+                    "apiVersion": "shardyard.dev/v1alpha1",
+                    "kind": "DiscordBot",
+                    "metadata": {"annotations": {"poke": n.to_string()}},
+                })),
+            )
+            .await?;
         Ok(())
     }
 

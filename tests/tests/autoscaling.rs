@@ -9,60 +9,32 @@ use std::time::Duration;
 use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use shardyard_protocol::BotKey;
-use shardyard_tests::kube_cluster::succeeded;
+use shardyard_tests::kube_cluster::{ServingCertificate, succeeded};
 use shardyard_tests::operator::OperatorBed;
 use shardyard_tests::worker::publish_event;
-use shardyard_tests::{WorkerProcess, eventually, free_port};
+use shardyard_tests::{KubeCluster, WorkerProcess, eventually, free_port};
 
 const METRIC_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/shardyard_pending_events";
 
-/// A CA and a serving certificate for `names`, written into `dir`: (cert, key, CA PEM).
-fn serving_certificate(
-    dir: &std::path::Path,
-    names: Vec<String>,
-) -> anyhow::Result<(String, String, String)> {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "shardyard metrics API CA");
-    let ca_key = KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(names)?.signed_by(&key, &ca, &ca_key)?;
-    let cert_path = dir.join("metrics-api.crt");
-    let key_path = dir.join("metrics-api.key");
-    std::fs::write(&cert_path, cert.pem())?;
-    std::fs::write(&key_path, key.serialize_pem())?;
-    Ok((
-        cert_path.to_str().context("a path")?.to_owned(),
-        key_path.to_str().context("a path")?.to_owned(),
-        ca.pem(),
-    ))
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+/// Waits until the worker Deployment asks for `want` replicas.
+async fn replicas_become(
+    deployments: &Api<Deployment>,
+    want: i32,
+    cluster: &KubeCluster,
+) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(90),
+        &format!("the HPA asks for {want} workers"),
+        || async {
+            let got = deployments.get("mybot-worker").await?.spec.replicas;
+            anyhow::ensure!(got == Some(want), "{got:?} replicas");
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| cluster.controller_manager_log())
 }
 
 #[tokio::test]
@@ -71,10 +43,12 @@ async fn the_hpa_scales_the_workers_on_their_backlog_through_the_operators_metri
     let bed = OperatorBed::start().await?;
     let host = bed.cluster.host_address();
     let port = free_port();
-    let (cert, key, ca) = serving_certificate(
-        bed.cluster.dir(),
-        vec!["shardyard-metrics.default.svc".to_owned(), host.to_string()],
-    )?;
+    let certificate =
+        ServingCertificate::new(&["external-metrics.default.svc".to_owned(), host.to_string()])?;
+    let cert = bed.cluster.dir().join("metrics-api.crt");
+    let key = bed.cluster.dir().join("metrics-api.key");
+    std::fs::write(&cert, &certificate.cert_pem)?;
+    std::fs::write(&key, &certificate.key_pem)?;
     let addr = format!("{host}:{port}");
     let operator = bed
         .operator_with(
@@ -83,49 +57,16 @@ async fn the_hpa_scales_the_workers_on_their_backlog_through_the_operators_metri
                 "--metrics-api-addr",
                 &addr,
                 "--metrics-api-cert",
-                &cert,
+                cert.to_str().context("a path")?,
                 "--metrics-api-key",
-                &key,
+                key.to_str().context("a path")?,
             ],
         )
         .await?;
-    let registration = format!(
-        r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: shardyard-metrics, namespace: default}}
-spec:
-  type: ExternalName
-  externalName: "{host}"
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: v1beta1.external.metrics.k8s.io}}
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  caBundle: {}
-  service: {{name: shardyard-metrics, namespace: default, port: {port}}}
-"#,
-        base64(ca.as_bytes())
-    );
-    bed.apply(&registration).await?;
-    succeeded(
-        &bed.cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Available",
-                    "--timeout=60s",
-                    "apiservice/v1beta1.external.metrics.k8s.io",
-                ],
-                None,
-            )
-            .await?,
-    )
-    .with_context(|| operator.log_report())?;
+    bed.cluster
+        .register_external_metrics(port, &certificate.ca_pem)
+        .await
+        .with_context(|| operator.log_report())?;
 
     // Written with fixed replicas first: 2 workers.
     bed.secret("mybot", bed.sim.token()).await?;
@@ -138,20 +79,10 @@ spec:
     bed.condition("mybot", "Autoscaling", "False", "Disabled", &operator)
         .await?;
     let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), "default");
-    let replicas = || {
-        let deployments = deployments.clone();
-        async move {
-            anyhow::Ok(
-                deployments
-                    .get("mybot-worker")
-                    .await?
-                    .spec
-                    .replicas
-                    .unwrap_or(0),
-            )
-        }
-    };
-    assert_eq!(replicas().await?, 2);
+    assert_eq!(
+        deployments.get("mybot-worker").await?.spec.replicas,
+        Some(2)
+    );
 
     // Switched to the HPA: the replicas are handed over, never reset to 1 on the way.
     let watched = {
@@ -258,33 +189,13 @@ spec:
     }
 
     // 35 pending at 10 per replica: the HPA asks for 4.
-    eventually(
-        Duration::from_secs(90),
-        "the HPA scales up to 4",
-        || async {
-            let got = replicas().await?;
-            anyhow::ensure!(got == 4, "{got} replicas");
-            Ok(())
-        },
-    )
-    .await
-    .with_context(|| bed.cluster.controller_manager_log())?;
+    replicas_become(&deployments, 4, &bed.cluster).await?;
     bed.condition("mybot", "Autoscaling", "True", "QueueDepthRead", &operator)
         .await?;
 
     // The workers come back and drain it: down to the minimum.
     let _worker = WorkerProcess::start_test(&bed.nats, key.as_str(), &worker_args, &[]).await?;
-    eventually(
-        Duration::from_secs(90),
-        "the HPA scales down to 2",
-        || async {
-            let got = replicas().await?;
-            anyhow::ensure!(got == 2, "{got} replicas");
-            Ok(())
-        },
-    )
-    .await
-    .with_context(|| bed.cluster.controller_manager_log())?;
+    replicas_become(&deployments, 2, &bed.cluster).await?;
 
     // The HPA controller asked, and the operator never took the replicas back.
     assert!(

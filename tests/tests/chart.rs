@@ -154,22 +154,9 @@ async fn helm_install_then_each_example_becomes_its_planned_objects() -> anyhow:
                 .kubectl(&["create", "namespace", namespace], None)
                 .await?,
         )?;
-        succeeded(
-            &cluster
-                .kubectl(
-                    &[
-                        "create",
-                        "secret",
-                        "generic",
-                        "mybot-token",
-                        "-n",
-                        namespace,
-                        &format!("--from-literal=token={}", sim.token()),
-                    ],
-                    None,
-                )
-                .await?,
-        )?;
+        cluster
+            .token_secret(namespace, "mybot-token", sim.token())
+            .await?;
         let text = std::fs::read_to_string(repo_root().join("config/examples").join(example))?
             .replace("nats://nats.nats.svc:4222", &nats.url());
         succeeded(

@@ -266,28 +266,11 @@ async fn an_hpa_on_an_external_metric_scales_a_deployment_through_the_aggregator
     let metrics =
         ExternalMetricsServer::start(host.into(), &["external-metrics.default.svc"]).await?;
     metrics.set(METRIC, 5);
-    let ca_bundle = base64_encode(metrics.ca_pem().as_bytes());
-    let port = metrics.addr().port();
-    let manifests = format!(
+    cluster
+        .register_external_metrics(metrics.addr().port(), metrics.ca_pem())
+        .await?;
+    let hpa = format!(
         r#"
-apiVersion: v1
-kind: Service
-metadata: {{name: external-metrics, namespace: default}}
-spec:
-  type: ExternalName
-  externalName: "{host}"
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {{name: v1beta1.external.metrics.k8s.io}}
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  caBundle: {ca_bundle}
-  service: {{name: external-metrics, namespace: default, port: {port}}}
----
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
 metadata: {{name: workers, namespace: default}}
@@ -308,7 +291,7 @@ spec:
     );
     succeeded(
         &cluster
-            .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifests))
+            .kubectl(&["apply", "--server-side", "-f", "-"], Some(&hpa))
             .await?,
     )?;
     let client = cluster.client().await?;
@@ -316,21 +299,6 @@ spec:
     deployments
         .create(&PostParams::default(), &deployment("workers", None)?)
         .await?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Available",
-                    "--timeout=60s",
-                    "apiservice/v1beta1.external.metrics.k8s.io",
-                ],
-                None,
-            )
-            .await?,
-    )
-    .with_context(|| cluster.log_report())?;
-
     let replicas = |want: i32| {
         let deployments = deployments.clone();
         async move {
@@ -359,14 +327,6 @@ spec:
     });
     assert!(asked_by_hpa, "{:?}", metrics.requests());
     Ok(())
-}
-
-/// Base64, as Kubernetes writes `[]byte` fields (k8s-openapi's `ByteString` serializes so).
-fn base64_encode(bytes: &[u8]) -> String {
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[tokio::test]

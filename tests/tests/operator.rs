@@ -15,9 +15,8 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::serde::de::DeserializeOwned;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Resource, ResourceExt as _};
-use serde_json::json;
 use shardyard_operator::plan::{
     DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, GatewayBot, OperatorDefaults, PlanInput, plan,
 };
@@ -153,17 +152,7 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
         .metric("shardyard_operator_reconciles_total{outcome=\"applied\"}")
         .await?;
     // An annotation is no spec change, but it wakes the controller.
-    bed.bots()
-        .patch(
-            "mybot",
-            &PatchParams::apply("test-poke"),
-            &Patch::Apply(json!({
-                "apiVersion": "shardyard.dev/v1alpha1",
-                "kind": "DiscordBot",
-                "metadata": {"annotations": {"poke": "1"}},
-            })),
-        )
-        .await?;
+    bed.poke("mybot", 1).await?;
     eventually(Duration::from_secs(30), "another reconcile", || async {
         let now = operator
             .metric("shardyard_operator_reconciles_total{outcome=\"applied\"}")
@@ -192,7 +181,7 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
     // Pending: what waits for the workers' consumer, once a worker made it.
     js.create_consumer_on_stream(
         async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("workers".to_owned()),
+            durable_name: Some(shardyard_protocol::names::worker_consumer(None)),
             ..Default::default()
         },
         key.stream(),
@@ -206,17 +195,7 @@ async fn a_bot_becomes_every_planned_object_its_nats_resources_and_a_ready_statu
         .await?
         .await?;
     }
-    bed.bots()
-        .patch(
-            "mybot",
-            &PatchParams::apply("test-poke"),
-            &Patch::Apply(json!({
-                "apiVersion": "shardyard.dev/v1alpha1",
-                "kind": "DiscordBot",
-                "metadata": {"annotations": {"poke": "2"}},
-            })),
-        )
-        .await?;
+    bed.poke("mybot", 2).await?;
     eventually(
         Duration::from_secs(30),
         "the status counts what is pending",

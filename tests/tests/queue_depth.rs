@@ -8,6 +8,7 @@ use async_nats::jetstream::{consumer, stream};
 use futures_util::StreamExt as _;
 use shardyard_operator::queue_depth::{DepthError, QueueDepth, read};
 use shardyard_protocol::BotKey;
+use shardyard_protocol::names::worker_consumer;
 use shardyard_tests::NatsServer;
 
 #[tokio::test]
@@ -42,14 +43,14 @@ async fn pending_and_unacknowledged_events_both_count_and_a_missing_consumer_is_
     // Events are stored, but no worker has made its consumer: not zero, unknown.
     let no_consumer = read(&js, &key, None).await;
     assert!(
-        matches!(&no_consumer, Err(DepthError::ConsumerMissing { consumer, .. }) if consumer == "workers"),
+        matches!(&no_consumer, Err(DepthError::ConsumerMissing { consumer, .. }) if *consumer == worker_consumer(None)),
         "{no_consumer:?}"
     );
 
     let workers = js
         .create_consumer_on_stream(
             consumer::pull::Config {
-                durable_name: Some("workers".to_owned()),
+                durable_name: Some(worker_consumer(None)),
                 ack_policy: consumer::AckPolicy::Explicit,
                 ack_wait: Duration::from_secs(60),
                 ..Default::default()

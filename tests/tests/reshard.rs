@@ -48,20 +48,9 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
     .await?;
     let client = cluster.client().await?;
     let mut operator = OperatorProcess::start(&cluster, "op-a", &sim.api_base(), &[]).await?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "create",
-                    "secret",
-                    "generic",
-                    "big-token",
-                    &format!("--from-literal=token={}", sim.token()),
-                ],
-                None,
-            )
-            .await?,
-    )?;
+    cluster
+        .token_secret("default", "big-token", sim.token())
+        .await?;
     let manifest = |shards: u32| {
         format!(
             "apiVersion: shardyard.dev/v1alpha1\nkind: DiscordBot\nmetadata: {{name: big, namespace: default}}\n\

@@ -196,137 +196,100 @@ pub async fn prune(
 ) -> Result<Vec<String>, ApplyError> {
     let planned: BTreeSet<String> = plan.objects.iter().map(Child::describe).collect();
     let selector = format!("{BOT_LABEL}={bot},{MANAGED_BY_LABEL}={MANAGED_BY}");
-    let mut deleted = Vec::new();
-    deleted.extend(
-        prune_kind::<StatefulSet>(
-            client,
-            namespace,
-            &selector,
-            owner_uid,
-            &planned,
-            "StatefulSet",
-        )
-        .await?,
-    );
-    deleted.extend(
-        prune_kind::<Service>(client, namespace, &selector, owner_uid, &planned, "Service").await?,
-    );
-    deleted.extend(
-        prune_kind::<Deployment>(
-            client,
-            namespace,
-            &selector,
-            owner_uid,
-            &planned,
-            "Deployment",
-        )
-        .await?,
-    );
-    deleted.extend(
-        prune_kind::<PodDisruptionBudget>(
-            client,
-            namespace,
-            &selector,
-            owner_uid,
-            &planned,
-            "PodDisruptionBudget",
-        )
-        .await?,
-    );
-    deleted.extend(
-        prune_kind::<HorizontalPodAutoscaler>(
-            client,
-            namespace,
-            &selector,
-            owner_uid,
-            &planned,
-            "HorizontalPodAutoscaler",
-        )
-        .await?,
-    );
-    deleted.extend(prune_scaled_objects(client, namespace, &selector, owner_uid, &planned).await?);
-    deleted.extend(
-        prune_kind::<NetworkPolicy>(
-            client,
-            namespace,
-            &selector,
-            owner_uid,
-            &planned,
-            "NetworkPolicy",
-        )
-        .await?,
-    );
-    Ok(deleted)
-}
-
-async fn prune_kind<K>(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    owner_uid: &str,
-    planned: &BTreeSet<String>,
-    kind: &str,
-) -> Result<Vec<String>, ApplyError>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope> + DeserializeOwned + Clone + Debug,
-    K::DynamicType: Default,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let failed = |what: String| move |source| ApplyError { what, source };
-    let listed = api
-        .list(&ListParams::default().labels(selector))
-        .await
-        .map_err(failed(format!("listing {kind}s")))?;
-    let mut deleted = Vec::new();
-    for object in listed {
-        let described = format!("{kind}/{}", object.name_any());
-        let owned = object.owner_references().iter().any(|o| o.uid == owner_uid);
-        if !owned || planned.contains(&described) {
-            continue;
-        }
-        api.delete(&object.name_any(), &DeleteParams::background())
-            .await
-            .map_err(failed(format!("deleting {described}")))?;
-        deleted.push(described);
-    }
-    Ok(deleted)
-}
-
-/// [`prune_kind`] for ScaledObjects, which a cluster without KEDA does not serve (nothing to
-/// prune then).
-async fn prune_scaled_objects(
-    client: &Client,
-    namespace: &str,
-    selector: &str,
-    owner_uid: &str,
-    planned: &BTreeSet<String>,
-) -> Result<Vec<String>, ApplyError> {
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), namespace, &scaled_object_resource());
-    let listed = match api.list(&ListParams::default().labels(selector)).await {
-        Ok(listed) => listed,
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(ApplyError {
-                what: "listing ScaledObjects".to_owned(),
-                source,
-            });
-        }
+    let pruning = Pruning {
+        selector: &selector,
+        owner_uid,
+        planned: &planned,
     };
     let mut deleted = Vec::new();
-    for object in listed {
-        let described = format!("ScaledObject/{}", object.name_any());
-        let owned = object.owner_references().iter().any(|o| o.uid == owner_uid);
-        if !owned || planned.contains(&described) {
-            continue;
-        }
-        api.delete(&object.name_any(), &DeleteParams::background())
-            .await
-            .map_err(|source| ApplyError {
-                what: format!("deleting {described}"),
-                source,
-            })?;
-        deleted.push(described);
-    }
+    deleted.extend(
+        pruning
+            .kind(typed::<StatefulSet>(client, namespace), "StatefulSet")
+            .await?,
+    );
+    deleted.extend(
+        pruning
+            .kind(typed::<Service>(client, namespace), "Service")
+            .await?,
+    );
+    deleted.extend(
+        pruning
+            .kind(typed::<Deployment>(client, namespace), "Deployment")
+            .await?,
+    );
+    deleted.extend(
+        pruning
+            .kind(
+                typed::<PodDisruptionBudget>(client, namespace),
+                "PodDisruptionBudget",
+            )
+            .await?,
+    );
+    deleted.extend(
+        pruning
+            .kind(
+                typed::<HorizontalPodAutoscaler>(client, namespace),
+                "HorizontalPodAutoscaler",
+            )
+            .await?,
+    );
+    let scaled_objects = Api::namespaced_with(client.clone(), namespace, &scaled_object_resource());
+    deleted.extend(
+        pruning
+            .kind::<DynamicObject>(scaled_objects, "ScaledObject")
+            .await?,
+    );
+    deleted.extend(
+        pruning
+            .kind(typed::<NetworkPolicy>(client, namespace), "NetworkPolicy")
+            .await?,
+    );
     Ok(deleted)
+}
+
+fn typed<K>(client: &Client, namespace: &str) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    Api::namespaced(client.clone(), namespace)
+}
+
+/// What one prune looks for: the bot's objects that the plan no longer has.
+struct Pruning<'a> {
+    selector: &'a str,
+    owner_uid: &'a str,
+    planned: &'a BTreeSet<String>,
+}
+
+impl Pruning<'_> {
+    /// Deletes the objects of one kind. A kind the cluster does not serve (KEDA's, without
+    /// KEDA) has none.
+    async fn kind<K>(&self, api: Api<K>, kind: &str) -> Result<Vec<String>, ApplyError>
+    where
+        K: Resource + DeserializeOwned + Clone + Debug,
+    {
+        let failed = |what: String| move |source| ApplyError { what, source };
+        let listed = match api.list(&ListParams::default().labels(self.selector)).await {
+            Ok(listed) => listed,
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(Vec::new()),
+            Err(source) => return Err(failed(format!("listing {kind}s"))(source)),
+        };
+        let mut deleted = Vec::new();
+        for object in listed {
+            let described = format!("{kind}/{}", object.name_any());
+            let owned = object
+                .owner_references()
+                .iter()
+                .any(|o| o.uid == self.owner_uid);
+            if !owned || self.planned.contains(&described) {
+                continue;
+            }
+            api.delete(&object.name_any(), &DeleteParams::background())
+                .await
+                .map_err(failed(format!("deleting {described}")))?;
+            deleted.push(described);
+        }
+        Ok(deleted)
+    }
 }

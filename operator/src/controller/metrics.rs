@@ -31,7 +31,7 @@ const ANSWER_BUCKETS: &[f64] = &[
 ];
 
 /// The HTTP statuses the metrics API answers with (`code` label).
-pub const ANSWER_CODES: [&str; 7] = ["200", "400", "401", "403", "404", "503", "500"];
+pub const ANSWER_CODES: [&str; 8] = ["200", "400", "401", "403", "404", "405", "500", "503"];
 
 /// The operator's counters.
 #[derive(Debug)]
@@ -71,6 +71,12 @@ impl Metrics {
     pub fn reconciled(&self, outcome: &'static str, took: Duration) {
         self.reconciles.inc(outcome);
         self.duration.observe(took);
+    }
+
+    /// One answer of the metrics API or the queue-depth endpoint.
+    pub fn answered(&self, code: u16, took: Duration) {
+        self.metrics_api_answers.inc(&code.to_string());
+        self.metrics_api_duration.observe(took);
     }
 
     /// `namespace/name`'s queue depth, or `None` when it is unknown (or the bot is gone):

@@ -201,7 +201,7 @@ async fn apply_bot(bot: &DiscordBot, ctx: &Context) -> Result<Action, ReconcileE
     let nats = match nats::bot_url(&ctx.client, &namespace, bot).await {
         Ok(url) => nats::connect(&url)
             .await
-            .map_err(|e| format!("{e}: {}", source_of(&e))),
+            .map_err(|e| shardyard_protocol::error_chain(&e)),
         Err(message) => Err(message),
     };
     let client = match nats {
@@ -320,8 +320,20 @@ async fn reconcile_with_nats(
     }
 
     // 5. Apply, and prune what the plan dropped (an old generation after its hand-over).
+    let uid = bot.metadata.uid.clone().unwrap_or_default();
     let applied = match apply(&ctx.client, &namespace, &planned).await {
-        Ok(applied) => applied,
+        Ok(applied) => prune(&ctx.client, &namespace, &name, &uid, &planned)
+            .await
+            .map(|deleted| (applied, deleted)),
+        Err(error) => Err(error),
+    };
+    let applied = match applied {
+        Ok((applied, deleted)) => {
+            if !deleted.is_empty() {
+                tracing::info!(bot = %name, ?deleted, "removed what the plan no longer has");
+            }
+            applied
+        }
         Err(error) => {
             return blocked(
                 ctx,
@@ -335,25 +347,6 @@ async fn reconcile_with_nats(
             .await;
         }
     };
-    let uid = bot.metadata.uid.clone().unwrap_or_default();
-    match prune(&ctx.client, &namespace, &name, &uid, &planned).await {
-        Ok(deleted) if !deleted.is_empty() => {
-            tracing::info!(bot = %name, ?deleted, "removed what the plan no longer has");
-        }
-        Ok(_) => {}
-        Err(error) => {
-            return blocked(
-                ctx,
-                bot,
-                status,
-                reasons::APPLY_FAILED,
-                error.to_string(),
-                Some(RETRY),
-                started,
-            )
-            .await;
-        }
-    }
     if let Step::Done { old, .. } = &step {
         nats::forget_ready(js, key, old.number, old.total).await;
         tracing::info!(bot = %name, old = old.number, "the reshard is done");
@@ -462,10 +455,6 @@ async fn read_token(
             reference.name, reference.key
         )
     }))
-}
-
-fn source_of(error: &dyn std::error::Error) -> String {
-    error.source().map(ToString::to_string).unwrap_or_default()
 }
 
 /// The reason and retry of a bot that cannot be planned: without Discord's answer it is tried

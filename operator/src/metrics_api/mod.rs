@@ -181,14 +181,7 @@ impl Served {
             Ok(body) => (200, body),
             Err(refusal) => (refusal.code, refusal.status()),
         };
-        self.metrics.metrics_api_answers.inc(
-            crate::controller::metrics::ANSWER_CODES
-                .iter()
-                .find(|c| c.parse::<u16>().ok() == Some(code))
-                .copied()
-                .unwrap_or("other"),
-        );
-        self.metrics.metrics_api_duration.observe(started.elapsed());
+        self.metrics.answered(code, started.elapsed());
         json_response(code, &body)
     }
 
@@ -228,12 +221,7 @@ impl Served {
         else {
             return Err(Refusal::not_found(format!("no such path: {path}")));
         };
-        let query = request.uri().query().unwrap_or("");
-        let selector = query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("labelSelector="))
-            .map(percent_decode)
-            .unwrap_or_default();
+        let selector = label_selector(request.uri().query().unwrap_or(""));
         self.values(&who, namespace, metric, &selector).await
     }
 
@@ -327,8 +315,7 @@ pub fn queue_depth_routes(depths: QueueDepths, metrics: Arc<Metrics>) -> axum::R
                 ),
             },
         };
-        metrics.metrics_api_answers.inc(code.as_str());
-        metrics.metrics_api_duration.observe(started.elapsed());
+        metrics.answered(code.as_u16(), started.elapsed());
         (code, axum::Json(body))
     }
     axum::Router::new()
@@ -350,52 +337,29 @@ fn json_response(code: u16, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
-/// `%XX` and `+` decoded (a label selector's `=`, `,`, `!`, spaces and parentheses arrive
+/// The `labelSelector` of a query, decoded (its `=`, `,`, `!`, spaces and parentheses arrive
 /// encoded).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| char::from(b).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(high), Some(low)) => {
-                        out.push(u8::try_from(high * 16 + low).unwrap_or(b'?'));
-                        i += 3;
-                    }
-                    _ => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            byte => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+fn label_selector(query: &str) -> String {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == "labelSelector")
+        .map(|(_, value)| value.into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::label_selector;
 
     #[test]
-    fn a_selector_is_decoded_from_the_query() {
+    fn the_selector_is_found_and_decoded_in_the_query() {
         assert_eq!(
-            percent_decode("bot%3Dmybot%2Cgroup%3Ddefault"),
+            label_selector("labelSelector=bot%3Dmybot%2Cgroup%3Ddefault"),
             "bot=mybot,group=default"
         );
-        assert_eq!(percent_decode("bot+in+%28a%2Cb%29"), "bot in (a,b)");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(
+            label_selector("limit=5&labelSelector=bot+in+%28a%2Cb%29"),
+            "bot in (a,b)"
+        );
+        assert_eq!(label_selector("limit=5"), "");
     }
 }

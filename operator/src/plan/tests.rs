@@ -267,13 +267,7 @@ fn the_gateway_pod_gets_its_ordinal_generation_and_discord_settings() {
 #[test]
 fn the_operators_api_base_applies_when_the_bot_sets_none() {
     let plan = plan_of(&bot(MINIMAL), None, &[]).unwrap();
-    let gateway = &statefulsets(&plan)[0]
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let gateway = &containers(&statefulsets(&plan)[0].spec.template)[0];
     assert_eq!(flag(gateway, "--api-base"), Some(DEFAULT_API_BASE));
     let rest = &containers(&deployment(&plan, "mybot-rest").spec.template)[0];
     assert_eq!(flag(rest, "--upstream"), Some("https://discord.com/api"));
@@ -552,13 +546,7 @@ fn the_cache_can_be_left_out_and_stream_limits_reach_the_gateway() {
         "{:?}",
         names(&plan)
     );
-    let gateway = &statefulsets(&plan)[0]
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .unwrap()
-        .containers[0];
+    let gateway = &containers(&statefulsets(&plan)[0].spec.template)[0];
     assert_eq!(flag(gateway, "--stream-max-age"), Some("6h"));
     assert_eq!(flag(gateway, "--stream-max-bytes"), Some("2147483648"));
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
-use shardyard_protocol::Token;
+use shardyard_protocol::{Token, error_chain};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -519,6 +519,7 @@ impl Proxy {
                     Ok(Err(error)) => {
                         drop(permit);
                         self.metrics.upstream_error("connect");
+                        // hyper-util's errors name no URL, which may hold a webhook token.
                         let cause = error_chain(&*error);
                         tracing::warn!(route = %route, error = %cause, "upstream request failed");
                         if idempotent && failures < self.config.upstream_retries {
@@ -816,18 +817,6 @@ fn refusal_hold(
 ) -> Duration {
     let limit = budget.map_or(hold, |budget| budget.min(hold));
     retry_after.min(limit).saturating_sub(waited)
-}
-
-/// An error and its sources (none of which shows the URL, which may hold a webhook token).
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The path after `/api`, when it is `/api/v{N}/…` without dot segments or backslashes (which

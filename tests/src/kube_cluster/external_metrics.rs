@@ -19,12 +19,12 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// The API group and version it serves.
 pub const GROUP: &str = "external.metrics.k8s.io";
@@ -63,22 +63,15 @@ impl ExternalMetricsServer {
     /// When the certificate or the listener cannot be made.
     pub async fn start(ip: std::net::IpAddr, service_names: &[&str]) -> anyhow::Result<Self> {
         crate::install_crypto_provider();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "external metrics test CA");
-        let ca_key = KeyPair::generate()?;
-        let ca = ca_params.self_signed(&ca_key)?;
         let mut names: Vec<String> = service_names.iter().map(|s| (*s).to_owned()).collect();
         names.push(ip.to_string());
-        let key = KeyPair::generate()?;
-        let cert = CertificateParams::new(names)?.signed_by(&key, &ca, &ca_key)?;
+        let certificate = super::ServingCertificate::new(&names)?;
         let tls = ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                CertificateDer::pem_slice_iter(certificate.cert_pem.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()?,
+                PrivateKeyDer::from_pem_slice(certificate.key_pem.as_bytes())?,
             )
             .context("the metrics server's TLS configuration")?;
         let acceptor = TlsAcceptor::from(Arc::new(tls));
@@ -106,7 +99,7 @@ impl ExternalMetricsServer {
         });
         Ok(Self {
             addr,
-            ca_pem: ca.pem(),
+            ca_pem: certificate.ca_pem,
             state,
             task,
         })

@@ -11,6 +11,7 @@
 
 pub mod external_metrics;
 mod pki;
+pub use pki::ServingCertificate;
 mod tools;
 
 use std::fmt::Write as _;
@@ -255,6 +256,84 @@ impl KubeCluster {
         let manifest = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         self.apply_crd(&manifest, "discordbots.shardyard.dev").await
+    }
+
+    /// Registers a server of the external metrics API (`external.metrics.k8s.io/v1beta1`)
+    /// listening on the test process's side of the cluster's network at `port`, serving with a
+    /// certificate from `ca_pem`, and waits until the aggregator finds it Available. The
+    /// `APIService`'s Service is an ExternalName naming that address: the API server's default
+    /// routing resolves it to the name and the `APIService`'s port.
+    ///
+    /// # Errors
+    /// When kubectl fails or the API is not Available within 60 s.
+    pub async fn register_external_metrics(&self, port: u16, ca_pem: &str) -> anyhow::Result<()> {
+        let host = self.host_address();
+        let ca_bundle = serde_json::to_value(k8s_openapi::ByteString(ca_pem.as_bytes().to_vec()))?;
+        let manifests = format!(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: external-metrics, namespace: default}}
+spec:
+  type: ExternalName
+  externalName: "{host}"
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {{name: v1beta1.external.metrics.k8s.io}}
+spec:
+  group: external.metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  caBundle: {ca_bundle}
+  service: {{name: external-metrics, namespace: default, port: {port}}}
+"#
+        );
+        succeeded(
+            &self
+                .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifests))
+                .await?,
+        )?;
+        succeeded(
+            &self
+                .kubectl(
+                    &[
+                        "wait",
+                        "--for=condition=Available",
+                        "--timeout=60s",
+                        "apiservice/v1beta1.external.metrics.k8s.io",
+                    ],
+                    None,
+                )
+                .await?,
+        )
+        .with_context(|| self.log_report())?;
+        Ok(())
+    }
+
+    /// The Secret `name` in `namespace` holding a bot token under `token`, as a user creates it.
+    ///
+    /// # Errors
+    /// When kubectl fails.
+    pub async fn token_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        token: &str,
+    ) -> anyhow::Result<()> {
+        let literal = format!("--from-literal=token={token}");
+        succeeded(
+            &self
+                .kubectl(
+                    &[
+                        "create", "secret", "generic", name, "-n", namespace, &literal,
+                    ],
+                    None,
+                )
+                .await?,
+        )?;
+        Ok(())
     }
 
     /// `kubectl ARGS` against this cluster, with `stdin` as its input; its output, whatever its

@@ -65,6 +65,39 @@ impl Authority {
     }
 }
 
+/// A serving certificate and the CA that signed it, as PEM: what an aggregated API server
+/// (an `APIService`'s `caBundle` names the CA) or any other TLS server of a test serves with.
+#[derive(Debug, Clone)]
+pub struct ServingCertificate {
+    /// The CA (an `APIService`'s `caBundle`, once base64-encoded).
+    pub ca_pem: String,
+    /// The certificate.
+    pub cert_pem: String,
+    /// Its key.
+    pub key_pem: String,
+}
+
+impl ServingCertificate {
+    /// A new CA and a certificate from it for `names` (DNS names and IP addresses).
+    ///
+    /// # Errors
+    /// When rcgen refuses a name.
+    pub fn new(names: &[String]) -> anyhow::Result<Self> {
+        let ca = Authority::new("shardyard test serving CA")?;
+        let (cert, key) = ca.issue(
+            names.first().map_or("server", String::as_str),
+            &[],
+            names,
+            &[ExtendedKeyUsagePurpose::ServerAuth],
+        )?;
+        Ok(Self {
+            ca_pem: ca.cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
 /// A client identity: a certificate and its key, as PEM.
 #[derive(Debug, Clone)]
 pub(crate) struct ClientIdentity {
