@@ -46,6 +46,10 @@ async fn the_chart_lints_strictly_and_its_values_are_checked() -> anyhow::Result
         );
     }
     assert!(!rendered.contains("kind: ServiceMonitor"), "off by default");
+    assert!(
+        rendered.contains("kind: APIService"),
+        "the metrics API, on by default"
+    );
     let monitored = succeeded(
         &cluster
             .helm(&[
@@ -103,6 +107,10 @@ async fn helm_install_then_each_example_becomes_its_planned_objects() -> anyhow:
                 "--namespace",
                 "shardyard",
                 "--create-namespace",
+                // No operator pod runs here to answer for the API: the adapter's own test
+                // below points it at a process.
+                "--set",
+                "metricsAdapter.enabled=false",
             ])
             .await?,
     )
@@ -208,7 +216,7 @@ async fn helm_install_then_each_example_becomes_its_planned_objects() -> anyhow:
                 .kubectl(
                     &[
                         "get",
-                        "deployments,services,statefulsets,poddisruptionbudgets,networkpolicies",
+                        "deployments,services,statefulsets,poddisruptionbudgets,networkpolicies,horizontalpodautoscalers",
                         "-n",
                         namespace,
                         "-l",
@@ -239,6 +247,7 @@ async fn helm_install_then_each_example_becomes_its_planned_objects() -> anyhow:
                 format!("Deployment/{name}-cache"),
                 format!("Deployment/{name}-rest"),
                 format!("Deployment/{name}-worker"),
+                format!("HorizontalPodAutoscaler/{name}-worker"),
                 format!("NetworkPolicy/{name}-rest"),
                 format!("PodDisruptionBudget/{name}-gateway-g1"),
                 format!("PodDisruptionBudget/{name}-rest"),
@@ -261,5 +270,172 @@ async fn helm_install_then_each_example_becomes_its_planned_objects() -> anyhow:
             .helm(&["uninstall", "sy", "--namespace", "shardyard"])
             .await?,
     )?;
+    Ok(())
+}
+
+/// With `metricsAdapter.enabled`, the chart registers the operator as the external metrics API
+/// with a certificate of its own, and gives its ServiceAccount what the API needs: reading the
+/// front proxy's settings and asking SubjectAccessReviews. The operator runs with exactly
+/// that token, serving the chart's certificate; the chart's Service is pointed at it (no pod
+/// runs here), and the aggregator's answers prove the permissions: a 503 that says no worker
+/// has started, not one that says authorization could not be asked.
+#[tokio::test]
+async fn the_charts_metrics_adapter_answers_the_aggregator_with_the_charts_permissions()
+-> anyhow::Result<()> {
+    let cluster = KubeCluster::start().await?;
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs::default()).await?;
+    succeeded(
+        &cluster
+            .helm(&[
+                "install",
+                "sy",
+                &chart(),
+                "--namespace",
+                "shardyard",
+                "--create-namespace",
+                "--set",
+                "metricsAdapter.enabled=true",
+            ])
+            .await?,
+    )
+    .with_context(|| cluster.log_report())?;
+    let client = cluster.client().await?;
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "shardyard")
+        .get("sy-shardyard-metrics-api-tls")
+        .await?;
+    let data = secret.data.context("the certificate Secret's data")?;
+    let file = |key: &str| -> anyhow::Result<String> {
+        let path = cluster.dir().join(format!("adapter-{key}"));
+        std::fs::write(&path, &data.get(key).with_context(|| key.to_owned())?.0)?;
+        Ok(path.to_string_lossy().into_owned())
+    };
+    let (cert, key) = (file("tls.crt")?, file("tls.key")?);
+    // An upgrade keeps the certificate (a new one would break the registration until every
+    // operator pod restarted).
+    succeeded(
+        &cluster
+            .helm(&[
+                "upgrade",
+                "sy",
+                &chart(),
+                "--namespace",
+                "shardyard",
+                "--set",
+                "metricsAdapter.enabled=true",
+            ])
+            .await?,
+    )?;
+    let kept = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "shardyard")
+        .get("sy-shardyard-metrics-api-tls")
+        .await?
+        .data
+        .context("data")?;
+    assert_eq!(
+        kept.get("tls.crt"),
+        data.get("tls.crt"),
+        "the same certificate"
+    );
+
+    let token = succeeded(
+        &cluster
+            .kubectl(
+                &[
+                    "create",
+                    "token",
+                    "sy-shardyard",
+                    "-n",
+                    "shardyard",
+                    "--duration=1h",
+                ],
+                None,
+            )
+            .await?,
+    )?;
+    let kubeconfig = cluster.kubeconfig_with_token("chart-operator", token.trim())?;
+    let host = cluster.host_address();
+    let operator = OperatorProcess::start_with_kubeconfig(
+        &kubeconfig,
+        "chart-operator",
+        &sim.api_base(),
+        &[
+            "--lease-namespace",
+            "shardyard",
+            "--lease-name",
+            "sy-shardyard",
+            "--metrics-api-addr",
+            &format!("{host}:443"),
+            "--metrics-api-cert",
+            &cert,
+            "--metrics-api-key",
+            &key,
+        ],
+    )
+    .await?;
+    // The chart's Service, which would select the operator's pods, names this process instead.
+    succeeded(
+        &cluster
+            .kubectl(
+                &[
+                    "patch",
+                    "service",
+                    "sy-shardyard-metrics-api",
+                    "-n",
+                    "shardyard",
+                    "--type=merge",
+                    "-p",
+                    &format!(
+                        r#"{{"spec":{{"type":"ExternalName","externalName":"{host}","clusterIP":null,"clusterIPs":null,"selector":null}}}}"#
+                    ),
+                ],
+                None,
+            )
+            .await?,
+    )?;
+    succeeded(
+        &cluster
+            .kubectl(
+                &[
+                    "wait",
+                    "--for=condition=Available",
+                    "--timeout=60s",
+                    "apiservice/v1beta1.external.metrics.k8s.io",
+                ],
+                None,
+            )
+            .await?,
+    )
+    .with_context(|| operator.log_report())?;
+
+    cluster
+        .token_secret("default", "mybot-token", sim.token())
+        .await?;
+    let manifest = format!(
+        "apiVersion: shardyard.dev/v1alpha1\nkind: DiscordBot\nmetadata: {{name: mybot, namespace: default}}\n\
+         spec:\n  tokenSecret: {{name: mybot-token}}\n  nats: {{url: '{}'}}\n",
+        nats.url()
+    );
+    succeeded(
+        &cluster
+            .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifest))
+            .await?,
+    )?;
+    let path = "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/shardyard_pending_events?labelSelector=bot%3Dmybot";
+    eventually(Duration::from_secs(60), "the adapter's answer", || async {
+        let out = cluster.kubectl(&["get", "--raw", path], None).await?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        anyhow::ensure!(
+            !out.status.success() && said.contains("no worker has started"),
+            "{said}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| operator.log_report())?;
+    assert!(
+        !operator.log().contains("forbidden"),
+        "{}",
+        operator.log_report()
+    );
     Ok(())
 }

@@ -71,6 +71,7 @@ fn what_the_chart_renders_is_valid_for_each_kubernetes_release() -> anyhow::Resu
             "--set",
             "operator.replicas=3",
         ][..],
+        &["--set", "metricsAdapter.enabled=false"][..],
     ] {
         let output = Command::new(&helm)
             .args(["template", "sy"])

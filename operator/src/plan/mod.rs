@@ -33,7 +33,7 @@ pub use names::{
 pub const DEFAULT_API_BASE: &str = "https://discord.com/api/v10";
 /// Where KEDA reaches the operator (`--queue-depth-url`): its Service as the chart installs it
 /// with the release name `shardyard` in the namespace `shardyard`, at the admin port.
-pub const DEFAULT_QUEUE_DEPTH_URL: &str = "http://shardyard.shardyard.svc:9090";
+pub const DEFAULT_QUEUE_DEPTH_URL: &str = "http://shardyard-metrics.shardyard.svc:9090";
 /// shardyard's published image, at this build's version: every component's by default.
 pub const DEFAULT_IMAGE: &str = concat!("ghcr.io/shardyard/shardyard:", env!("CARGO_PKG_VERSION"));
 

@@ -676,7 +676,7 @@ fn keda_asks_the_operator_or_nats_for_the_same_number() {
     assert_eq!(
         trigger["metadata"],
         json!({
-            "url": "http://shardyard.shardyard.svc:9090/queue-depth/bots/mybot",
+            "url": "http://shardyard-metrics.shardyard.svc:9090/queue-depth/bots/mybot",
             "format": "json",
             "valueLocation": "pending",
             "targetValue": "40",
