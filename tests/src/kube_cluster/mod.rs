@@ -61,6 +61,8 @@ pub struct KubeCluster {
     controller_manager: ProcessGuard,
     apiserver: ProcessGuard,
     etcd: ProcessGuard,
+    /// The aggregation layer's client certificate and key (files in `dir`).
+    front_proxy_client: (PathBuf, PathBuf),
     /// The certificates, kubeconfigs and etcd's data: removed once the processes are gone.
     dir: TempDir,
     netns: TestNetns,
@@ -131,6 +133,10 @@ impl KubeCluster {
             kubeconfig,
             api_ready_after,
             ca_pem: pki.ca_pem.clone(),
+            front_proxy_client: (
+                pki.front_proxy_client_cert.clone(),
+                pki.front_proxy_client_key.clone(),
+            ),
             scheduler,
             controller_manager,
             apiserver,
@@ -196,6 +202,13 @@ impl KubeCluster {
     #[must_use]
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The certificate and key (PEM files) the API server's aggregation layer presents to an
+    /// aggregated API server: to ask one directly, as the aggregator does.
+    #[must_use]
+    pub fn front_proxy_client(&self) -> (&Path, &Path) {
+        (&self.front_proxy_client.0, &self.front_proxy_client.1)
     }
 
     /// A `kube` client with the admin kubeconfig.
