@@ -55,10 +55,8 @@ async fn operator_serving(
 ) -> anyhow::Result<(OperatorProcess, ServingCertificate, String)> {
     let host = cluster.host_address();
     let port = free_port();
-    let certificate = ServingCertificate::new(&[
-        "external-metrics.default.svc".to_owned(),
-        host.to_string(),
-    ])?;
+    let certificate =
+        ServingCertificate::new(&["external-metrics.default.svc".to_owned(), host.to_string()])?;
     let cert = cluster.dir().join("metrics-api.crt");
     let key = cluster.dir().join("metrics-api.key");
     std::fs::write(&cert, &certificate.cert_pem)?;
@@ -247,17 +245,22 @@ async fn metrics_api_latency() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
 
-    let (operator, certificate, addr) = operator_serving(&cluster, "http://127.0.0.1:9/api/v10").await?;
+    let (operator, certificate, addr) =
+        operator_serving(&cluster, "http://127.0.0.1:9/api/v10").await?;
     let (cert, key) = cluster.front_proxy_client();
     let mut identity = std::fs::read(cert)?;
     identity.extend(std::fs::read(key)?);
     let http = reqwest::Client::builder()
-        .tls_certs_only([reqwest::Certificate::from_pem(certificate.ca_pem.as_bytes())?])
+        .tls_certs_only([reqwest::Certificate::from_pem(
+            certificate.ca_pem.as_bytes(),
+        )?])
         .identity(reqwest::Identity::from_pem(&identity)?)
         .build()?;
     let ask = |bot: &str| {
         let request = http
-            .get(format!("https://{addr}{METRIC_PATH}?labelSelector=bot%3D{bot}"))
+            .get(format!(
+                "https://{addr}{METRIC_PATH}?labelSelector=bot%3D{bot}"
+            ))
             .header(
                 "X-Remote-User",
                 "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
@@ -270,9 +273,11 @@ async fn metrics_api_latency() -> anyhow::Result<()> {
         }
     };
     let last = names.last().context("bots")?.clone();
-    eventually(Duration::from_secs(120), "the operator knows every bot", || {
-        ask(&last)
-    })
+    eventually(
+        Duration::from_secs(120),
+        "the operator knows every bot",
+        || ask(&last),
+    )
     .await
     .with_context(|| operator.log_report())?;
     let mut p99s = Vec::with_capacity(rounds);
