@@ -197,6 +197,42 @@ async fn the_hpa_scales_the_workers_on_their_backlog_through_the_operators_metri
     let _worker = WorkerProcess::start_test(&bed.nats, key.as_str(), &worker_args, &[]).await?;
     replicas_become(&deployments, 2, &bed.cluster).await?;
 
+    // Only the aggregator may ask, and only for users RBAC lets read the metric.
+    let url = format!("https://{addr}{METRIC_PATH}?labelSelector=bot%3Dmybot");
+    let ca = reqwest::Certificate::from_pem(certificate.ca_pem.as_bytes())?;
+    let stranger = reqwest::Client::builder()
+        .tls_certs_only([ca.clone()])
+        .build()?;
+    assert!(
+        stranger.get(&url).send().await.is_err(),
+        "TLS refuses a client without the front proxy's certificate"
+    );
+    let (proxy_cert, proxy_key) = bed.cluster.front_proxy_client();
+    let mut identity = std::fs::read(proxy_cert)?;
+    identity.extend(std::fs::read(proxy_key)?);
+    let as_proxy = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .identity(reqwest::Identity::from_pem(&identity)?)
+        .build()?;
+    let nobody = as_proxy.get(&url).send().await?;
+    assert_eq!(nobody.status(), 401, "no user named");
+    let anonymous = as_proxy
+        .get(&url)
+        .header("X-Remote-User", "system:anonymous")
+        .send()
+        .await?;
+    assert_eq!(anonymous.status(), 403, "{}", anonymous.text().await?);
+    let hpa = as_proxy
+        .get(&url)
+        .header(
+            "X-Remote-User",
+            "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        )
+        .header("X-Remote-Group", "system:serviceaccounts")
+        .send()
+        .await?;
+    assert_eq!(hpa.status(), 200, "{}", hpa.text().await?);
+
     // The HPA controller asked, and the operator never took the replicas back.
     assert!(
         operator

@@ -482,9 +482,14 @@ async fn two_operators_elect_one_leader_and_killing_it_hands_over() -> anyhow::R
     } else {
         (second, first)
     };
-    // Both are ready: the follower takes over when the leader goes.
+    // Both are ready: the follower takes over when the leader goes. (The follower is ready
+    // once the API server has answered its first look at the Lease, which can come just
+    // after the leader took it.)
     leader.admin_get("/readyz").await?;
-    follower.admin_get("/readyz").await?;
+    eventually(Duration::from_secs(10), "the follower is ready", || {
+        follower.admin_get("/readyz")
+    })
+    .await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest("mybot", "")).await?;
     bed.condition("mybot", "Ready", "True", "Applied", &leader)
