@@ -24,6 +24,7 @@ pub fn router() -> Router<Arc<SimState>> {
         .route("/traffic", post(set_traffic))
         .route("/say", post(say))
         .route("/interactions", post(interact))
+        .route("/commands", get(commands))
         .route("/guilds", post(set_guild_count))
         .route("/guilds/{id}", get(guild))
         .route("/sessions", get(sessions))
@@ -222,7 +223,16 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
                 .ok_or_else(|| error(StatusCode::NOT_FOUND, "the bot has no guild"))?,
         };
         let id = world.ids.next();
-        let command_id = world.ids.next();
+        // The command the user ran: its registered id when the bot registered one by that name
+        // (the guild's own first, then the global one), else a fresh id.
+        let command_id = world
+            .commands
+            .find(
+                Some(guild_id),
+                crate::commands::command_kind::CHAT_INPUT,
+                &body.name,
+            )
+            .map_or_else(|| world.ids.next(), |c| c.id);
         let token = format!("aW50ZXJhY3Rpb24{:032x}", rand::random::<u128>());
         let application_id = world.application_id;
         let bot_id = world.bot_user.id;
@@ -289,6 +299,30 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
         "channel_id": channel.to_string(),
         "guild_id": dispatch.guild.map(|g| g.to_string()),
         "sessions": sessions,
+    })))
+}
+
+/// `GET /_sim/commands[?bot=NAME]`: the application commands the bot registered through REST,
+/// as Discord stores them: `{"bot", "application_id", "overwrites", "global": [...], "guilds":
+/// {"<guild id>": [...]}}` (`overwrites` counts successful bulk overwrites, global and guild).
+async fn commands(State(state): State<Arc<SimState>>, Query(query): Query<BotQuery>) -> Answer {
+    let bot = find_bot(&state, query.bot.as_deref())?;
+    let world = bot.world();
+    let registry = &world.commands;
+    let global: Vec<Value> = registry.global().iter().map(|c| c.to_json(true)).collect();
+    let guilds: serde_json::Map<String, Value> = registry
+        .guilds()
+        .map(|(id, list)| {
+            let list: Vec<Value> = list.iter().map(|c| c.to_json(true)).collect();
+            (id.to_string(), Value::Array(list))
+        })
+        .collect();
+    Ok(Json(json!({
+        "bot": bot.config.name,
+        "application_id": world.application_id.to_string(),
+        "overwrites": registry.overwrites(),
+        "global": global,
+        "guilds": guilds,
     })))
 }
 

@@ -7,6 +7,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod bot;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod gateway;

@@ -7,6 +7,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
+use crate::commands::CommandRegistry;
 use crate::model::{Channel, Emoji, Member, Role, RoleColors, StoredMessage, User, channel_kind};
 use crate::payload::VoiceState;
 use crate::snowflake::{SnowflakeGenerator, as_string, compose, iso8601, now_ms};
@@ -63,6 +64,8 @@ pub struct World {
     pub channel_guild: HashMap<u64, u64>,
     /// Messages bots created through REST, per channel.
     pub messages: HashMap<u64, Vec<StoredMessage>>,
+    /// The application commands the bot registered through REST.
+    pub commands: CommandRegistry,
     /// Users that are not members anywhere yet, to join guilds later.
     pub user_pool: Vec<User>,
     /// New ids.
@@ -125,6 +128,7 @@ impl World {
             guilds: BTreeMap::new(),
             channel_guild: HashMap::new(),
             messages: HashMap::new(),
+            commands: CommandRegistry::default(),
             user_pool: Vec::new(),
             ids,
             rng,
@@ -290,6 +294,8 @@ impl World {
         for channel in guild.channels.keys() {
             self.channel_guild.remove(channel);
         }
+        // An application removed from a guild loses its commands there.
+        self.commands.remove_guild(id);
         Some(guild)
     }
 

@@ -250,6 +250,119 @@ async fn twilight_http_sends_messages_and_learns_the_rate_limits() {
     sim.shutdown().await;
 }
 
+/// What a bot does at start-up with twilight: read its application, register its commands
+/// (global and for a guild), read them back; the models deserialize and a second identical
+/// overwrite changes nothing.
+#[tokio::test]
+async fn twilight_http_reads_the_application_and_registers_commands() {
+    use twilight_model::application::command::{Command, CommandType};
+
+    crypto();
+    let sim = start(config(2)).await;
+    let base = format!("http://{}", sim.addr());
+    let client = twilight_http::Client::builder()
+        .proxy(sim.addr().to_string(), true)
+        .token(format!("Bot {TOKEN}"))
+        .build();
+    let (application_id, guild) = {
+        let world = sim.state().bots[0].world();
+        (world.application_id, world.guild_ids()[0])
+    };
+
+    let application = client
+        .current_user_application()
+        .await
+        .expect("GET /applications/@me")
+        .model()
+        .await
+        .expect("Application deserializes");
+    assert_eq!(application.id.get(), application_id);
+    assert_eq!(application.verify_key.len(), 64);
+    assert_eq!(
+        application.bot.as_ref().map(|b| b.id.get()),
+        Some(application_id)
+    );
+    assert!(application.owner.is_some());
+    assert_eq!(application.approximate_guild_count, Some(2));
+
+    #[allow(deprecated)]
+    let ping = Command {
+        application_id: None,
+        contexts: None,
+        default_member_permissions: None,
+        description: "Replies with pong".to_owned(),
+        description_localizations: None,
+        dm_permission: None,
+        guild_id: None,
+        id: None,
+        integration_types: None,
+        kind: CommandType::ChatInput,
+        name: "ping".to_owned(),
+        name_localizations: None,
+        nsfw: None,
+        options: Vec::new(),
+        version: Id::new(1),
+    };
+    let interaction = client.interaction(application.id);
+    let commands = [ping];
+    let global = interaction
+        .set_global_commands(&commands)
+        .await
+        .expect("PUT global commands")
+        .models()
+        .await
+        .expect("Commands deserialize");
+    assert_eq!(global.len(), 1);
+    assert_eq!(global[0].name, "ping");
+    assert_eq!(global[0].application_id, Some(application.id));
+    #[allow(deprecated)]
+    let dm_permission = global[0].dm_permission;
+    assert_eq!(dm_permission, Some(true));
+    let again = interaction
+        .set_global_commands(&commands)
+        .await
+        .expect("PUT again")
+        .models()
+        .await
+        .expect("Commands deserialize");
+    assert_eq!(again, global, "idempotent");
+    let listed = interaction
+        .global_commands()
+        .await
+        .expect("GET global commands")
+        .models()
+        .await
+        .expect("Commands deserialize");
+    assert_eq!(listed[0].id, global[0].id);
+    let in_guild = interaction
+        .set_guild_commands(Id::new(guild), &commands)
+        .await
+        .expect("PUT guild commands")
+        .models()
+        .await
+        .expect("Commands deserialize");
+    assert_eq!(in_guild[0].guild_id, Some(Id::new(guild)));
+    let listed = interaction
+        .guild_commands(Id::new(guild))
+        .await
+        .expect("GET guild commands")
+        .models()
+        .await
+        .expect("Commands deserialize");
+    assert_eq!(listed, in_guild);
+
+    let truth = http_get(&base, "/_sim/commands").await;
+    assert_eq!(truth["overwrites"], 3);
+    assert_eq!(truth["global"][0]["name"], "ping");
+    assert_eq!(
+        truth["guilds"][guild.to_string()][0]["id"],
+        in_guild[0].id.unwrap().to_string()
+    );
+    let stats = http_get(&base, "/_sim/stats").await;
+    assert_eq!(stats["violations"], json!([]));
+    sim.shutdown().await;
+}
+
 /// Payload by payload, with serde's exact complaint when a field is off.
 #[test]
 fn simulator_payloads_deserialize_into_twilight_model_types() {

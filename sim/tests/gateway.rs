@@ -961,3 +961,47 @@ async fn health_and_metrics_are_served() {
     drop(client);
     sim.shutdown().await;
 }
+
+/// A user running a command the bot registered gets that command's id in `data.id`, as on
+/// Discord: the guild's own command before the global one.
+#[tokio::test]
+async fn an_interaction_names_the_command_the_bot_registered() {
+    let sim = start(config(1)).await;
+    let b = base(&sim);
+    let (application, guild) = {
+        let world = sim.state().bots[0].world();
+        (world.application_id, world.guild_ids()[0])
+    };
+    let ping = json!([{"name": "ping", "description": "Replies with pong"}]);
+    let global = common::http(
+        "PUT",
+        &b,
+        &format!("/api/v10/applications/{application}/commands"),
+        Some(ping.clone()),
+    )
+    .await;
+    let global_id = global[0]["id"].clone();
+    assert!(global_id.is_string(), "{global}");
+    let (mut client, _) = identified(&sim, false, [0, 1]).await;
+    http_post(&b, "/_sim/interactions", json!({"name": "ping"})).await;
+    let (interaction, _) = client.until_dispatch("INTERACTION_CREATE").await;
+    assert_eq!(interaction["d"]["data"]["id"], global_id);
+
+    let local = common::http(
+        "PUT",
+        &b,
+        &format!("/api/v10/applications/{application}/guilds/{guild}/commands"),
+        Some(ping),
+    )
+    .await;
+    http_post(&b, "/_sim/interactions", json!({"name": "ping"})).await;
+    let (interaction, _) = client.until_dispatch("INTERACTION_CREATE").await;
+    assert_eq!(interaction["d"]["data"]["id"], local[0]["id"]);
+    assert_ne!(local[0]["id"], global_id);
+    // A command nobody registered still gets an id of its own.
+    http_post(&b, "/_sim/interactions", json!({"name": "other"})).await;
+    let (interaction, _) = client.until_dispatch("INTERACTION_CREATE").await;
+    let id = &interaction["d"]["data"]["id"];
+    assert!(id.is_string() && *id != global_id && *id != local[0]["id"]);
+    sim.shutdown().await;
+}

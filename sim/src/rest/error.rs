@@ -26,6 +26,12 @@ impl ApiError {
         self.status
     }
 
+    /// The JSON body it answers with.
+    #[cfg(test)]
+    pub(crate) fn body(&self) -> &Value {
+        &self.body
+    }
+
     pub(crate) fn unauthorized() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, 0, "401: Unauthorized")
     }
@@ -67,6 +73,24 @@ impl ApiError {
             StatusCode::BAD_REQUEST,
             40060,
             "Interaction has already been acknowledged.",
+        )
+    }
+
+    /// A bot token naming an application other than its own (`/applications/{id}/…`).
+    pub(crate) fn not_application_owner() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            20012,
+            "You are not authorized to perform this action on this application",
+        )
+    }
+
+    /// More commands of one type than a scope may hold (100 `CHAT_INPUT`, 15 `USER`, …).
+    pub(crate) fn too_many_commands(limit: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            30032,
+            &format!("Maximum number of application commands reached ({limit})"),
         )
     }
 
@@ -181,6 +205,20 @@ impl FormErrors {
     /// Whether no error was added.
     pub(crate) fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// How many errors were added, at any depth.
+    pub(crate) fn len(&self) -> usize {
+        fn count(map: &Map<String, Value>) -> usize {
+            map.iter()
+                .map(|(key, value)| match value {
+                    Value::Array(list) if key == "_errors" => list.len(),
+                    Value::Object(inner) => count(inner),
+                    _ => 0,
+                })
+                .sum()
+        }
+        count(&self.0)
     }
 
     /// `Err` with a 50035 when any error was added.

@@ -31,13 +31,20 @@
 //! | `GET /guilds/{guild_id}/members` | members by user id; `limit` 1–1000 (1), `after`; 403 50001 without the GUILD_MEMBERS privileged intent |
 //! | `GET /guilds/{guild_id}/members/{user_id}` | the member, or 10007 |
 //! | `GET /guilds/{guild_id}/roles` | its roles |
+//! | `GET /applications/@me`, `GET /oauth2/applications/@me` | the token's application object (`verify_key`: 64 hex digits, stable per application; `flags` from the approved privileged intents; `bot`, `owner`, `approximate_guild_count`) |
+//! | `GET /applications/{application_id}/commands` | the global commands; `with_localizations` |
+//! | `PUT /applications/{application_id}/commands` | bulk overwrite: the new list, ids kept per type and name |
+//! | `GET /applications/{application_id}/guilds/{guild_id}/commands` | the guild's commands |
+//! | `PUT /applications/{application_id}/guilds/{guild_id}/commands` | bulk overwrite of the guild's commands |
 //! | `POST /interactions/{interaction_id}/{interaction_token}/callback` | 204, or 200 with `with_response=true` |
 //!
 //! Message bodies: `content` ≤ 2000 characters, ≤ 10 `embeds`, `nonce` ≤ 25 characters, else 400
 //! 50035 with an `errors` object; no content, embeds, files, components, stickers or poll: 400
 //! 50006; unparsable JSON: 400 50109. Bodies over 25 MiB answer 413 40005. Only messages created
 //! through REST are stored; reactions and replies to other ids are accepted as they are. See
-//! `interactions.rs` for how interaction ids and tokens are checked.
+//! `interactions.rs` for how interaction ids and tokens are checked, `applications.rs` and
+//! `commands.rs` for application commands (another application's id: 403 20012; Discord's
+//! naming, length, uniqueness and count rules, answered 50035 or 30032).
 //!
 //! # Rate limits
 //!
@@ -62,6 +69,10 @@
 //! | `guild_roles` | `GET /guilds/{g}/roles` | 5 / 1 s | guild |
 //! | `members_list` | `GET /guilds/{g}/members` | 10 / 10 s | guild |
 //! | `member` | `GET /guilds/{g}/members/{u}` | 5 / 1 s | guild |
+//! | `current_application` | `GET /applications/@me` | 5 / 1 s | token |
+//! | `oauth2_application` | `GET /oauth2/applications/@me` | 5 / 1 s | token |
+//! | `commands_read` | `GET …/commands` (global; guild) | 5 / 1 s | token; guild |
+//! | `commands_overwrite` | `PUT …/commands` (global; guild) | 5 / 20 s | token; guild |
 //! | — | `GET /gateway`, interaction callbacks | not limited | |
 //!
 //! Global: `global_rate_limit` (50) requests per token per sliding second: a request is refused
@@ -109,6 +120,8 @@
 //! `max_requests_in_any_second` counts every authenticated request toward the global limit
 //! (admitted or not) within any sliding second, the highest of any token.
 
+mod applications;
+mod commands;
 mod counters;
 mod error;
 mod faults;
@@ -144,10 +157,12 @@ use self::interactions::Interactions;
 use self::invalid::InvalidRequests;
 use self::ratelimit::RateLimiter;
 use self::table::{
-    ADD_REACTION, CREATE_MESSAGE, DELETE_MESSAGE, EDIT_MESSAGE, GET_CHANNEL, GET_CURRENT_USER,
-    GET_CURRENT_USER_GUILDS, GET_GATEWAY, GET_GATEWAY_BOT, GET_GUILD, GET_GUILD_CHANNELS,
-    GET_GUILD_ROLES, GET_MEMBER, GET_MESSAGE, INTERACTION_CALLBACK, LIST_MEMBERS, LIST_MESSAGES,
-    NOT_FOUND, REMOVE_REACTION,
+    ADD_REACTION, CREATE_MESSAGE, DELETE_MESSAGE, EDIT_MESSAGE, GET_CHANNEL,
+    GET_CURRENT_APPLICATION, GET_CURRENT_USER, GET_CURRENT_USER_GUILDS, GET_GATEWAY,
+    GET_GATEWAY_BOT, GET_GLOBAL_COMMANDS, GET_GUILD, GET_GUILD_CHANNELS, GET_GUILD_COMMANDS,
+    GET_GUILD_ROLES, GET_MEMBER, GET_MESSAGE, GET_OAUTH2_APPLICATION, INTERACTION_CALLBACK,
+    LIST_MEMBERS, LIST_MESSAGES, NOT_FOUND, REMOVE_REACTION, SET_GLOBAL_COMMANDS,
+    SET_GUILD_COMMANDS,
 };
 use crate::config::SimConfig;
 use crate::model::StoredMessage;
@@ -353,6 +368,36 @@ pub fn router() -> Router<Arc<SimState>> {
         .route(
             "/guilds/{guild_id}/roles",
             get(gate!(GET_GUILD_ROLES, routes::get_guild_roles)),
+        )
+        .route(
+            "/applications/@me",
+            get(gate!(
+                GET_CURRENT_APPLICATION,
+                applications::current_application
+            )),
+        )
+        .route(
+            "/oauth2/applications/@me",
+            get(gate!(
+                GET_OAUTH2_APPLICATION,
+                applications::current_application
+            )),
+        )
+        .route(
+            "/applications/{application_id}/commands",
+            get(gate!(
+                GET_GLOBAL_COMMANDS,
+                applications::get_global_commands
+            ))
+            .put(gate!(
+                SET_GLOBAL_COMMANDS,
+                applications::set_global_commands
+            )),
+        )
+        .route(
+            "/applications/{application_id}/guilds/{guild_id}/commands",
+            get(gate!(GET_GUILD_COMMANDS, applications::get_guild_commands))
+                .put(gate!(SET_GUILD_COMMANDS, applications::set_guild_commands)),
         )
         .route(
             "/interactions/{interaction_id}/{interaction_token}/callback",

@@ -51,6 +51,10 @@ pub(crate) static GUILD_BUCKET: BucketGroup = group("guild", 5, 1_000);
 pub(crate) static GUILD_ROLES_BUCKET: BucketGroup = group("guild_roles", 5, 1_000);
 pub(crate) static MEMBERS_LIST_BUCKET: BucketGroup = group("members_list", 10, 10_000);
 pub(crate) static MEMBER_BUCKET: BucketGroup = group("member", 5, 1_000);
+pub(crate) static CURRENT_APPLICATION_BUCKET: BucketGroup = group("current_application", 5, 1_000);
+pub(crate) static OAUTH2_APPLICATION_BUCKET: BucketGroup = group("oauth2_application", 5, 1_000);
+pub(crate) static COMMANDS_READ_BUCKET: BucketGroup = group("commands_read", 5, 1_000);
+pub(crate) static COMMANDS_OVERWRITE_BUCKET: BucketGroup = group("commands_overwrite", 5, 20_000);
 
 const fn route(
     method: &'static str,
@@ -156,6 +160,42 @@ pub(crate) static GET_GUILD_ROLES: RouteSpec = route(
     &GUILD_ROLES_BUCKET,
     GUILD,
 );
+pub(crate) static GET_CURRENT_APPLICATION: RouteSpec = route(
+    "GET",
+    "/applications/@me",
+    &CURRENT_APPLICATION_BUCKET,
+    None,
+);
+pub(crate) static GET_OAUTH2_APPLICATION: RouteSpec = route(
+    "GET",
+    "/oauth2/applications/@me",
+    &OAUTH2_APPLICATION_BUCKET,
+    None,
+);
+pub(crate) static GET_GLOBAL_COMMANDS: RouteSpec = route(
+    "GET",
+    "/applications/{application_id}/commands",
+    &COMMANDS_READ_BUCKET,
+    None,
+);
+pub(crate) static SET_GLOBAL_COMMANDS: RouteSpec = route(
+    "PUT",
+    "/applications/{application_id}/commands",
+    &COMMANDS_OVERWRITE_BUCKET,
+    None,
+);
+pub(crate) static GET_GUILD_COMMANDS: RouteSpec = route(
+    "GET",
+    "/applications/{application_id}/guilds/{guild_id}/commands",
+    &COMMANDS_READ_BUCKET,
+    GUILD,
+);
+pub(crate) static SET_GUILD_COMMANDS: RouteSpec = route(
+    "PUT",
+    "/applications/{application_id}/guilds/{guild_id}/commands",
+    &COMMANDS_OVERWRITE_BUCKET,
+    GUILD,
+);
 pub(crate) static INTERACTION_CALLBACK: RouteSpec = RouteSpec {
     method: "POST",
     template: "/interactions/{interaction_id}/{interaction_token}/callback",
@@ -195,5 +235,11 @@ pub(crate) static ROUTES: &[&RouteSpec] = &[
     &LIST_MEMBERS,
     &GET_MEMBER,
     &GET_GUILD_ROLES,
+    &GET_CURRENT_APPLICATION,
+    &GET_OAUTH2_APPLICATION,
+    &GET_GLOBAL_COMMANDS,
+    &SET_GLOBAL_COMMANDS,
+    &GET_GUILD_COMMANDS,
+    &SET_GUILD_COMMANDS,
     &INTERACTION_CALLBACK,
 ];

@@ -55,10 +55,7 @@ fn harness(config: SimConfig) -> Harness {
         .nest("/_sim/rest", control_router())
         .route("/_sim/channels/{id}/messages", get(channel_messages))
         // As the server mounts the rest of `/_sim/`: the routes above must coexist with it.
-        .nest(
-            "/_sim",
-            Router::new().route("/stats", get(|| async { "stats" })),
-        )
+        .nest("/_sim", crate::control::router())
         .with_state(state.clone());
     Harness { state, app }
 }
@@ -240,9 +237,11 @@ async fn every_route_is_served_with_its_bucket_headers() {
         .json();
     let message: u64 = created["id"].as_str().unwrap().parse().unwrap();
     let bot_id = h.state.bots[0].world().bot_user.id;
+    let application_id = h.state.bots[0].world().application_id;
     for spec in ROUTES {
         let path = spec
             .template
+            .replace("{application_id}", &application_id.to_string())
             .replace("{channel_id}", &channel.to_string())
             .replace("{message_id}", &message.to_string())
             .replace("{emoji}", "%F0%9F%91%8D")
@@ -253,6 +252,7 @@ async fn every_route_is_served_with_its_bucket_headers() {
         let body = match spec.method {
             "POST" if spec.template.contains("interactions") => Some(json!({"type": 5})),
             "POST" | "PATCH" => Some(json!({"content": "y"})),
+            "PUT" if spec.template.ends_with("/commands") => Some(json!([])),
             _ => None,
         };
         if spec.template.contains("/reactions/") {
@@ -1159,4 +1159,391 @@ async fn stats_have_the_documented_shape() {
         .collect();
     assert_eq!(bucket_keys.len(), 1);
     assert!(bucket_keys[0].ends_with(":none"));
+}
+
+/// A configuration as `shardyard sim` builds it: application ids filled in.
+fn filled(mut config: SimConfig) -> SimConfig {
+    config.fill_defaults().unwrap();
+    config
+}
+
+fn two_bots() -> SimConfig {
+    filled(SimConfig {
+        bots: vec![
+            BotConfig {
+                name: "a".into(),
+                token: shardyard_protocol::Token::new("token-a"),
+                guilds: 2,
+                ..BotConfig::default()
+            },
+            BotConfig {
+                name: "b".into(),
+                token: shardyard_protocol::Token::new("token-b"),
+                guilds: 2,
+                privileged_intents: Intents::EMPTY,
+                ..BotConfig::default()
+            },
+        ],
+        ..SimConfig::default()
+    })
+}
+
+impl Harness {
+    async fn put(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PUT, path, Some(AUTH), Some(body)).await
+    }
+
+    fn application_id(&self) -> u64 {
+        self.state.bots[0].world().application_id
+    }
+}
+
+#[tokio::test]
+async fn the_current_application_is_the_tokens() {
+    let h = harness(filled(SimConfig::default()));
+    let app = h.application_id();
+    for path in [
+        "/api/v10/applications/@me",
+        "/api/v10/oauth2/applications/@me",
+    ] {
+        let reply = h.call(Method::GET, path, None, None).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{path}");
+        let reply = h.get(path).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert!(reply.headers.get("x-ratelimit-bucket").is_some(), "{path}");
+        let body = reply.json();
+        assert_eq!(body["id"], app.to_string());
+        assert_eq!(body["name"], "bot-bot");
+        assert!(body["icon"].is_null());
+        assert_eq!(body["description"], "");
+        assert_eq!(body["bot_public"], true);
+        assert_eq!(body["bot_require_code_grant"], false);
+        let key = body["verify_key"].as_str().unwrap();
+        assert_eq!(key.len(), 64);
+        assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(body["bot"]["id"], app.to_string(), "the bot user's id");
+        assert_eq!(body["bot"]["bot"], true);
+        assert!(body["owner"]["id"].is_string());
+        assert!(body["team"].is_null());
+        assert_eq!(body["approximate_guild_count"], 10);
+        // Approved for every privileged intent, under 100 guilds: the _LIMITED flags.
+        assert_eq!(body["flags"], (1 << 13) | (1 << 15) | (1 << 19));
+    }
+    let a = h.get("/api/v10/applications/@me").await;
+    let b = h.get("/api/v10/applications/@me").await;
+    assert_eq!(a.json()["verify_key"], b.json()["verify_key"], "stable");
+    let stats = h.state.rest.stats_json();
+    // Refused requests are counted too.
+    assert_eq!(stats["requests_by_route"]["GET /applications/@me"], 4);
+    assert_eq!(
+        stats["requests_by_route"]["GET /oauth2/applications/@me"],
+        2
+    );
+}
+
+#[tokio::test]
+async fn global_commands_are_overwritten_and_keep_their_ids() {
+    let h = harness(filled(SimConfig::default()));
+    let app = h.application_id();
+    let path = format!("/api/v10/applications/{app}/commands");
+    let empty = h.get(&path).await;
+    assert_eq!(empty.status, StatusCode::OK);
+    assert_eq!(empty.json(), json!([]));
+    assert!(empty.headers.get("x-ratelimit-bucket").is_some());
+
+    let ping = json!({"name": "ping", "description": "Replies with pong", "version": "1"});
+    let first = h.put(&path, json!([ping])).await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    let first = first.json();
+    let command = &first[0];
+    assert_eq!(command["application_id"], app.to_string());
+    assert_eq!(command["type"], 1);
+    assert_eq!(command["name"], "ping");
+    assert_eq!(command["description"], "Replies with pong");
+    assert!(command["default_member_permissions"].is_null());
+    assert_eq!(command["dm_permission"], true);
+    assert!(command["contexts"].is_null());
+    assert_eq!(command["integration_types"], json!([0]));
+    assert_eq!(command["nsfw"], false);
+    assert!(command["name_localizations"].is_null());
+    assert!(command.get("guild_id").is_none());
+    assert!(command.get("options").is_none(), "no options, no key");
+    let id = command["id"].as_str().unwrap().to_owned();
+    let version = command["version"].as_str().unwrap().to_owned();
+    assert!(id.parse::<u64>().is_ok() && version.parse::<u64>().is_ok());
+
+    // GET: what is stored, without the localization dictionaries.
+    let listed = h.get(&path).await.json();
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert!(listed[0].get("name_localizations").is_none());
+    let with = h
+        .get(&format!("{path}?with_localizations=true"))
+        .await
+        .json();
+    assert!(with[0].get("name_localizations").is_some());
+
+    // Every replica PUTs the same list at start-up: nothing changes.
+    let again = h.put(&path, json!([ping])).await.json();
+    assert_eq!(again, first, "same id, same version");
+    let changed = h
+        .put(
+            &path,
+            json!([
+                {"name": "ping", "description": "Replies with pong, faster"},
+                {"name": "Inspect", "type": 2},
+            ]),
+        )
+        .await
+        .json();
+    assert_eq!(
+        changed[0]["id"],
+        id.as_str(),
+        "kept for the same type and name"
+    );
+    assert_ne!(changed[0]["version"], version.as_str(), "a new version");
+    assert_eq!(changed[1]["type"], 2);
+    assert_eq!(changed[1]["description"], "");
+    assert_ne!(changed[1]["id"], id.as_str());
+
+    // The ground truth.
+    let truth = h.call(Method::GET, "/_sim/commands", None, None).await;
+    assert_eq!(truth.status, StatusCode::OK);
+    let truth = truth.json();
+    assert_eq!(truth["application_id"], app.to_string());
+    assert_eq!(truth["overwrites"], 3);
+    assert_eq!(truth["global"], changed);
+    assert_eq!(truth["guilds"], json!({}));
+    // The app now shows the command badge.
+    let flags = h.get("/api/v10/applications/@me").await.json()["flags"]
+        .as_u64()
+        .unwrap();
+    assert_ne!(flags & (1 << 23), 0);
+
+    let cleared = h.put(&path, json!([])).await;
+    assert_eq!(cleared.json(), json!([]));
+    assert_eq!(h.get(&path).await.json(), json!([]));
+    let stats = h.state.rest.stats_json();
+    assert_eq!(
+        stats["requests_by_route"]["PUT /applications/{application_id}/commands"],
+        4
+    );
+    assert_eq!(
+        stats["requests_by_route"]["GET /applications/{application_id}/commands"],
+        4
+    );
+}
+
+#[tokio::test]
+async fn command_bodies_are_validated_as_discord_does() {
+    let h = harness(filled(SimConfig::default()));
+    let path = format!("/api/v10/applications/{}/commands", h.application_id());
+    h.put(&path, json!([{"name": "ping", "description": "p"}]))
+        .await;
+    let reply = h
+        .put(
+            &path,
+            json!([
+                {"name": "Ping", "description": "p"},
+                {"name": "help"},
+                {"name": "ok", "description": "fine"},
+                {"name": "ok", "description": "again"},
+            ]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let body = reply.json();
+    assert_eq!(body["code"], 50035);
+    assert_eq!(body["message"], "Invalid Form Body");
+    assert_eq!(
+        body["errors"]["0"]["name"]["_errors"][0]["code"],
+        "APPLICATION_COMMAND_INVALID_NAME"
+    );
+    assert_eq!(
+        body["errors"]["1"]["description"]["_errors"][0],
+        json!({"code": "BASE_TYPE_REQUIRED", "message": "This field is required"})
+    );
+    assert!(body["errors"].get("2").is_none(), "{body}");
+    assert_eq!(
+        body["errors"]["3"]["_errors"][0]["code"],
+        "APPLICATION_COMMANDS_DUPLICATE_NAME"
+    );
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| json!({"name": format!("c{i}"), "description": "d"}))
+        .collect();
+    let reply = h.put(&path, Value::Array(too_many)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(reply.json()["code"], 30032);
+    let garbage = h
+        .send(
+            Request::put(&path)
+                .header("authorization", AUTH)
+                .header("content-type", "application/json")
+                .body(Body::from("[{"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(garbage.json()["code"], 50109);
+    // Nothing of a refused overwrite is kept.
+    let listed = h.get(&path).await.json();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["name"], "ping");
+    let truth = h
+        .call(Method::GET, "/_sim/commands", None, None)
+        .await
+        .json();
+    assert_eq!(truth["overwrites"], 1);
+}
+
+#[tokio::test]
+async fn another_applications_commands_are_forbidden() {
+    let h = harness(two_bots());
+    let (a, b) = (
+        h.state.bots[0].world().application_id,
+        h.state.bots[1].world().application_id,
+    );
+    let as_a = |method: Method, path: String, body: Option<Value>| {
+        let h = &h;
+        async move { h.call(method, &path, Some("Bot token-a"), body).await }
+    };
+    let reply = as_a(
+        Method::PUT,
+        format!("/api/v10/applications/{b}/commands"),
+        Some(json!([])),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        reply.json(),
+        json!({"message": "You are not authorized to perform this action on this application", "code": 20012})
+    );
+    let reply = as_a(
+        Method::GET,
+        format!("/api/v10/applications/{b}/commands"),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let reply = as_a(
+        Method::GET,
+        "/api/v10/applications/nope/commands".to_owned(),
+        None,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        reply.json()["errors"]["application_id"]["_errors"][0]["code"],
+        "NUMBER_TYPE_COERCE"
+    );
+    let reply = h
+        .call(
+            Method::PUT,
+            &format!("/api/v10/applications/{a}/commands"),
+            None,
+            Some(json!([])),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    let reply = as_a(
+        Method::PUT,
+        format!("/api/v10/applications/{a}/commands"),
+        Some(json!([{"name": "ping", "description": "p"}])),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // Each application has its own commands.
+    let b_list = h
+        .call(
+            Method::GET,
+            &format!("/api/v10/applications/{b}/commands"),
+            Some("Bot token-b"),
+            None,
+        )
+        .await;
+    assert_eq!(b_list.json(), json!([]));
+    let truth = h
+        .call(Method::GET, "/_sim/commands?bot=b", None, None)
+        .await
+        .json();
+    assert_eq!(truth["global"], json!([]));
+    let nobody = h
+        .call(Method::GET, "/_sim/commands?bot=nobody", None, None)
+        .await;
+    assert_eq!(nobody.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn guild_commands_live_in_their_guild() {
+    let h = harness(two_bots());
+    let a = h.state.bots[0].world().application_id;
+    let guild = h.state.bots[0].world().guild_ids()[0];
+    let b_guild = h.state.bots[1].world().guild_ids()[0];
+    let path = |g: u64| format!("/api/v10/applications/{a}/guilds/{g}/commands");
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let h = &h;
+        async move { h.call(method, &path, Some("Bot token-a"), body).await }
+    };
+    let ping = json!([{"name": "ping", "description": "p"}]);
+
+    let unknown = call(Method::PUT, path(123), Some(ping.clone())).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        unknown.json(),
+        json!({"message": "Unknown Guild", "code": 10004})
+    );
+    let unknown = call(Method::GET, path(123), None).await;
+    assert_eq!(unknown.json()["code"], 10004);
+    let foreign = call(Method::PUT, path(b_guild), Some(ping.clone())).await;
+    assert_eq!(foreign.status, StatusCode::FORBIDDEN);
+    assert_eq!(foreign.json()["code"], 50001);
+
+    assert_eq!(call(Method::GET, path(guild), None).await.json(), json!([]));
+    let put = call(Method::PUT, path(guild), Some(ping.clone())).await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    let put = put.json();
+    assert_eq!(put[0]["guild_id"], guild.to_string());
+    assert!(
+        put[0].get("dm_permission").is_none() && put[0].get("contexts").is_none(),
+        "global-only fields are left out: {put}"
+    );
+    let again = call(Method::PUT, path(guild), Some(ping.clone()))
+        .await
+        .json();
+    assert_eq!(again, put, "stable across a re-PUT");
+    let listed = call(Method::GET, path(guild), None).await.json();
+    assert_eq!(listed[0]["id"], put[0]["id"]);
+    let global = call(
+        Method::PUT,
+        format!("/api/v10/applications/{a}/commands"),
+        Some(ping.clone()),
+    )
+    .await
+    .json();
+    assert_ne!(
+        global[0]["id"], put[0]["id"],
+        "the global ping is another command"
+    );
+    let other_guild = h.state.bots[0].world().guild_ids()[1];
+    assert_eq!(
+        call(Method::GET, path(other_guild), None).await.json(),
+        json!([])
+    );
+    let truth = h
+        .call(Method::GET, "/_sim/commands?bot=a", None, None)
+        .await
+        .json();
+    assert_eq!(truth["guilds"][guild.to_string()], put);
+    assert_eq!(truth["global"], global);
+    assert_eq!(truth["overwrites"], 3);
+    let stats = h.state.rest.stats_json();
+    let bucket_keys: Vec<&String> = stats["requests_by_bucket"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert!(
+        bucket_keys
+            .iter()
+            .any(|k| k.ends_with(&format!(":{guild}"))),
+        "guild commands are counted per guild: {bucket_keys:?}"
+    );
 }
