@@ -10,10 +10,11 @@ use shardyard_protocol::names::is_subject_token;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ConfigError, WorkerConfig};
-use crate::context::Context;
+use crate::context::{Context, StartContext};
 use crate::error::HandlerError;
 use crate::event::{Event, parse_event};
 use crate::metrics::Metrics;
+use crate::start::{StartFuture, StartHook};
 
 pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
 pub(crate) type Handler = Arc<dyn Fn(Context) -> HandlerFuture + Send + Sync>;
@@ -40,6 +41,7 @@ pub(crate) type Handler = Arc<dyn Fn(Context) -> HandlerFuture + Send + Sync>;
 pub struct BotBuilder {
     config: WorkerConfig,
     handlers: HashMap<String, Vec<Handler>>,
+    start_hooks: Vec<StartHook>,
 }
 
 impl std::fmt::Debug for BotBuilder {
@@ -47,6 +49,7 @@ impl std::fmt::Debug for BotBuilder {
         f.debug_struct("BotBuilder")
             .field("config", &self.config)
             .field("event_types", &self.handlers.keys().collect::<Vec<_>>())
+            .field("start_hooks", &self.start_hooks.len())
             .finish()
     }
 }
@@ -104,6 +107,40 @@ impl BotBuilder {
         self
     }
 
+    /// Runs `hook` once per process start, beside the consumer: for work a bot does at
+    /// start-up, such as registering its application commands. Events are handled meanwhile,
+    /// and whatever the hook does cannot stop the worker: an `Err` is logged as a warning; a
+    /// retryable one (`?` on any error, [`HandlerError::retry`]) is tried again with the
+    /// worker's retry backoff, up to [`START_HOOK_ATTEMPTS`](crate::START_HOOK_ATTEMPTS)
+    /// attempts; a fatal one ([`HandlerError::fatal`]) or a panic is not. Shutdown cancels it.
+    /// Several hooks run concurrently.
+    ///
+    /// Every replica runs its hooks, so make them idempotent (a bulk overwrite of the same
+    /// commands is).
+    ///
+    /// ```no_run
+    /// use shardyard_worker::{Bot, HandlerError};
+    ///
+    /// # fn example(bot: shardyard_worker::BotBuilder) {
+    /// let bot = bot.on_start(|ctx| async move {
+    ///     let me = ctx.rest().current_user().await?.model().await?;
+    ///     tracing::info!(user = %me.name, "logged in");
+    ///     Ok::<_, HandlerError>(())
+    /// });
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_start<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(StartContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let hook: StartHook =
+            Arc::new(move |ctx: StartContext| -> StartFuture { Box::pin(hook(ctx)) });
+        self.start_hooks.push(hook);
+        self
+    }
+
     /// Ordering mode: events of one guild (of one channel, for events without a guild) are
     /// handled one at a time in stream order, different guilds concurrently. A failing event
     /// is retried in place so later events of its guild cannot overtake it. See the README for
@@ -135,6 +172,7 @@ impl BotBuilder {
         Ok(Bot {
             config: self.config,
             handlers: Arc::new(self.handlers),
+            start_hooks: self.start_hooks,
             metrics,
         })
     }
@@ -155,6 +193,7 @@ pub enum BuildError {
 pub struct Bot {
     pub(crate) config: WorkerConfig,
     pub(crate) handlers: Arc<HashMap<String, Vec<Handler>>>,
+    pub(crate) start_hooks: Vec<StartHook>,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -163,6 +202,7 @@ impl std::fmt::Debug for Bot {
         f.debug_struct("Bot")
             .field("config", &self.config)
             .field("event_types", &self.event_types())
+            .field("start_hooks", &self.start_hooks.len())
             .finish_non_exhaustive()
     }
 }
@@ -182,6 +222,7 @@ impl Bot {
         BotBuilder {
             config,
             handlers: HashMap::new(),
+            start_hooks: Vec::new(),
         }
     }
 

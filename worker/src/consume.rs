@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use crate::bot::{Bot, Handler};
 use crate::commands::{GatewayCommands, ShardTotal};
 use crate::config::{DeliverFrom, WorkerConfig};
-use crate::context::{Context, Incoming, LazyCache, Shared};
+use crate::context::{Context, Incoming, LazyCache, Shared, StartContext};
 use crate::error::HandlerError;
 use crate::event::EventInfo;
 use crate::metrics::{Metrics, Outcome};
@@ -145,6 +145,7 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
     let Bot {
         config,
         handlers,
+        start_hooks,
         metrics,
     } = bot;
     let client = async_nats::ConnectOptions::new()
@@ -170,6 +171,13 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
         ),
         cache: LazyCache::new(jetstream::new(client.clone()), config.bot.clone()),
     });
+    let stopping = shutdown.child_token();
+    crate::start::spawn_hooks(
+        &start_hooks,
+        &StartContext::new(Arc::clone(&shared)),
+        config.retry,
+        &stopping,
+    );
     let worker = Arc::new(Worker {
         js: jetstream::new(client.clone()),
         client,
@@ -178,7 +186,7 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
         metrics,
         total,
         lanes: Mutex::new(Lanes::default()),
-        stopping: shutdown.child_token(),
+        stopping,
         hard_stop: CancellationToken::new(),
         config,
     });

@@ -119,3 +119,44 @@ impl Context {
         &self.incoming.payload
     }
 }
+
+/// What a start-up hook gets ([`BotBuilder::on_start`](crate::BotBuilder::on_start)): the bot's
+/// REST client, gateway commands and central cache, as handlers have them, without an event.
+/// Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct StartContext {
+    shared: Arc<Shared>,
+}
+
+impl StartContext {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// Discord's REST API through the shardyard REST proxy, as [`Context::rest`].
+    #[must_use]
+    pub fn rest(&self) -> &twilight_http::Client {
+        &self.shared.rest
+    }
+
+    /// Gateway commands, as [`Context::gateway`]. Before the first event is consumed the
+    /// shard total is known only from `SHARDYARD_SHARDS`.
+    #[must_use]
+    pub fn gateway(&self) -> &GatewayCommands {
+        &self.shared.gateway
+    }
+
+    /// The central cache, as [`Context::cache`].
+    ///
+    /// # Errors
+    /// [`ReadError::Open`] while the cache's bucket does not exist yet or NATS does not answer.
+    pub async fn cache(&self) -> Result<&CacheReader, ReadError> {
+        self.shared.cache.get().await
+    }
+
+    /// The bot.
+    #[must_use]
+    pub fn bot(&self) -> &BotKey {
+        &self.shared.bot
+    }
+}

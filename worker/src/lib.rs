@@ -43,6 +43,7 @@ pub mod example;
 mod metrics;
 mod order;
 mod rest;
+mod start;
 
 pub use backoff::Backoff;
 pub use bot::{Bot, BotBuilder, BuildError};
@@ -52,13 +53,14 @@ pub use commands::{
 };
 pub use config::{ConfigError, DeliverFrom, WorkerConfig};
 pub use consume::WorkerError;
-pub use context::Context;
+pub use context::{Context, StartContext};
 pub use error::HandlerError;
 pub use event::{Event, EventInfo, EventParseError, KNOWN_EVENTS, parse_event};
 pub use metrics::{Metrics, Outcome};
 pub use order::{OrderKey, order_key};
 pub use rest::REST_ANSWER_MARGIN;
 pub use shardyard_cache::{self as cache, CacheReader};
+pub use start::START_HOOK_ATTEMPTS;
 pub use twilight_http;
 pub use twilight_model;
 
