@@ -1,6 +1,7 @@
 //! `shardyard`: one binary, every service a subcommand.
 
 mod cache;
+mod dev;
 mod gateway;
 mod operator;
 mod plan;
@@ -39,6 +40,9 @@ enum Command {
     Plan(plan::PlanArgs),
     /// Print the DiscordBot CustomResourceDefinition as YAML.
     Crd,
+    /// Run a DiscordBot manifest on this machine as the operator would run it: the simulator
+    /// (or Discord), NATS, and the bot's processes, with a live view.
+    Dev(dev::DevArgs),
 }
 
 /// The log filter without `RUST_LOG`. twilight-http logs every 429 it re-sends at info, one line
@@ -46,14 +50,22 @@ enum Command {
 /// (`shardyard_rest_local_answers_total`, `shardyard_rest_held_refusals_total`).
 const DEFAULT_LOG_FILTER: &str = "info,twilight_http::response=warn";
 
+/// `shardyard dev`'s own filter: its view is the output, and each process logs to its own file.
+const DEV_LOG_FILTER: &str = "warn";
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Dev(_)) {
+        DEV_LOG_FILTER
+    } else {
+        DEFAULT_LOG_FILTER
+    };
     // TLS (Discord's gateway and API are wss:// and https://) uses ring, installed once here.
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| DEFAULT_LOG_FILTER.into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -66,5 +78,6 @@ fn main() -> anyhow::Result<()> {
         Command::Operator(args) => operator::run(args),
         Command::Plan(args) => plan::run(args),
         Command::Crd => plan::crd(),
+        Command::Dev(args) => dev::run(args),
     }
 }

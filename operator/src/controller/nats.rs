@@ -324,22 +324,26 @@ pub async fn remove(js: &jetstream::Context, bot: &BotKey) -> Result<(), NatsErr
 }
 
 /// Whether the limits the operator owns differ.
+/// Whether the stream's configuration differs from the spec's in what the spec sets. A zero
+/// duplicate window (the dead-letter stream's) leaves it to the server, which fills in its
+/// default: comparing that with zero would update the stream on every reconcile.
 fn differs(current: &stream::Config, wanted: &stream::Config) -> bool {
-    (
-        &current.subjects,
-        current.max_age,
-        current.max_bytes,
-        current.discard,
-        current.duplicate_window,
-        current.num_replicas,
-    ) != (
-        &wanted.subjects,
-        wanted.max_age,
-        wanted.max_bytes,
-        wanted.discard,
-        wanted.duplicate_window,
-        wanted.num_replicas,
-    )
+    let window_differs =
+        !wanted.duplicate_window.is_zero() && current.duplicate_window != wanted.duplicate_window;
+    window_differs
+        || (
+            &current.subjects,
+            current.max_age,
+            current.max_bytes,
+            current.discard,
+            current.num_replicas,
+        ) != (
+            &wanted.subjects,
+            wanted.max_age,
+            wanted.max_bytes,
+            wanted.discard,
+            wanted.num_replicas,
+        )
 }
 
 fn age(field: &'static str, text: &str) -> Result<Duration, NatsError> {
@@ -437,6 +441,23 @@ mod tests {
              tokenSecret: {{name: t}}\n  nats: {{url: 'nats://n:4222'}}\n{extra}"
         );
         serde_saphyr::from_str::<DiscordBot>(&yaml).unwrap().spec
+    }
+
+    #[test]
+    fn what_the_server_fills_in_is_not_a_difference_but_an_edited_limit_is() {
+        let bot = BotKey::namespaced("prod", "mybot").unwrap();
+        let (events, dead) = stream_configs(&bot, &spec("")).unwrap();
+        // As the server answers: the dead-letter stream got its default duplicate window.
+        let mut stored_dead = dead.clone();
+        stored_dead.duplicate_window = Duration::from_secs(120);
+        assert!(!differs(&stored_dead, &dead));
+        assert!(!differs(&events, &events));
+        let mut stored_events = events.clone();
+        stored_events.duplicate_window = Duration::from_secs(120);
+        assert!(differs(&stored_events, &events));
+        stored_events = events.clone();
+        stored_events.max_age = Duration::from_secs(60);
+        assert!(differs(&stored_events, &events));
     }
 
     #[test]
