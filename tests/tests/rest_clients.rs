@@ -1,6 +1,7 @@
 //! `shardyard rest` as a drop-in for client libraries nobody here wrote: twilight-http 0.18 in
 //! proxy mode and @discordjs/rest with `api` pointed at the proxy send messages that arrive at
-//! the simulator, with or without their own token.
+//! the simulator, with or without their own token; a login's first question (the current
+//! application) is answered through the proxy.
 
 use std::time::Duration;
 
@@ -79,6 +80,21 @@ async fn twilight_http_in_proxy_mode_sends_messages_through_the_proxy() -> anyho
         .build();
     let me = own.current_user().await?.model().await?;
     assert!(me.bot);
+
+    // What a client library's login asks for first: the current application, on both routes.
+    let application = client.current_user_application().await?.model().await?;
+    assert_eq!(application.id, me.id.cast());
+    assert_eq!(application.verify_key.len(), 64);
+    let oauth2: Value = rest
+        .http()
+        .get(format!("{}/oauth2/applications/@me", rest.api_base()))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(oauth2["id"], application.id.to_string());
+    assert_eq!(oauth2["verify_key"], application.verify_key);
 
     let got = sim.channel_message_contents(channel).await?;
     assert_eq!(got.len(), 7, "{got:?}");

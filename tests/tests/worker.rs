@@ -137,6 +137,137 @@ async fn the_example_bot_answers_ping_and_a_slash_command_through_the_proxy() ->
     Ok(())
 }
 
+/// At start-up the example bot registers `/ping` through the proxy, as real bots do: two
+/// replicas starting at once each read the application and overwrite the global commands once,
+/// the simulator keeps one command, and nothing breaks a rule.
+#[tokio::test]
+async fn the_example_bot_registers_its_slash_command_at_start_up() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 2,
+        ..SimArgs::default()
+    })
+    .await?;
+    let bot = BotKey::parse("cmdbot")?;
+    // The workers become ready once the event stream exists; no gateway is needed here.
+    create_event_stream(&nats.jetstream().await?, &bot).await?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let (first, second) = tokio::try_join!(
+        WorkerProcess::start_example(&nats, &rest, "cmdbot", &[]),
+        WorkerProcess::start_example(&nats, &rest, "cmdbot", &[]),
+    )?;
+    let registered = eventually(
+        Duration::from_secs(20),
+        "both replicas registered /ping",
+        || async {
+            let commands = sim.get_json("/_sim/commands").await?;
+            anyhow::ensure!(commands["overwrites"] == 2, "{commands}");
+            Ok(commands)
+        },
+    )
+    .await
+    .with_context(|| format!("{}\n{}", first.log_report(), second.log_report()))?;
+    let global = registered["global"]
+        .as_array()
+        .context("the global commands")?;
+    assert_eq!(global.len(), 1, "{registered}");
+    assert_eq!(global[0]["name"], "ping");
+    assert_eq!(global[0]["description"], "Replies with pong");
+    assert_eq!(global[0]["type"], 1);
+    assert_eq!(global[0]["application_id"], registered["application_id"]);
+    assert_eq!(registered["guilds"], json!({}));
+
+    let stats = sim.stats().await?;
+    let routes = &stats["rest"]["requests_by_route"];
+    assert_eq!(routes["GET /applications/@me"], 2, "{routes}");
+    assert_eq!(
+        routes["PUT /applications/{application_id}/commands"], 2,
+        "{routes}"
+    );
+    assert_eq!(stats["violations"], json!([]));
+    for worker in [&first, &second] {
+        assert!(
+            worker.log().contains("registered the application commands"),
+            "{}",
+            worker.log_report()
+        );
+    }
+    // Once per process start: nothing more while they run.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sim.get_json("/_sim/commands").await?["overwrites"], 2);
+    Ok(())
+}
+
+/// Discord failing at start-up must not keep the bot from its events: with every
+/// `/applications` request answered 503, the example bot tries a few times, logs that it goes
+/// on without its commands, and answers `!ping` all along.
+#[tokio::test]
+async fn the_example_bot_handles_events_when_registering_its_commands_fails() -> anyhow::Result<()>
+{
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 3,
+        events_per_second: 20.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    sim.post_json(
+        "/_sim/rest/faults",
+        &json!({"status": 503, "count": 10_000, "route": "/applications"}),
+    )
+    .await?;
+    let gateway = GatewayProcess::start(&sim, &nats, "downbot", 1, 0..1, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let worker = WorkerProcess::start_example(
+        &nats,
+        &rest,
+        "downbot",
+        &[
+            ("SHARDYARD_WORKER_RETRY_BASE_MS", "100"),
+            ("SHARDYARD_WORKER_RETRY_MAX_MS", "400"),
+        ],
+    )
+    .await?;
+    says_ping_and_gets_pong(&sim, &worker).await?;
+    eventually(
+        Duration::from_secs(30),
+        "the start-up hook gives up",
+        || async {
+            anyhow::ensure!(
+                worker
+                    .log()
+                    .contains("start-up hook failed; the bot goes on without it"),
+                "not yet"
+            );
+            Ok(())
+        },
+    )
+    .await
+    .with_context(|| worker.log_report())?;
+    let tries = worker
+        .log()
+        .matches("start-up hook failed; trying again")
+        .count();
+    assert_eq!(tries, 4, "5 attempts in all: {}", worker.log_report());
+    let registered = sim.get_json("/_sim/commands").await?;
+    assert_eq!(registered["overwrites"], 0, "{registered}");
+    assert_eq!(registered["global"], json!([]));
+    // Still handling events after giving up.
+    let said = sim
+        .post_json("/_sim/say", &json!({"content": "!ping"}))
+        .await?;
+    let channel = as_u64(&said["channel_id"])?;
+    eventually(Duration::from_secs(10), "the second pong", || async {
+        let got = sim.channel_message_contents(channel).await?;
+        anyhow::ensure!(got == ["pong", "pong"], "{got:?}");
+        Ok(())
+    })
+    .await
+    .with_context(|| worker.log_report())?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_example_bot_answers_from_the_central_cache() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
