@@ -175,7 +175,7 @@ pub async fn read_stream_shard(
 /// The last difference seen, when a shard does not match in time.
 pub async fn wait_until_stream_matches(
     js: &jetstream::Context,
-    sim: &crate::SimProcess,
+    sim: &impl crate::SimApi,
     sim_bot: &str,
     bot: &BotKey,
     total: u32,
@@ -235,7 +235,7 @@ pub struct SessionLog {
 ///
 /// # Errors
 /// When the simulator does not answer.
-pub async fn session_logs(sim: &crate::SimProcess) -> anyhow::Result<Vec<SessionLog>> {
+pub async fn session_logs(sim: &impl crate::SimApi) -> anyhow::Result<Vec<SessionLog>> {
     let sessions = sim.get_json("/_sim/sessions").await?;
     let mut logs = Vec::new();
     for session in sessions.as_array().context("sessions")? {

@@ -19,6 +19,7 @@ mod admin;
 pub mod bench;
 mod bin;
 mod cache;
+pub mod dev;
 pub mod discordjs;
 mod gateway;
 pub mod ground_truth;
@@ -47,7 +48,7 @@ pub use process::{ProcessGuard, pid_alive};
 pub use rest::{
     RestArgs, RestProcess, rest_busiest_second, rest_busiest_second_within, rest_rate_limited,
 };
-pub use sim::{SimArgs, SimProcess};
+pub use sim::{SimApi, SimArgs, SimClient, SimProcess};
 pub use worker::WorkerProcess;
 
 /// Installs rustls' ring provider (once): the workspace's reqwest has TLS without a default

@@ -224,3 +224,84 @@ impl SimProcess {
         serde_json::from_str(&body).with_context(|| format!("{method} {url}: not JSON: {body}"))
     }
 }
+
+/// The simulator's HTTP API wherever it runs: a [`SimProcess`] of the test's own, or one another
+/// process started ([`SimClient`]: `shardyard dev`'s).
+pub trait SimApi: Sync {
+    /// `GET http://ADDR{path}` as JSON.
+    fn get_json(&self, path: &str) -> impl Future<Output = anyhow::Result<Value>> + Send;
+
+    /// The ground-truth counters, `GET /_sim/stats`.
+    fn stats(&self) -> impl Future<Output = anyhow::Result<Value>> + Send {
+        self.get_json("/_sim/stats")
+    }
+}
+
+impl SimApi for SimProcess {
+    fn get_json(&self, path: &str) -> impl Future<Output = anyhow::Result<Value>> + Send {
+        SimProcess::get_json(self, path)
+    }
+}
+
+/// A simulator someone else runs, reached at its address.
+#[derive(Debug, Clone)]
+pub struct SimClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl SimClient {
+    /// The simulator at `http://addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        crate::install_crypto_provider();
+        Self {
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `http://ADDR`.
+    pub fn http_base(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST http://ADDR{path}` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let url = format!("{}{path}", self.base);
+        answer(self.http.post(&url).json(body), &url).await
+    }
+
+    /// The contents of the messages bots created in `channel` through REST, oldest first.
+    pub async fn channel_message_contents(&self, channel: u64) -> anyhow::Result<Vec<String>> {
+        let messages = self
+            .get_json(&format!("/_sim/channels/{channel}/messages"))
+            .await?;
+        Ok(messages
+            .as_array()
+            .context("the simulator's channel messages are not an array")?
+            .iter()
+            .filter_map(|m| m["content"].as_str().map(str::to_owned))
+            .collect())
+    }
+}
+
+impl SimApi for SimClient {
+    fn get_json(&self, path: &str) -> impl Future<Output = anyhow::Result<Value>> + Send {
+        let url = format!("{}{path}", self.base);
+        let request = self.http.get(url.clone());
+        async move { answer(request, &url).await }
+    }
+}
+
+async fn answer(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<Value> {
+    let response = request.send().await.with_context(|| url.to_owned())?;
+    let status = response.status();
+    let body = response.text().await.with_context(|| url.to_owned())?;
+    if !status.is_success() {
+        bail!("{url}: {status}: {body}");
+    }
+    if body.trim().is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&body).with_context(|| format!("{url}: not JSON: {body}"))
+}
