@@ -105,7 +105,19 @@ pub(crate) fn run(args: DevArgs) -> anyhow::Result<()> {
         let shutdown = tokio_util::sync::CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
-            crate::signal::shutdown_signal().await;
+            // A closed terminal (SIGHUP) stops dev as Ctrl-C does: nothing is left behind.
+            let hangup = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                    Ok(mut hangup) => {
+                        hangup.recv().await;
+                    }
+                    Err(_) => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = crate::signal::shutdown_signal() => {}
+                () = hangup => {}
+            }
             signal.cancel();
             // A second Ctrl-C while stopping: at once.
             crate::signal::shutdown_signal().await;

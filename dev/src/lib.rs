@@ -192,6 +192,11 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
     drop(admin);
 
     let use_sim = options.sim || options.token.is_none();
+    // Found before anything starts: without it nothing can.
+    let own_nats = match &options.nats {
+        Some(_) => None,
+        None => Some(nats_server::prepare(&state_dir)?),
+    };
     let (notice_tx, mut notice_rx) = mpsc::unbounded_channel::<Notice>();
     let mut supervisor =
         Supervisor::new(&state_dir, notice_tx).map_err(|source| DevError::StateDir {
@@ -255,14 +260,14 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
         view.notice(&format!("Discord: {api_base}"));
     }
 
-    let (nats_url, own_nats) = match &options.nats {
-        Some(url) => (url.clone(), false),
-        None => {
-            let server = nats_server::prepare(&state_dir)?;
-            supervisor.start(server.launch.clone());
-            (server.url, true)
-        }
-    };
+    if let Some(server) = &own_nats {
+        supervisor.start(server.launch.clone());
+    }
+    let nats_url = own_nats.as_ref().map_or_else(
+        || options.nats.clone().unwrap_or_default(),
+        |s| s.url.clone(),
+    );
+    let own_nats = own_nats.is_some();
     let started = async {
         if use_sim {
             wait_ready(&mut supervisor, "sim", &mut notice_rx, &mut view).await?;

@@ -482,10 +482,6 @@ impl Runner {
                     .map_err(|e| format!("Service {}: {e}", service.name))?;
                 let endpoints = Endpoints::default();
                 crate::service::spawn(listener, endpoints.clone(), self.service_shutdown.clone());
-                self.say(format!(
-                    "Service {}:{port} is http://{addr} here",
-                    service.name
-                ));
                 self.services.insert(key.clone(), (addr, endpoints));
                 self.service_targets
                     .insert(key, (service.component, target.clone()));
