@@ -411,7 +411,8 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
                     }
                     if use_sim {
                         view.notice(&format!(
-                            "try: curl -s -XPOST -H 'content-type: application/json' http://{}/_sim/say -d '{{\"content\":\"!ping\"}}'",
+                            "try: curl -s -XPOST -H 'content-type: application/json' http://{0}/_sim/say -d '{{\"content\":\"!ping\"}}' \
+                             (it answers the channel_id), then the bot's pong: curl -s http://{0}/_sim/channels/<channel_id>/messages",
                             options.sim_addr
                         ));
                     }

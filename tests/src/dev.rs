@@ -22,7 +22,7 @@ pub struct DevRun {
     process: ProcessGuard,
     dir: TempDir,
     admin: SocketAddr,
-    sim: SimClient,
+    sim: Option<SimClient>,
     http: reqwest::Client,
 }
 
@@ -34,23 +34,46 @@ impl DevRun {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        crate::install_crypto_provider();
         let dir = tempfile::tempdir().context("a directory for dev")?;
+        let sim_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let sim_addr_text = sim_addr.to_string();
+        let mut args = vec!["--sim", "--sim-addr", &sim_addr_text];
+        args.extend_from_slice(extra);
+        Self::spawn(dir, manifest, &args, env, Some(SimClient::new(sim_addr))).await
+    }
+
+    /// dev as with real Discord: no `--sim`, the token in `SHARDYARD_TOKEN`, and the manifest's
+    /// `spec.discord.apiBase` (a simulator the test runs) as Discord. `dir` holds the manifest
+    /// and the state directory, so a second run can use the first one's.
+    pub async fn start_with_token(
+        dir: TempDir,
+        manifest: &str,
+        token: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::spawn(dir, manifest, extra, &[("SHARDYARD_TOKEN", token)], None).await
+    }
+
+    async fn spawn(
+        dir: TempDir,
+        manifest: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        sim: Option<SimClient>,
+    ) -> anyhow::Result<Self> {
+        crate::install_crypto_provider();
         let file = dir.path().join("bot.yaml");
         std::fs::write(&file, manifest)?;
-        let sim_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let admin = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         let mut command = Command::new(shardyard_bin()?);
         command
             .arg("dev")
             .arg("-f")
             .arg(&file)
-            .arg("--sim")
-            .args(["--sim-addr", &sim_addr.to_string()])
             .args(["--admin-addr", &admin.to_string()])
             .arg("--state-dir")
             .arg(dir.path().join("state"))
-            .args(extra)
+            .args(args)
             .env_remove("SHARDYARD_TOKEN")
             .env("RUST_LOG", "info");
         for (name, value) in env {
@@ -61,7 +84,7 @@ impl DevRun {
             process,
             dir,
             admin,
-            sim: SimClient::new(sim_addr),
+            sim,
             http: reqwest::Client::new(),
         };
         crate::eventually(Duration::from_secs(60), "dev answers", || async {
@@ -72,9 +95,26 @@ impl DevRun {
         Ok(run)
     }
 
-    /// The simulator dev started.
+    /// Stops dev (Ctrl-C) and hands back its directory, for a second run on the same state.
+    pub async fn stop_keeping_state(mut self) -> anyhow::Result<TempDir> {
+        let exit = self.interrupt(Duration::from_secs(90)).await?;
+        anyhow::ensure!(
+            exit.success(),
+            "dev exited with {exit:?}\n{}",
+            self.report()
+        );
+        let dir = tempfile::tempdir()?;
+        Ok(std::mem::replace(&mut self.dir, dir))
+    }
+
+    /// The simulator dev started (with `--sim`).
+    ///
+    /// # Panics
+    /// When dev was started without it ([`Self::start_with_token`]).
     pub fn sim(&self) -> &SimClient {
-        &self.sim
+        self.sim
+            .as_ref()
+            .expect("dev was started with the simulator")
     }
 
     /// dev's `GET /status`.
@@ -118,6 +158,16 @@ impl DevRun {
         })
         .await
         .with_context(|| self.report())
+    }
+
+    /// JetStream on the NATS dev uses (from `<state-dir>/dev.json`).
+    pub async fn jetstream(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+        let text = std::fs::read(self.state_dir().join("dev.json")).context("dev.json")?;
+        let addresses: Value = serde_json::from_slice(&text)?;
+        let url = addresses["nats"]
+            .as_str()
+            .context("dev.json names no NATS")?;
+        Ok(async_nats::jetstream::new(async_nats::connect(url).await?))
     }
 
     /// Rewrites the manifest (dev applies it within a second).

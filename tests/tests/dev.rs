@@ -11,7 +11,9 @@ use shardyard_tests::dev::{DevRun, names, pid, pids};
 use shardyard_tests::ground_truth::{
     check_handover, read_stream_events, session_logs, wait_until_stream_matches,
 };
-use shardyard_tests::{NatsServer, SimApi as _, eventually, pid_alive, repo_root, shardyard_bin};
+use shardyard_tests::{
+    NatsServer, SimApi as _, SimArgs, SimProcess, eventually, pid_alive, repo_root, shardyard_bin,
+};
 
 /// The simulator's one bot (dev starts it with the default configuration).
 const SIM_BOT: &str = "bot";
@@ -131,15 +133,23 @@ async fn the_example_manifest_runs_every_event_reaches_the_stream_and_ctrl_c_lea
 }
 
 #[tokio::test]
-async fn without_nats_dev_runs_its_own_nats_server_and_stops_it() -> anyhow::Result<()> {
-    let mut dev = DevRun::start(&manifest(1, ""), &[], &[]).await?;
+async fn without_nats_dev_runs_its_own_nats_server_and_an_authors_worker_command()
+-> anyhow::Result<()> {
+    // The author's worker: here the example bot's binary, started by the command dev is given
+    // with the pod's environment (the bot, NATS, the REST proxy's Service).
+    let worker = format!("{} worker", shardyard_bin()?.display());
+    let mut dev = DevRun::start(&manifest(1, ""), &["--worker-command", &worker], &[]).await?;
     let status = dev.wait_ready(Duration::from_secs(120)).await?;
     let nats = pid(&status, "nats").context("dev's nats-server")?;
-    let dev_json: Value =
-        serde_json::from_slice(&std::fs::read(dev.state_dir().join("dev.json"))?)?;
-    let url = dev_json["nats"].as_str().context("dev.json names NATS")?;
-    let client = async_nats::connect(url).await?;
-    let js = async_nats::jetstream::new(client);
+    let worker_pid = pid(&status, "devbot-worker-0").context("the worker")?;
+    let cmdline = std::fs::read(format!("/proc/{worker_pid}/cmdline"))?;
+    assert_eq!(
+        String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
+        worker,
+        "the worker command runs in place of the container (exec, so signals reach it)"
+    );
+    ping_gets_pong(&dev).await?;
+    let js = dev.jetstream().await?;
     let stream = js
         .get_stream(BotKey::namespaced("default", "devbot")?.stream())
         .await;
@@ -151,6 +161,7 @@ async fn without_nats_dev_runs_its_own_nats_server_and_stops_it() -> anyhow::Res
     let exit = dev.interrupt(Duration::from_secs(90)).await?;
     assert!(exit.success(), "{exit:?}");
     assert!(!pid_alive(nats), "nats-server was left running");
+    assert!(!pid_alive(worker_pid), "the worker was left running");
     Ok(())
 }
 
@@ -600,5 +611,59 @@ async fn a_burst_scales_the_workers_up_and_back_down_as_the_hpa_would() -> anyho
     assert!(output.contains("autoscaler: workers 1 → "), "{output}");
     let bot = BotKey::namespaced("default", "devbot")?;
     stream_matches_ground_truth(&dev, &nats, &bot, 2).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_real_discord_a_second_run_on_the_same_state_resumes_the_saved_sessions()
+-> anyhow::Result<()> {
+    // A simulator the test runs stands in for real Discord: dev is given a token and no --sim.
+    let discord = SimProcess::start(SimArgs {
+        guilds: 20,
+        events_per_second: 50.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let manifest = manifest(
+        2,
+        &format!("  discord: {{apiBase: '{}'}}\n", discord.api_base()),
+    );
+    let first =
+        DevRun::start_with_token(tempfile::tempdir()?, &manifest, discord.token(), &[]).await?;
+    let status = first.wait_ready(Duration::from_secs(120)).await?;
+    assert!(pid(&status, "sim").is_none(), "no simulator of dev's own");
+    assert!(
+        first
+            .output()
+            .contains(&format!("Discord: {}", discord.api_base())),
+        "{}",
+        first.output()
+    );
+    let dir = first.stop_keeping_state().await?;
+
+    let second = DevRun::start_with_token(dir, &manifest, discord.token(), &[]).await?;
+    second.wait_ready(Duration::from_secs(120)).await?;
+    let stats = discord.stats().await?;
+    assert_eq!(
+        per_shard(&stats, 2, "identifies"),
+        [1, 1],
+        "the second run identified again"
+    );
+    assert!(
+        per_shard(&stats, 2, "resumes").iter().all(|r| *r >= 1),
+        "{:?}",
+        per_shard(&stats, 2, "resumes")
+    );
+    // Nothing fell between the runs: the stream (in the state directory's NATS store) holds
+    // everything Discord dispatched.
+    discord
+        .post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    let js = second.jetstream().await?;
+    let bot = BotKey::namespaced("default", "devbot")?;
+    wait_until_stream_matches(&js, &discord, SIM_BOT, &bot, 2, Duration::from_secs(30))
+        .await
+        .with_context(|| second.report())?;
+    assert_eq!(discord.stats().await?["violations"], json!([]));
     Ok(())
 }
