@@ -489,13 +489,18 @@ fn describe(notice: &Notice) -> String {
         Notice::Started {
             name,
             pid,
-            restarts: 0,
-        } => format!("{name} started (pid {pid})"),
-        Notice::Started {
-            name,
-            pid,
             restarts,
-        } => format!("{name} started again (pid {pid}, restart {restarts})"),
+            at,
+        } => {
+            let at = at
+                .as_ref()
+                .map_or_else(String::new, |at| format!(", health and metrics at {at}"));
+            if *restarts == 0 {
+                format!("{name} started (pid {pid}{at})")
+            } else {
+                format!("{name} started again (pid {pid}, restart {restarts}{at})")
+            }
+        }
         Notice::Died {
             name,
             status,

@@ -55,6 +55,8 @@ pub enum Notice {
         pid: u32,
         /// How many times it was restarted before.
         restarts: u32,
+        /// Where its health is served (its `/readyz` without the path).
+        at: Option<String>,
     },
     /// Exited on its own: it will be restarted after `backoff`.
     Died {
@@ -164,8 +166,8 @@ impl Supervisor {
     }
 
     /// Kills what a previous dev left running (it was killed itself, so could not stop them):
-    /// the process groups named by the pid files whose process still runs the same program.
-    /// Returns their names.
+    /// the process groups named by the pid files whose process is still the one that was
+    /// started (the same start time, so a reused pid is left alone). Returns their names.
     pub fn kill_leftovers(state_dir: &Path) -> Vec<String> {
         let mut killed = Vec::new();
         let Ok(entries) = std::fs::read_dir(state_dir.join("run")) else {
@@ -173,23 +175,14 @@ impl Supervisor {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
-            };
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
             let mut lines = text.lines();
-            let (Some(pid), Some(program)) = (
-                lines.next().and_then(|p| p.trim().parse::<i32>().ok()),
-                lines.next(),
-            ) else {
-                let _ = std::fs::remove_file(&path);
-                continue;
-            };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let runs_it = cmdline
-                .split(|b| *b == 0)
-                .next()
-                .is_some_and(|argv0| argv0 == program.as_bytes());
-            if runs_it && let Some(pid) = Pid::from_raw(pid) {
+            let pid = lines.next().and_then(|p| p.trim().parse::<i32>().ok());
+            let started = lines.next().and_then(|s| s.trim().parse::<u64>().ok());
+            if let (Some(pid), Some(started)) = (pid, started)
+                && start_time(pid) == Some(started)
+                && let Some(pid) = Pid::from_raw(pid)
+            {
                 let _ = kill_process_group(pid, Signal::KILL);
                 killed.push(
                     path.file_stem()
@@ -331,7 +324,8 @@ async fn keep_running(
             }
         };
         let pid = child.id().unwrap_or(0);
-        let _ = std::fs::write(&pid_file, format!("{pid}\n{}\n", launch.program.display()));
+        let started_at = i32::try_from(pid).ok().and_then(start_time).unwrap_or(0);
+        let _ = std::fs::write(&pid_file, format!("{pid}\n{started_at}\n"));
         health.pid.store(pid, Ordering::Relaxed);
         health.ready.store(false, Ordering::Relaxed);
         health.running.store(true, Ordering::Relaxed);
@@ -339,6 +333,12 @@ async fn keep_running(
             name: launch.name.clone(),
             pid,
             restarts,
+            at: launch.ready_url.as_deref().map(|url| {
+                url.split_once("/readyz")
+                    .or_else(|| url.split_once("/healthz"))
+                    .map_or(url, |(base, _)| base)
+                    .to_owned()
+            }),
         });
         tokio::select! {
             status = child.wait() => {
@@ -381,6 +381,15 @@ async fn keep_running(
             }
         }
     }
+}
+
+/// When the process started, in clock ticks since boot (`/proc/<pid>/stat`, field 22): with the
+/// pid, it names one process for good.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
 fn spawn(launch: &Launch, log: &Path) -> std::io::Result<tokio::process::Child> {
@@ -433,5 +442,60 @@ async fn probe(http: reqwest::Client, url: String, health: Arc<Health>, stop: Ca
                 .await
                 .is_ok_and(|r| r.status().is_success());
         health.ready.store(ready, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::CommandExt as _;
+
+    use super::*;
+
+    /// A process of its own group, as the supervisor starts them.
+    fn sleeper() -> std::process::Child {
+        std::process::Command::new("/bin/sh")
+            // exec: the process no longer runs the program that was started.
+            .args(["-c", "exec sleep 300"])
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn what_a_killed_dev_left_is_killed_by_its_pid_file_and_a_reused_pid_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("run")).unwrap();
+        let (mut left, mut other) = (sleeper(), sleeper());
+        let started = |child: &std::process::Child| {
+            let pid = i32::try_from(child.id()).unwrap();
+            for _ in 0..100 {
+                if let Some(at) = start_time(pid) {
+                    return (pid, at);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            panic!("no /proc/{pid}/stat");
+        };
+        let (pid, at) = started(&left);
+        std::fs::write(dir.path().join("run/left.pid"), format!("{pid}\n{at}\n")).unwrap();
+        // A pid file naming a process that started at another time: the pid was reused.
+        let (pid, at) = started(&other);
+        std::fs::write(
+            dir.path().join("run/reused.pid"),
+            format!("{pid}\n{}\n", at + 1),
+        )
+        .unwrap();
+
+        assert_eq!(Supervisor::kill_leftovers(dir.path()), ["left"]);
+        let status = left.wait().unwrap();
+        assert!(!status.success(), "killed: {status:?}");
+        assert!(
+            other.try_wait().unwrap().is_none(),
+            "the reused pid's process runs on"
+        );
+        // The pid files are gone: a second look finds nothing.
+        assert!(Supervisor::kill_leftovers(dir.path()).is_empty());
+        other.kill().unwrap();
+        other.wait().unwrap();
     }
 }

@@ -168,15 +168,11 @@ impl SimProcess {
     /// The contents of the messages bots created in `channel` through REST, oldest first
     /// (`GET /_sim/channels/{id}/messages`).
     pub async fn channel_message_contents(&self, channel: u64) -> anyhow::Result<Vec<String>> {
-        let messages = self
-            .get_json(&format!("/_sim/channels/{channel}/messages"))
-            .await?;
-        Ok(messages
-            .as_array()
-            .context("the simulator's channel messages are not an array")?
-            .iter()
-            .filter_map(|m| m["content"].as_str().map(str::to_owned))
-            .collect())
+        contents(
+            &self
+                .get_json(&format!("/_sim/channels/{channel}/messages"))
+                .await?,
+        )
     }
 
     /// `GET http://ADDR{path}` as JSON.
@@ -273,15 +269,11 @@ impl SimClient {
 
     /// The contents of the messages bots created in `channel` through REST, oldest first.
     pub async fn channel_message_contents(&self, channel: u64) -> anyhow::Result<Vec<String>> {
-        let messages = self
-            .get_json(&format!("/_sim/channels/{channel}/messages"))
-            .await?;
-        Ok(messages
-            .as_array()
-            .context("the simulator's channel messages are not an array")?
-            .iter()
-            .filter_map(|m| m["content"].as_str().map(str::to_owned))
-            .collect())
+        contents(
+            &self
+                .get_json(&format!("/_sim/channels/{channel}/messages"))
+                .await?,
+        )
     }
 }
 
@@ -304,4 +296,14 @@ async fn answer(request: reqwest::RequestBuilder, url: &str) -> anyhow::Result<V
         return Ok(Value::Null);
     }
     serde_json::from_str(&body).with_context(|| format!("{url}: not JSON: {body}"))
+}
+
+/// The `content` of each message in `GET /_sim/channels/{id}/messages`.
+fn contents(messages: &Value) -> anyhow::Result<Vec<String>> {
+    Ok(messages
+        .as_array()
+        .context("the simulator's channel messages are not an array")?
+        .iter()
+        .filter_map(|m| m["content"].as_str().map(str::to_owned))
+        .collect())
 }
