@@ -1,0 +1,178 @@
+//! shardyard's image (issue 17), as `scripts/image` builds it without a Docker engine: a
+//! well-formed OCI image archive (every blob matches its digest and size), the config the
+//! Dockerfile gives (user 65532, the entrypoint), and an entrypoint that runs with nothing
+//! else in its root file system: the binary is static.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use shardyard_tests::repo_root;
+
+/// The archive `scripts/test` built (`SHARDYARD_IMAGE_ARCHIVE`), else one built now.
+fn image_archive() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("SHARDYARD_IMAGE_ARCHIVE") {
+        return Ok(PathBuf::from(path));
+    }
+    let output = Command::new(repo_root().join("scripts/image"))
+        .output()
+        .context("running scripts/image")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "scripts/image failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout)?;
+    Ok(PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .context("scripts/image printed no path")?,
+    ))
+}
+
+fn run(command: &mut Command) -> anyhow::Result<String> {
+    let output = command.output().with_context(|| format!("{command:?}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{command:?}: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+fn sha256(path: &Path) -> anyhow::Result<String> {
+    let out = run(Command::new("sha256sum").arg(path))?;
+    Ok(format!(
+        "sha256:{}",
+        out.split_whitespace().next().context("sha256sum")?
+    ))
+}
+
+/// A blob of the layout, checked against its descriptor.
+fn blob(layout: &Path, descriptor: &Value) -> anyhow::Result<PathBuf> {
+    let digest = descriptor["digest"].as_str().context("a digest")?;
+    let path = layout
+        .join("blobs/sha256")
+        .join(digest.strip_prefix("sha256:").context("sha256")?);
+    assert_eq!(
+        sha256(&path)?,
+        digest,
+        "{} matches its digest",
+        path.display()
+    );
+    assert_eq!(
+        Some(std::fs::metadata(&path)?.len()),
+        descriptor["size"].as_u64(),
+        "{} has its size",
+        path.display()
+    );
+    Ok(path)
+}
+
+#[test]
+fn the_image_is_a_valid_oci_archive_whose_static_entrypoint_runs_as_nonroot() -> anyhow::Result<()>
+{
+    let archive = image_archive()?;
+    let dir = tempfile::tempdir()?;
+    let layout = dir.path().join("layout");
+    std::fs::create_dir(&layout)?;
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&archive)
+        .arg("-C")
+        .arg(&layout))?;
+
+    let oci_layout: Value = serde_json::from_slice(&std::fs::read(layout.join("oci-layout"))?)?;
+    assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
+    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json"))?)?;
+    let entry = &index["manifests"][0];
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        entry["annotations"]["io.containerd.image.name"],
+        format!("ghcr.io/shardyard/shardyard:{version}"),
+        "the chart's and the planner's default image"
+    );
+    let manifest: Value = serde_json::from_slice(&std::fs::read(blob(&layout, entry)?)?)?;
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(blob(&layout, &manifest["config"])?)?)?;
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["config"]["User"], "65532:65532", "non-root");
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        serde_json::json!(["/usr/local/bin/shardyard"])
+    );
+    let layers = manifest["layers"].as_array().context("layers")?;
+    assert_eq!(layers.len(), 1);
+    let layer = blob(&layout, &layers[0])?;
+    // The config's diff_id is the digest of the uncompressed layer.
+    let raw = dir.path().join("layer.tar");
+    let unzipped = Command::new("gzip").arg("-dc").arg(&layer).output()?;
+    anyhow::ensure!(unzipped.status.success(), "the layer is not gzip");
+    std::fs::write(&raw, &unzipped.stdout)?;
+    assert_eq!(
+        config["rootfs"]["diff_ids"][0].as_str(),
+        Some(sha256(&raw)?.as_str())
+    );
+
+    // The root file system is the layer alone: no libc, no shell. The entrypoint runs there,
+    // as the image's user.
+    let root = dir.path().join("root");
+    std::fs::create_dir(&root)?;
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&raw)
+        .arg("-C")
+        .arg(&root))?;
+    let mut files = Vec::new();
+    for entry in walk(&root)? {
+        files.push(entry.strip_prefix(&root)?.display().to_string());
+    }
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "etc/group",
+            "etc/passwd",
+            "home/nonroot",
+            "tmp",
+            "usr/local/bin/shardyard"
+        ]
+    );
+    let version_line = run(Command::new("chroot")
+        .arg("--userspec=65532:65532")
+        .arg(&root)
+        .args(["/usr/local/bin/shardyard", "--version"]))?;
+    assert_eq!(version_line.trim(), format!("shardyard {version}"));
+    // A subcommand that does real work: the CRD, as `shardyard crd` prints it outside.
+    let crd = run(Command::new("chroot")
+        .arg("--userspec=65532:65532")
+        .arg(&root)
+        .args(["/usr/local/bin/shardyard", "crd"]))?;
+    let committed =
+        std::fs::read_to_string(repo_root().join("crds/discordbots.shardyard.dev.yaml"))?;
+    assert_eq!(crd, committed);
+    Ok(())
+}
+
+/// Every file and empty directory under `dir`.
+fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            let inner = walk(&path)?;
+            if inner.is_empty() {
+                found.push(path);
+            } else {
+                found.extend(inner);
+            }
+        } else {
+            found.push(path);
+        }
+    }
+    Ok(found)
+}
