@@ -4,6 +4,7 @@ mod cache;
 mod dev;
 mod gateway;
 mod operator;
+mod pause;
 mod plan;
 mod rest;
 mod runtime;
@@ -43,6 +44,8 @@ enum Command {
     /// Run a DiscordBot manifest on this machine as the operator would run it: the simulator
     /// (or Discord), NATS, and the bot's processes, with a live view.
     Dev(dev::DevArgs),
+    /// Hold a pod sandbox's namespaces until SIGTERM (the pause image's entrypoint).
+    Pause,
 }
 
 /// The log filter without `RUST_LOG`. twilight-http logs every 429 it re-sends at info, one line
@@ -79,5 +82,6 @@ fn main() -> anyhow::Result<()> {
         Command::Plan(args) => plan::run(args),
         Command::Crd => plan::crd(),
         Command::Dev(args) => dev::run(args),
+        Command::Pause => pause::run(),
     }
 }

@@ -53,6 +53,10 @@ pub(crate) struct SimArgs {
     /// Seed of the generated world and traffic.
     #[arg(long)]
     seed: Option<u64>,
+    /// The URL clients reach the simulator at, when not its bind address (a Service's, in a
+    /// cluster): the gateway URLs it hands out name it.
+    #[arg(long, env = "SHARDYARD_SIM_ADVERTISE_URL")]
+    advertise_url: Option<String>,
 }
 
 impl SimArgs {
@@ -72,6 +76,7 @@ impl SimArgs {
             resume_window_secs,
             invalid_request_limit,
             seed,
+            advertise_url,
         } = self;
         let mut sim = match &config {
             Some(path) => {
@@ -100,6 +105,9 @@ impl SimArgs {
         set(&mut sim.resume_window_secs, resume_window_secs);
         set(&mut sim.invalid_request_limit, invalid_request_limit);
         set(&mut sim.seed, seed);
+        if advertise_url.is_some() {
+            sim.advertise_url = advertise_url;
+        }
         if first.events_per_second < 0.0 || !first.events_per_second.is_finite() {
             anyhow::bail!("--events-per-second must be a number ≥ 0");
         }

@@ -25,6 +25,11 @@ pub struct SimConfig {
     pub ban_secs: u64,
     /// Seed for the generated world and traffic.
     pub seed: u64,
+    /// The base URL clients reach the simulator at (`http://shardyard-sim.default.svc:8450`),
+    /// when it is not the address it listens on: in a cluster, a pod cannot reach the bind
+    /// address. `/gateway` and `/gateway/bot` hand out its `ws://…/gateway`, READY its
+    /// `ws://…/resume`.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for SimConfig {
@@ -38,6 +43,7 @@ impl Default for SimConfig {
             invalid_request_limit: 10_000,
             ban_secs: 3600,
             seed: 1,
+            advertise_url: None,
         }
     }
 }

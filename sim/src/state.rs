@@ -72,16 +72,32 @@ impl SimState {
         }
     }
 
-    /// `ws://ADDR/gateway`, the URL `/gateway/bot` hands out.
+    /// `ws://ADDR/gateway`, the URL `/gateway/bot` hands out (ADDR the advertised address when
+    /// there is one).
     #[must_use]
     pub fn gateway_url(&self) -> String {
-        format!("ws://{}/gateway", self.addr)
+        format!("{}/gateway", self.websocket_base())
     }
 
     /// `ws://ADDR/resume`, the `resume_gateway_url` READY hands out.
     #[must_use]
     pub fn resume_url(&self) -> String {
-        format!("ws://{}/resume", self.addr)
+        format!("{}/resume", self.websocket_base())
+    }
+
+    /// `ws://ADDR` (`wss://` for an advertised `https://` URL).
+    fn websocket_base(&self) -> String {
+        match self.config.advertise_url.as_deref() {
+            Some(url) => {
+                let url = url.trim_end_matches('/');
+                match url.split_once("://") {
+                    Some(("https" | "wss", rest)) => format!("wss://{rest}"),
+                    Some((_, rest)) => format!("ws://{rest}"),
+                    None => format!("ws://{url}"),
+                }
+            }
+            None => format!("ws://{}", self.addr),
+        }
     }
 
     /// How long a disconnected session stays resumable.

@@ -191,6 +191,27 @@ async fn auth_needs_a_bot_token() {
 }
 
 #[tokio::test]
+async fn an_advertised_url_is_the_gateway_url_handed_out() {
+    let h = harness(SimConfig {
+        advertise_url: Some("http://shardyard-sim.default.svc:8450/".into()),
+        ..SimConfig::default()
+    });
+    let gateway = h.call(Method::GET, "/api/v10/gateway", None, None).await;
+    assert_eq!(
+        gateway.json()["url"],
+        "ws://shardyard-sim.default.svc:8450/gateway"
+    );
+    let bot = h.get("/api/v10/gateway/bot").await.json();
+    assert_eq!(bot["url"], "ws://shardyard-sim.default.svc:8450/gateway");
+    let secure = harness(SimConfig {
+        advertise_url: Some("https://discord.example".into()),
+        ..SimConfig::default()
+    });
+    let bot = secure.get("/api/v10/gateway/bot").await.json();
+    assert_eq!(bot["url"], "wss://discord.example/gateway");
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods() {
     let h = default_harness();
     let reply = h.get("/api/v10/nothing/here").await;
