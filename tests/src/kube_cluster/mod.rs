@@ -588,6 +588,15 @@ fn apiserver_args(command: &mut Command, pki: &ClusterPki, address: std::net::Ip
         ),
         "--allow-privileged=true".to_owned(),
         "--profiling=false".to_owned(),
+        // Toward a node's kubelet (logs, exec, stats): a client certificate the kubelet's
+        // webhook authorization accepts, and the node's InternalIP rather than its name, which
+        // no DNS here resolves.
+        format!(
+            "--kubelet-client-certificate={}",
+            path(&pki.kubelet_client_cert)
+        ),
+        format!("--kubelet-client-key={}", path(&pki.kubelet_client_key)),
+        "--kubelet-preferred-address-types=InternalIP".to_owned(),
     ]);
 }
 

@@ -124,6 +124,11 @@ pub(crate) struct ClusterPki {
     pub(crate) controller_manager: ClientIdentity,
     /// `system:kube-scheduler`, likewise.
     pub(crate) scheduler: ClientIdentity,
+    /// The API server's identity toward kubelets (logs, exec, port-forward, stats): kubelets
+    /// authorize it with a SubjectAccessReview, which `system:masters` passes.
+    pub(crate) kubelet_client_cert: PathBuf,
+    /// Its key.
+    pub(crate) kubelet_client_key: PathBuf,
 }
 
 /// The name the aggregation layer's client certificate carries (`--requestheader-allowed-names`).
@@ -174,6 +179,12 @@ impl ClusterPki {
             &[ExtendedKeyUsagePurpose::ClientAuth],
         )?;
         let service_account = KeyPair::generate()?;
+        let (kubelet_client, kubelet_client_key) = ca.issue(
+            "kube-apiserver-kubelet-client",
+            &["system:masters"],
+            &[],
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        )?;
 
         Ok(Self {
             ca_cert: write("ca.crt", &ca.cert.pem())?,
@@ -192,6 +203,11 @@ impl ClusterPki {
             admin: client("shardyard-test-admin", &["system:masters"])?,
             controller_manager: client("system:kube-controller-manager", &[])?,
             scheduler: client("system:kube-scheduler", &[])?,
+            kubelet_client_cert: write("apiserver-kubelet-client.crt", &kubelet_client.pem())?,
+            kubelet_client_key: write(
+                "apiserver-kubelet-client.key",
+                &kubelet_client_key.serialize_pem(),
+            )?,
         })
     }
 }

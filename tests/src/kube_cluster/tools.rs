@@ -1,5 +1,7 @@
-//! Where the test bed's programs are: `etcd`, `kube-apiserver`, `kube-controller-manager`,
-//! `kube-scheduler`, `kubectl` and `helm`, built from Go modules by `scripts/kube-tools`.
+//! Where the test bed's programs are: the control plane's (`etcd`, `kube-apiserver`,
+//! `kube-controller-manager`, `kube-scheduler`, `kubectl`, `helm`) and the node's (`kubelet`,
+//! `kube-proxy`, `containerd` with `ctr` and its runc shim, `runc`, the CNI plugins in `cni/`),
+//! built from Go modules by `scripts/kube-tools`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,13 +16,23 @@ use crate::repo_root;
 pub const KUBE_TOOLS_ENV: &str = "SHARDYARD_KUBE_TOOLS";
 
 /// The programs the folder must hold.
-pub const PROGRAMS: [&str; 6] = [
+pub const PROGRAMS: [&str; 16] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
     "kubectl",
     "helm",
+    "kubelet",
+    "kube-proxy",
+    "containerd",
+    "ctr",
+    "containerd-shim-runc-v2",
+    "runc",
+    "cni/bridge",
+    "cni/host-local",
+    "cni/loopback",
+    "cni/portmap",
 ];
 
 /// The folder holding the test bed's programs: `SHARDYARD_KUBE_TOOLS`, else the last line
