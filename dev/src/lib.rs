@@ -182,14 +182,36 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
             leftovers.join(", ")
         ));
     }
-    let admin = std::net::TcpListener::bind(options.admin_addr).map_err(|e| DevError::Address {
+    // dev's own admin server first: a taken address stops dev before anything starts.
+    let status: Arc<RwLock<Snapshot>> = Arc::default();
+    let admin_shutdown = CancellationToken::new();
+    let routes = {
+        let status = Arc::clone(&status);
+        Router::new().route(
+            "/status",
+            get(move || {
+                let status = Arc::clone(&status);
+                async move {
+                    let snapshot = status.read().map(|s| s.clone()).unwrap_or_default();
+                    axum::Json(snapshot)
+                }
+            }),
+        )
+    };
+    let admin_status = Arc::new(DevStatus(Arc::clone(&status)));
+    let admin_addr = shardyard_admin::spawn_with(
+        options.admin_addr,
+        admin_status,
+        routes,
+        admin_shutdown.clone(),
+    )
+    .await
+    .map_err(|e| DevError::Address {
         what: "dev's admin address",
         addr: options.admin_addr,
         reason: e.to_string(),
         hint: "give another with --admin-addr",
     })?;
-    let admin_addr = admin.local_addr().unwrap_or(options.admin_addr);
-    drop(admin);
 
     let use_sim = options.sim || options.token.is_none();
     // Found before anything starts: without it nothing can.
@@ -318,33 +340,6 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
         }
     };
 
-    let status: Arc<RwLock<Snapshot>> = Arc::default();
-    let admin_shutdown = CancellationToken::new();
-    let routes = {
-        let status = Arc::clone(&status);
-        Router::new().route(
-            "/status",
-            get(move || {
-                let status = Arc::clone(&status);
-                async move {
-                    let snapshot = status.read().map(|s| s.clone()).unwrap_or_default();
-                    axum::Json(snapshot)
-                }
-            }),
-        )
-    };
-    let admin_status = Arc::new(DevStatus(Arc::clone(&status)));
-    if let Err(e) =
-        shardyard_admin::spawn_with(admin_addr, admin_status, routes, admin_shutdown.clone()).await
-    {
-        supervisor.stop(&supervisor.names()).await;
-        return Err(DevError::Address {
-            what: "dev's admin address",
-            addr: admin_addr,
-            reason: e.to_string(),
-            hint: "give another with --admin-addr",
-        });
-    }
     let addresses = json!({
         "pid": std::process::id(),
         "admin": format!("http://{admin_addr}"),

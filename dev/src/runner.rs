@@ -587,34 +587,16 @@ impl Runner {
         self.js.get_stream(self.key.stream()).await
     }
 
-    /// The processes of each component, for stopping them in order.
+    /// The processes of each component, for stopping them in order. Every bot process dev
+    /// runs is in the plan: one the plan dropped was told to stop at once.
     #[must_use]
     pub fn names_of(&self, supervisor: &Supervisor, component: Component) -> Vec<String> {
         supervisor
             .names()
             .into_iter()
-            .filter(|n| {
-                self.desired
-                    .get(n)
-                    .map(|s| s.component)
-                    .or_else(|| component_of(n, &name(&self.bot)))
-                    == Some(component)
-            })
+            .filter(|n| self.desired.get(n).map(|s| s.component) == Some(component))
             .collect()
     }
-}
-
-/// The component of a process name `<bot>-<component>[-g<N>]-<ordinal>`.
-fn component_of(process: &str, bot: &str) -> Option<Component> {
-    let rest = process.strip_prefix(bot)?.strip_prefix('-')?;
-    [
-        Component::Gateway,
-        Component::Rest,
-        Component::Cache,
-        Component::Worker,
-    ]
-    .into_iter()
-    .find(|c| rest.starts_with(c.label()))
 }
 
 /// The processes dev starts besides the bot's.

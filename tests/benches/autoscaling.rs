@@ -26,10 +26,9 @@ use shardyard_operator::controller::leader::LeaseLock;
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::worker_consumer;
 use shardyard_tests::bench::env_or;
-use shardyard_tests::kube_cluster::ServingCertificate;
 use shardyard_tests::operator::{OperatorBed, OperatorProcess};
 use shardyard_tests::worker::publish_event;
-use shardyard_tests::{KubeCluster, NatsServer, eventually, free_port};
+use shardyard_tests::{KubeCluster, NatsServer, eventually};
 
 const METRIC_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/shardyard_pending_events";
@@ -47,46 +46,12 @@ fn main() -> anyhow::Result<()> {
         })
 }
 
-/// The operator with its metrics API on the bed's host address, registered with the
-/// aggregator; its serving certificate.
-async fn operator_serving(
-    cluster: &KubeCluster,
-    api_base: &str,
-) -> anyhow::Result<(OperatorProcess, ServingCertificate, String)> {
-    let host = cluster.host_address();
-    let port = free_port();
-    let certificate =
-        ServingCertificate::new(&["external-metrics.default.svc".to_owned(), host.to_string()])?;
-    let cert = cluster.dir().join("metrics-api.crt");
-    let key = cluster.dir().join("metrics-api.key");
-    std::fs::write(&cert, &certificate.cert_pem)?;
-    std::fs::write(&key, &certificate.key_pem)?;
-    let addr = format!("{host}:{port}");
-    let operator = OperatorProcess::start(
-        cluster,
-        "op-bench",
-        api_base,
-        &[
-            "--metrics-api-addr",
-            &addr,
-            "--metrics-api-cert",
-            cert.to_str().context("a path")?,
-            "--metrics-api-key",
-            key.to_str().context("a path")?,
-        ],
-    )
-    .await?;
-    cluster
-        .register_external_metrics(port, &certificate.ca_pem)
-        .await
-        .with_context(|| operator.log_report())?;
-    Ok((operator, certificate, addr))
-}
-
 async fn backlog_to_scale_up() -> anyhow::Result<()> {
     let rounds: usize = env_or("BENCH_ROUNDS", 5);
     let bed = OperatorBed::start().await?;
-    let (operator, _, _) = operator_serving(&bed.cluster, &bed.sim.api_base()).await?;
+    let (operator, _, _) =
+        OperatorProcess::start_with_metrics_api(&bed.cluster, "op-bench", &bed.sim.api_base())
+            .await?;
     bed.secret("mybot", bed.sim.token()).await?;
     bed.apply(&bed.manifest(
         "mybot",
@@ -246,7 +211,8 @@ async fn metrics_api_latency() -> anyhow::Result<()> {
     );
 
     let (operator, certificate, addr) =
-        operator_serving(&cluster, "http://127.0.0.1:9/api/v10").await?;
+        OperatorProcess::start_with_metrics_api(&cluster, "op-bench", "http://127.0.0.1:9/api/v10")
+            .await?;
     let (cert, key) = cluster.front_proxy_client();
     let mut identity = std::fs::read(cert)?;
     identity.extend(std::fs::read(key)?);

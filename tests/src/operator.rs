@@ -24,6 +24,49 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
+    /// Starts the operator as `identity` with its external metrics API on the cluster's host
+    /// address (a serving certificate made now), registered with the aggregator and Available.
+    /// Returns it, the certificate, and the API's address.
+    ///
+    /// # Errors
+    /// When it does not start or the aggregator does not find it Available.
+    pub async fn start_with_metrics_api(
+        cluster: &crate::KubeCluster,
+        identity: &str,
+        api_base: &str,
+    ) -> anyhow::Result<(Self, crate::kube_cluster::ServingCertificate, String)> {
+        let host = cluster.host_address();
+        let port = crate::free_port();
+        let certificate = crate::kube_cluster::ServingCertificate::new(&[
+            "external-metrics.default.svc".to_owned(),
+            host.to_string(),
+        ])?;
+        let cert = cluster.dir().join("metrics-api.crt");
+        let key = cluster.dir().join("metrics-api.key");
+        std::fs::write(&cert, &certificate.cert_pem)?;
+        std::fs::write(&key, &certificate.key_pem)?;
+        let addr = format!("{host}:{port}");
+        let operator = Self::start(
+            cluster,
+            identity,
+            api_base,
+            &[
+                "--metrics-api-addr",
+                &addr,
+                "--metrics-api-cert",
+                cert.to_str().context("a path")?,
+                "--metrics-api-key",
+                key.to_str().context("a path")?,
+            ],
+        )
+        .await?;
+        cluster
+            .register_external_metrics(port, &certificate.ca_pem)
+            .await
+            .with_context(|| operator.log_report())?;
+        Ok((operator, certificate, addr))
+    }
+
     /// Starts the operator as `identity`, with `--api-base api_base` (a simulator's), and waits
     /// until its admin server answers.
     ///

@@ -10,10 +10,10 @@ use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 use shardyard_protocol::BotKey;
-use shardyard_tests::kube_cluster::{ServingCertificate, succeeded};
-use shardyard_tests::operator::OperatorBed;
+use shardyard_tests::kube_cluster::succeeded;
+use shardyard_tests::operator::{OperatorBed, OperatorProcess};
 use shardyard_tests::worker::publish_event;
-use shardyard_tests::{KubeCluster, WorkerProcess, eventually, free_port};
+use shardyard_tests::{KubeCluster, WorkerProcess, eventually};
 
 const METRIC_PATH: &str =
     "/apis/external.metrics.k8s.io/v1beta1/namespaces/default/shardyard_pending_events";
@@ -41,32 +41,8 @@ async fn replicas_become(
 async fn the_hpa_scales_the_workers_on_their_backlog_through_the_operators_metrics_api()
 -> anyhow::Result<()> {
     let bed = OperatorBed::start().await?;
-    let host = bed.cluster.host_address();
-    let port = free_port();
-    let certificate =
-        ServingCertificate::new(&["external-metrics.default.svc".to_owned(), host.to_string()])?;
-    let cert = bed.cluster.dir().join("metrics-api.crt");
-    let key = bed.cluster.dir().join("metrics-api.key");
-    std::fs::write(&cert, &certificate.cert_pem)?;
-    std::fs::write(&key, &certificate.key_pem)?;
-    let addr = format!("{host}:{port}");
-    let operator = bed
-        .operator_with(
-            "op-a",
-            &[
-                "--metrics-api-addr",
-                &addr,
-                "--metrics-api-cert",
-                cert.to_str().context("a path")?,
-                "--metrics-api-key",
-                key.to_str().context("a path")?,
-            ],
-        )
-        .await?;
-    bed.cluster
-        .register_external_metrics(port, &certificate.ca_pem)
-        .await
-        .with_context(|| operator.log_report())?;
+    let (operator, certificate, addr) =
+        OperatorProcess::start_with_metrics_api(&bed.cluster, "op-a", &bed.sim.api_base()).await?;
 
     // Written with fixed replicas first: 2 workers.
     bed.secret("mybot", bed.sim.token()).await?;

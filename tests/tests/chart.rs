@@ -392,20 +392,10 @@ async fn the_charts_metrics_adapter_answers_the_aggregator_with_the_charts_permi
             )
             .await?,
     )?;
-    succeeded(
-        &cluster
-            .kubectl(
-                &[
-                    "wait",
-                    "--for=condition=Available",
-                    "--timeout=60s",
-                    "apiservice/v1beta1.external.metrics.k8s.io",
-                ],
-                None,
-            )
-            .await?,
-    )
-    .with_context(|| operator.log_report())?;
+    cluster
+        .wait_external_metrics_available()
+        .await
+        .with_context(|| operator.log_report())?;
 
     cluster
         .token_secret("default", "mybot-token", sim.token())

@@ -308,6 +308,14 @@ spec:
                 .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifests))
                 .await?,
         )?;
+        self.wait_external_metrics_available().await
+    }
+
+    /// Waits (60 s at most) until the aggregator finds the external metrics API Available.
+    ///
+    /// # Errors
+    /// When it does not, with the cluster's logs.
+    pub async fn wait_external_metrics_available(&self) -> anyhow::Result<()> {
         succeeded(
             &self
                 .kubectl(
