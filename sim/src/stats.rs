@@ -32,7 +32,8 @@ pub struct ShardStats {
 /// The counters themselves, as served by `/_sim/stats`.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ShardCounters {
-    /// Distinct events written to a socket at least once.
+    /// Distinct events handed to a client's socket at least once (counted as the socket takes
+    /// them, so a client that dies mid-batch finds every event it received counted).
     pub dispatched: u64,
     /// Sends of events that had been written before (resume replays).
     pub replayed: u64,

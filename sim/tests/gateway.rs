@@ -553,6 +553,50 @@ async fn replaying_an_already_sent_event_counts_as_replayed_not_dispatched() {
     sim.shutdown().await;
 }
 
+/// A client that dies in the middle of a large batch (READY's burst of GUILD_CREATEs) has
+/// received part of it. The simulator counts what the socket accepted, not only whole batches,
+/// so the client resumes from the last event it got, and the record holds every event it got.
+#[tokio::test]
+async fn a_client_dropped_inside_a_burst_resumes_from_what_it_received() {
+    let mut config = config(600);
+    config.bots[0].members_per_guild = 50;
+    let sim = start(config).await;
+    let b = base(&sim);
+    let mut client = Client::connect(&gateway(&sim), false).await;
+    client.next().await;
+    client.identify([0, 1], INTENTS).await;
+    let (ready, _) = client.until_dispatch("READY").await;
+    let session_id = ready["d"]["session_id"].as_str().unwrap().to_owned();
+    for _ in 0..20 {
+        assert_eq!(client.next().await["t"], "GUILD_CREATE");
+    }
+    // The simulator fills the socket's buffers and waits inside a batch; then the client dies.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = client.seq;
+    client.drop_tcp();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = shard_stats(&b, 0, 1).await;
+    assert!(
+        stats["dispatched"].as_u64().unwrap() >= received,
+        "the record holds every event the client received: {stats}"
+    );
+
+    let mut client =
+        Client::connect(ready["d"]["resume_gateway_url"].as_str().unwrap(), false).await;
+    client.next().await;
+    client.resume(&session_id, received).await;
+    let first = client.next().await;
+    assert_eq!(first["op"], 0, "resumed, not invalidated: {first}");
+    assert_eq!(first["s"].as_u64(), Some(received + 1), "{first}");
+    let (_, replayed) = client.until_dispatch("RESUMED").await;
+    assert_eq!(
+        1 + replayed.len(),
+        600 - 20,
+        "the rest of the burst is replayed before RESUMED"
+    );
+    sim.shutdown().await;
+}
+
 #[tokio::test]
 async fn unknown_or_ended_sessions_cannot_resume() {
     let sim = start(config(1)).await;

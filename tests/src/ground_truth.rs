@@ -15,7 +15,7 @@ use shardyard_protocol::names::headers;
 /// What the simulator dispatched to one shard (`GET /_sim/stats`, `shards[]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardTruth {
-    /// Distinct events written to a socket at least once.
+    /// Distinct events handed to a client's socket at least once.
     pub dispatched: u64,
     /// Wrapping sum of XXH3-64 of every distinct event's `d`.
     pub checksum: u64,

@@ -450,7 +450,11 @@ impl Connection {
         let Some(&(last, _)) = batch.last() else {
             return Flow::Continue;
         };
-        for (seq, event) in &batch {
+        // A frame handed to the socket may reach the client even when a later write fails (the
+        // socket writes as its buffer fills), so it counts as sent from then on: the record then
+        // holds everything a client can have received, and a client that dies inside a batch can
+        // resume from the last event it got.
+        for (i, (seq, event)) in batch.iter().enumerate() {
             self.frame.clear();
             self.frame.extend_from_slice(b"{\"t\":\"");
             self.frame.extend_from_slice(event.kind.as_bytes());
@@ -463,13 +467,14 @@ impl Connection {
             let msg = self.encode(&frame);
             self.frame = frame;
             if self.socket.feed(msg).await.is_err() {
+                self.record_sent(&session, &batch[..=i]);
                 return Flow::Stop;
             }
         }
+        self.record_sent(&session, &batch);
         if self.socket.flush().await.is_err() {
             return Flow::Stop;
         }
-        self.record_sent(&session, &batch);
         self.cursor = last;
         if batch.len() == BATCH {
             // More waiting: come back through the loop so heartbeats and controls interleave.
