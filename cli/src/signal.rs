@@ -10,8 +10,9 @@ pub(crate) async fn shutdown_signal() {
             return;
         }
     };
+    // Said by name: "why did my pod stop" is answered by the log's last lines.
     tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
+        _ = ctrl_c => tracing::info!("SIGINT received: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM received: shutting down"),
     }
 }

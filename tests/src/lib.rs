@@ -24,6 +24,7 @@ pub mod discordjs;
 mod gateway;
 pub mod ground_truth;
 pub mod hot_channel;
+pub mod images;
 pub mod kube_cluster;
 mod nats;
 pub mod netns;

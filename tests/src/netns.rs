@@ -82,6 +82,80 @@ impl TestNetns {
         command
     }
 
+    /// `program ARGS` to be run in the namespace's network only (`nsenter --net`), sharing
+    /// the caller's mount namespace: what a node's daemons need, where `ip netns exec` would
+    /// also give each its own view of `/sys` and of the mounts.
+    #[must_use]
+    pub fn nsenter(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new("nsenter");
+        command
+            .arg(format!("--net=/var/run/netns/{}", self.name))
+            .arg("--")
+            .arg(program);
+        command
+    }
+
+    /// Runs `ip ARGS` in the namespace (`ip -n NAME ARGS`).
+    ///
+    /// # Errors
+    /// When it fails, with what it said.
+    pub fn ip(&self, args: &[&str]) -> anyhow::Result<()> {
+        let output = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .context("running ip (iproute2)")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "ip -n {} {} failed: {}",
+            self.name,
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// Sets a sysctl of the namespace's network stack (`net.*` ones are per namespace).
+    ///
+    /// # Errors
+    /// When the key does not exist here or cannot be written.
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let output = self
+            .command("sysctl")
+            .arg("-w")
+            .arg(format!("{key}={value}"))
+            .output()
+            .context("running sysctl")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "sysctl {key}={value} in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(())
+    }
+
+    /// Runs `f` while holding the lock of the slot named `name` (`shardyard-<slot>`), when no
+    /// live test process holds it: to clean up after a test process that was killed. Whether
+    /// it ran.
+    pub(crate) fn if_abandoned(name: &str, f: impl FnOnce()) -> bool {
+        let Some(slot) = name
+            .strip_prefix("shardyard-")
+            .and_then(|s| s.parse::<u16>().ok())
+        else {
+            return false;
+        };
+        let Ok(lock) = File::create(format!("{LOCK_DIR}/{slot}.lock")) else {
+            return false;
+        };
+        if flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return false;
+        }
+        f();
+        true
+    }
+
     fn address(&self, host: u8) -> Ipv4Addr {
         let [hi, lo] = (self.slot * 4).to_be_bytes();
         Ipv4Addr::new(10, 213, hi, lo + host)

@@ -12,24 +12,7 @@ use shardyard_tests::repo_root;
 
 /// The archive `scripts/test` built (`SHARDYARD_IMAGE_ARCHIVE`), else one built now.
 fn image_archive() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("SHARDYARD_IMAGE_ARCHIVE") {
-        return Ok(PathBuf::from(path));
-    }
-    let output = Command::new(repo_root().join("scripts/image"))
-        .output()
-        .context("running scripts/image")?;
-    anyhow::ensure!(
-        output.status.success(),
-        "scripts/image failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let stdout = String::from_utf8(output.stdout)?;
-    Ok(PathBuf::from(
-        stdout
-            .lines()
-            .last()
-            .context("scripts/image printed no path")?,
-    ))
+    Ok(shardyard_tests::images::shardyard_image()?.path)
 }
 
 fn run(command: &mut Command) -> anyhow::Result<String> {

@@ -6,13 +6,20 @@
 //! advertises (a loopback one would be refused for the `kubernetes` Service's endpoints). Tests
 //! talk to it with `kube` (the Rust client the operator uses), `kubectl` and `helm`, through the
 //! kubeconfig it writes; servers of the test process that the cluster must reach (an aggregated
-//! API's backend) listen on [`KubeCluster::host_address`]. No pod runs: there is no node (that
-//! is issue 17's test bed).
+//! API's backend) listen on [`KubeCluster::host_address`]. [`KubeCluster::start_with_node`] adds a
+//! node that runs pods (the real kubelet with containerd, kube-proxy and the cluster DNS; see
+//! `node.rs`); [`KubeCluster::start`] has none, and no pod runs.
 
+mod cgroups;
+mod dns;
 pub mod external_metrics;
+mod node;
 mod pki;
 pub use pki::ServingCertificate;
+mod port_forward;
 mod tools;
+pub use node::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_NAME};
+pub use port_forward::PortForward;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -24,11 +31,13 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt as _;
 
+use crate::images::{self, ImageArchive};
 use crate::netns::TestNetns;
 use crate::{ProcessGuard, eventually};
+use node::KubeNode;
 use pki::ClusterPki;
 pub use pki::FRONT_PROXY_CLIENT;
-pub use tools::{KUBE_TOOLS_ENV, PROGRAMS, kube_tools_dir};
+pub use tools::{COREDNS_IMAGE, KUBE_TOOLS_ENV, PROGRAMS, kube_tools_dir};
 
 /// The Services' virtual IP range (`--service-cluster-ip-range`).
 pub const SERVICE_CIDR: &str = "10.0.0.0/24";
@@ -51,10 +60,13 @@ const SCHEDULER_PORT: u16 = 10259;
 /// A running control plane; everything is killed when it is dropped.
 #[derive(Debug)]
 pub struct KubeCluster {
+    /// The node, when started with one: stopped before the control plane.
+    node: Option<KubeNode>,
     tools: PathBuf,
     kubeconfig: PathBuf,
     api_ready_after: Duration,
     ca_pem: String,
+    pki: ClusterPki,
     // Dropped in reverse start order: the API server's clients before it, it before etcd, and
     // the namespace last.
     scheduler: ProcessGuard,
@@ -85,7 +97,7 @@ impl KubeCluster {
             .context("a folder for the cluster")?;
         let netns = TestNetns::create()?;
         let address = netns.inside();
-        let pki = ClusterPki::generate(dir.path(), address)?;
+        let pki = ClusterPki::generate(dir.path(), address, node::NODE_NAME)?;
 
         let etcd = start_etcd(&netns, &tools, dir.path()).await?;
 
@@ -128,7 +140,9 @@ impl KubeCluster {
             ProcessGuard::spawn(format!("kube-scheduler@{address}"), scheduler_command)?;
 
         Ok(Self {
+            node: None,
             tools,
+            pki: pki.clone(),
             dir,
             kubeconfig,
             api_ready_after,
@@ -143,6 +157,122 @@ impl KubeCluster {
             etcd,
             netns,
         })
+    }
+
+    /// A control plane as [`start`](Self::start) makes it, and a node that runs its pods:
+    /// containerd with runc, the kubelet, kube-proxy (nftables), the CNI bridge, and the
+    /// cluster DNS (CoreDNS behind `kube-dns`). shardyard's image and the pause image are
+    /// imported (pods name them with `imagePullPolicy: Never` or `IfNotPresent`); see
+    /// [`shardyard_image`](Self::shardyard_image).
+    ///
+    /// # Errors
+    /// When a component does not start or the Node or the DNS is not Ready in time.
+    pub async fn start_with_node() -> anyhow::Result<Self> {
+        let shardyard = images::shardyard_image()?;
+        let pause = images::pause_image()?;
+        let mut cluster = Self::start().await?;
+        let coredns = ImageArchive {
+            path: cluster.tools.join(COREDNS_IMAGE),
+            name: images::image_name(&cluster.tools.join(COREDNS_IMAGE))?,
+        };
+        let client = cluster.client().await?;
+        let node = KubeNode::start(
+            &cluster.netns,
+            &cluster.tools,
+            cluster.dir.path(),
+            &cluster.pki,
+            &client,
+            &[shardyard, coredns.clone()],
+            &pause,
+        )
+        .await
+        .with_context(|| cluster.log_report())?;
+        cluster.node = Some(node);
+        succeeded(
+            &cluster
+                .kubectl(
+                    &["apply", "--server-side", "-f", "-"],
+                    Some(&dns::manifests(&coredns.name)),
+                )
+                .await?,
+        )
+        .context("applying the cluster DNS")?;
+        cluster
+            .wait_rollout("kube-system", "deployment/coredns")
+            .await
+            .context("the cluster DNS")?;
+        Ok(cluster)
+    }
+
+    /// The name pods give shardyard's image on this cluster's node.
+    ///
+    /// # Errors
+    /// When the archive cannot be found or built.
+    pub fn shardyard_image(&self) -> anyhow::Result<String> {
+        Ok(images::shardyard_image()?.name)
+    }
+
+    /// The node's address (its InternalIP): NodePorts answer here, from the test process too.
+    #[must_use]
+    pub fn node_address(&self) -> std::net::Ipv4Addr {
+        self.netns.inside()
+    }
+
+    /// Waits (90 s at most) until `kubectl rollout status` says `workload` in `namespace` is
+    /// rolled out.
+    ///
+    /// # Errors
+    /// When it is not, with the cluster's logs.
+    pub async fn wait_rollout(&self, namespace: &str, workload: &str) -> anyhow::Result<()> {
+        let output = self
+            .kubectl(
+                &[
+                    "rollout",
+                    "status",
+                    "-n",
+                    namespace,
+                    workload,
+                    "--timeout=90s",
+                ],
+                None,
+            )
+            .await?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let pods = self
+            .kubectl(&["get", "pods", "-A", "-o", "wide"], None)
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let events = self
+            .kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"], None)
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{workload} in {namespace} not rolled out: {}
+{pods}
+{events}
+{}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log_report()
+        )
+    }
+
+    /// `kubectl port-forward` to `target` (`pod/NAME`, `svc/NAME`, …) in `namespace`, port
+    /// `port`: the forward's local address, for the test process to reach a pod through the API
+    /// server and the kubelet, as a user would.
+    ///
+    /// # Errors
+    /// When kubectl does not report the forward within 30 s.
+    pub async fn port_forward(
+        &self,
+        namespace: &str,
+        target: &str,
+        port: u16,
+    ) -> anyhow::Result<PortForward> {
+        PortForward::start(self, namespace, target, port).await
     }
 
     /// The admin kubeconfig (`system:masters`), for `kube`, `kubectl` and `helm`.
@@ -416,15 +546,28 @@ spec:
     #[must_use]
     pub fn log_report(&self) -> String {
         let mut report = String::new();
+        let node = self.node.iter().flat_map(KubeNode::processes);
         for process in [
             &self.etcd,
             &self.apiserver,
             &self.controller_manager,
             &self.scheduler,
-        ] {
+        ]
+        .into_iter()
+        .chain(node)
+        {
             let _ = writeln!(report, "{}", process.log_report());
         }
         report
+    }
+
+    /// The node's kubelet's log (empty without a node).
+    #[must_use]
+    pub fn kubelet_log(&self) -> String {
+        self.node
+            .as_ref()
+            .map(KubeNode::kubelet_log)
+            .unwrap_or_default()
     }
 
     /// The controller-manager's log (which controllers ran, what the HPA controller saw).
@@ -528,15 +671,15 @@ async fn start_etcd(netns: &TestNetns, tools: &Path, dir: &Path) -> anyhow::Resu
 
 /// Waits until `check` passes, as [`eventually`] does, but fails at once when `process` exits
 /// (a bad flag, a port taken): its log says why.
-async fn ready_while_alive<F, Fut>(
+async fn ready_while_alive<T, F, Fut>(
     process: &ProcessGuard,
     timeout: Duration,
     what: &str,
     check: F,
-) -> anyhow::Result<()>
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let pid = process.pid();
     let alive = async {

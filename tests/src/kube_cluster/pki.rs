@@ -124,6 +124,11 @@ pub(crate) struct ClusterPki {
     pub(crate) controller_manager: ClientIdentity,
     /// `system:kube-scheduler`, likewise.
     pub(crate) scheduler: ClientIdentity,
+    /// The node's kubelet, `system:node:<name>` in `system:nodes`: the Node authorizer and the
+    /// NodeRestriction admission plugin treat it as a real node.
+    pub(crate) node: ClientIdentity,
+    /// kube-proxy, `system:kube-proxy` (the bootstrap policy binds it to `system:node-proxier`).
+    pub(crate) kube_proxy: ClientIdentity,
     /// The API server's identity toward kubelets (logs, exec, port-forward, stats): kubelets
     /// authorize it with a SubjectAccessReview, which `system:masters` passes.
     pub(crate) kubelet_client_cert: PathBuf,
@@ -136,8 +141,8 @@ pub const FRONT_PROXY_CLIENT: &str = "front-proxy-client";
 
 impl ClusterPki {
     /// Generates everything and writes the files into `dir`; the API server's certificate is
-    /// valid for `address` too.
-    pub(crate) fn generate(dir: &Path, address: Ipv4Addr) -> anyhow::Result<Self> {
+    /// valid for `address` too; the node's identity is `node_name`'s.
+    pub(crate) fn generate(dir: &Path, address: Ipv4Addr, node_name: &str) -> anyhow::Result<Self> {
         let write = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
             let path = dir.join(name);
             std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
@@ -203,6 +208,8 @@ impl ClusterPki {
             admin: client("shardyard-test-admin", &["system:masters"])?,
             controller_manager: client("system:kube-controller-manager", &[])?,
             scheduler: client("system:kube-scheduler", &[])?,
+            node: client(&format!("system:node:{node_name}"), &["system:nodes"])?,
+            kube_proxy: client("system:kube-proxy", &[])?,
             kubelet_client_cert: write("apiserver-kubelet-client.crt", &kubelet_client.pem())?,
             kubelet_client_key: write(
                 "apiserver-kubelet-client.key",

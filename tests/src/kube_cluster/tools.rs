@@ -1,6 +1,7 @@
 //! Where the test bed's programs are: the control plane's (`etcd`, `kube-apiserver`,
 //! `kube-controller-manager`, `kube-scheduler`, `kubectl`, `helm`) and the node's (`kubelet`,
-//! `kube-proxy`, `containerd` with `ctr` and its runc shim, `runc`, the CNI plugins in `cni/`),
+//! `kube-proxy`, `containerd` with `ctr` and its runc shim, `runc`, the CNI plugins in `cni/`,
+//! `coredns` and its image),
 //! built from Go modules by `scripts/kube-tools`.
 
 use std::path::{Path, PathBuf};
@@ -15,8 +16,8 @@ use crate::repo_root;
 /// `scripts/kube-tools` printed).
 pub const KUBE_TOOLS_ENV: &str = "SHARDYARD_KUBE_TOOLS";
 
-/// The programs the folder must hold.
-pub const PROGRAMS: [&str; 16] = [
+/// The programs (and the one image) the folder must hold.
+pub const PROGRAMS: [&str; 18] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -33,7 +34,12 @@ pub const PROGRAMS: [&str; 16] = [
     "cni/host-local",
     "cni/loopback",
     "cni/portmap",
+    "coredns",
+    COREDNS_IMAGE,
 ];
+
+/// The cluster DNS's image archive, in the folder.
+pub const COREDNS_IMAGE: &str = "images/coredns.oci.tar";
 
 /// The folder holding the test bed's programs: `SHARDYARD_KUBE_TOOLS`, else the last line
 /// `scripts/kube-tools` prints (which builds them first when they are missing: a while on a
