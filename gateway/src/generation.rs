@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Clone)]
 pub struct GenerationGate {
     active: Arc<AtomicBool>,
+    /// A newer generation publishes instead of this one: it will not publish again.
+    superseded: Arc<AtomicBool>,
     /// The control bucket, with `--generation`.
     store: Option<kv::Store>,
 }
@@ -37,12 +39,22 @@ fn is_ours(value: &[u8], generation: u64) -> bool {
         .is_ok_and(|v| shardyard_protocol::names::active_generations(v).contains(&generation))
 }
 
+/// Whether a control value names only generations newer than `generation`: the hand-over away
+/// from it is done.
+fn supersedes(value: &[u8], generation: u64) -> bool {
+    std::str::from_utf8(value).is_ok_and(|v| {
+        let active = shardyard_protocol::names::active_generations(v);
+        !active.is_empty() && active.iter().all(|g| *g > generation)
+    })
+}
+
 impl GenerationGate {
     /// No `--generation`: always publish.
     #[must_use]
     pub fn always() -> Self {
         Self {
             active: Arc::new(AtomicBool::new(true)),
+            superseded: Arc::new(AtomicBool::new(false)),
             store: None,
         }
     }
@@ -57,6 +69,13 @@ impl GenerationGate {
     #[must_use]
     pub fn is_active(&self) -> bool {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Whether a newer generation has taken over from this one (which then only waits to be
+    /// stopped): as opposed to a generation that does not publish *yet*.
+    #[must_use]
+    pub fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Relaxed)
     }
 
     /// Reads the active generation now and follows its changes until `shutdown`.
@@ -92,12 +111,18 @@ impl GenerationGate {
         let active = Arc::new(AtomicBool::new(
             initial.as_deref().is_none_or(|v| is_ours(v, generation)),
         ));
+        let superseded = Arc::new(AtomicBool::new(
+            initial
+                .as_deref()
+                .is_some_and(|v| supersedes(v, generation)),
+        ));
         tracing::info!(
             generation,
             active = active.load(Ordering::Relaxed),
             "generation gate"
         );
         let flag = active.clone();
+        let superseded_flag = superseded.clone();
         let watched = store.clone();
         tokio::spawn(async move {
             let store = watched;
@@ -120,10 +145,14 @@ impl GenerationGate {
                     };
                     match entry {
                         Some(Ok(entry)) => {
-                            let now = match entry.operation {
-                                kv::Operation::Put => is_ours(&entry.value, generation),
-                                kv::Operation::Delete | kv::Operation::Purge => true,
+                            let (now, newer) = match entry.operation {
+                                kv::Operation::Put => (
+                                    is_ours(&entry.value, generation),
+                                    supersedes(&entry.value, generation),
+                                ),
+                                kv::Operation::Delete | kv::Operation::Purge => (true, false),
                             };
+                            superseded_flag.store(newer, Ordering::Relaxed);
                             if flag.swap(now, Ordering::Relaxed) != now {
                                 tracing::info!(
                                     generation,
@@ -140,6 +169,7 @@ impl GenerationGate {
         });
         Ok(Self {
             active,
+            superseded,
             store: Some(store),
         })
     }
@@ -147,7 +177,7 @@ impl GenerationGate {
 
 #[cfg(test)]
 mod tests {
-    use super::is_ours;
+    use super::{is_ours, supersedes};
 
     #[test]
     fn values_name_the_active_generation() {
@@ -159,5 +189,18 @@ mod tests {
         assert!(is_ours(b"2,3", 3));
         assert!(is_ours(b"2,3", 2));
         assert!(!is_ours(b"2,3", 1));
+    }
+
+    #[test]
+    fn only_newer_generations_alone_supersede_one() {
+        assert!(supersedes(b"3", 2));
+        assert!(!supersedes(b"2,3", 2), "during the hand-over both publish");
+        assert!(!supersedes(b"2", 2));
+        assert!(
+            !supersedes(b"2", 3),
+            "an older one: this one has not started yet"
+        );
+        assert!(!supersedes(b"", 2));
+        assert!(!supersedes(b"three", 2));
     }
 }

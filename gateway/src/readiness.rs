@@ -2,9 +2,9 @@
 //! (`ready.g<generation>.<shard>`, `{"total", "at_ms"}`), so the operator can tell when every
 //! shard of a new generation is ready to take over before it lets that generation publish. Only
 //! with `--generation`. A key is written when its shard becomes READY and deleted when it stops
-//! being READY (a dropped connection, a fatal close, shutdown); while the generation does not
-//! publish yet it is rewritten every [`REFRESH`], so a key left by a process that was killed
-//! grows old and the operator does not count it.
+//! being READY (a dropped connection, a fatal close, shutdown) or once a newer generation has
+//! taken over; while the generation does not publish yet it is rewritten every [`REFRESH`], so a
+//! key left by a process that was killed grows old and the operator does not count it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,9 @@ pub async fn report(
         }
         for (shard, at) in shards.iter().zip(written.iter_mut()) {
             let key = keys::generation_ready(generation, shard.id);
-            let ready = shard.state() == ShardState::Ready;
+            // A generation a newer one took over from will not take over again: its keys go,
+            // and are not rewritten after the operator has forgotten them.
+            let ready = shard.state() == ShardState::Ready && !gate.is_superseded();
             let stale = at.is_none_or(|at| !gate.is_active() && at.elapsed() >= REFRESH);
             if ready && stale {
                 let value = json!({"total": total, "at_ms": unix_ms()}).to_string();

@@ -449,6 +449,24 @@ async fn publishing_follows_the_active_generation() -> anyhow::Result<()> {
         control.get(&ready_key).await?.is_none(),
         "{ready_key} is left after the gateway stopped"
     );
+
+    // So does one that a newer generation took over from, while it still runs (a pod being
+    // stopped): the operator has forgotten its keys by then, and they must not come back.
+    let old = GatewayProcess::start(&sim, &nats, "gen", 1, 0..1, &["--generation", "2"]).await?;
+    old.wait_ready(Duration::from_secs(30)).await?;
+    eventually(Duration::from_secs(10), "ready again", || async {
+        control.get(&ready_key).await?.context("no key yet")
+    })
+    .await?;
+    control
+        .put(shardyard_protocol::names::ACTIVE_GENERATION_KEY, "3".into())
+        .await?;
+    eventually(Duration::from_secs(10), "the key withdrawn", || async {
+        anyhow::ensure!(control.get(&ready_key).await?.is_none(), "still there");
+        Ok(())
+    })
+    .await?;
+    drop(old);
     Ok(())
 }
 
