@@ -71,6 +71,9 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal only: a pod's log, a file or a pipe gets plain
+        // text that log collectors and grep read.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Sim(args) => sim::run(args),

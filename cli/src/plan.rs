@@ -107,7 +107,9 @@ async fn ask_discord(
             name(bot)
         )
     })?;
-    let client = reqwest::Client::new();
+    let client = reqwest::Client::builder()
+        .build()
+        .context("making an HTTPS client for Discord's API (are CA certificates installed?)")?;
     match gateway_bot(&client, &api_base, &token).await {
         Ok(answer) => Ok(answer.gateway),
         Err(error @ DiscordError::InvalidToken) => Err(anyhow::Error::new(error)),

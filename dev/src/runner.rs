@@ -188,7 +188,11 @@ impl Runner {
             worker_command,
             state_file,
             js,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().build().map_err(|e| {
+                format!(
+                    "making an HTTPS client for Discord's API (are CA certificates installed?): {e}"
+                )
+            })?,
             discord: None,
             discord_stale: true,
             active: saved.active.map(|g| Generation {

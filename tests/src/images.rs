@@ -1,7 +1,9 @@
-//! The project's images as OCI image archives (`scripts/image`, no Docker engine): shardyard's
-//! and the pause image a test node's containerd starts every pod sandbox with. `scripts/test`
-//! builds both once and names them in `SHARDYARD_IMAGE_ARCHIVE` and `SHARDYARD_PAUSE_ARCHIVE`;
-//! without those, the first test that asks builds them (once per test process).
+//! The project's images as OCI image archives (`scripts/image`, no Docker engine): shardyard's,
+//! the pause image a test node's containerd starts every pod sandbox with, and nats-server's (the
+//! binary the tests already run, packaged the same way) for a bot whose NATS runs in the test
+//! cluster. `scripts/test` builds them once and names them in `SHARDYARD_IMAGE_ARCHIVE`,
+//! `SHARDYARD_PAUSE_ARCHIVE` and `SHARDYARD_NATS_ARCHIVE`; without those, the first test that
+//! asks builds them (once per test process).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,8 @@ use crate::repo_root;
 pub const IMAGE_ARCHIVE_ENV: &str = "SHARDYARD_IMAGE_ARCHIVE";
 /// Names the pause image's archive.
 pub const PAUSE_ARCHIVE_ENV: &str = "SHARDYARD_PAUSE_ARCHIVE";
+/// Names nats-server's image archive.
+pub const NATS_ARCHIVE_ENV: &str = "SHARDYARD_NATS_ARCHIVE";
 
 /// An image archive and the name (`repository:tag`) it is imported under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +45,62 @@ pub fn shardyard_image() -> anyhow::Result<ImageArchive> {
 pub fn pause_image() -> anyhow::Result<ImageArchive> {
     static IMAGE: OnceLock<Result<ImageArchive, String>> = OnceLock::new();
     cached(&IMAGE, PAUSE_ARCHIVE_ENV, &["--pause"])
+}
+
+/// nats-server's image (`shardyard.test/nats-server:<its version>`, the binary at
+/// [`crate::nats_server_bin`]), entrypoint `nats-server`.
+///
+/// # Errors
+/// As [`shardyard_image`].
+pub fn nats_image() -> anyhow::Result<ImageArchive> {
+    static IMAGE: OnceLock<Result<ImageArchive, String>> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let path = match std::env::var_os(NATS_ARCHIVE_ENV) {
+                Some(path) => Ok(PathBuf::from(path)),
+                None => build_nats(),
+            };
+            path.and_then(|path| {
+                Ok(ImageArchive {
+                    name: image_name(&path)?,
+                    path,
+                })
+            })
+            .map_err(|e| format!("{e:#}"))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn build_nats() -> anyhow::Result<PathBuf> {
+    let binary = crate::nats_server_bin()?;
+    let version = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .context("running nats-server --version")?;
+    // "nats-server: v2.15.0"
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .last()
+        .context("nats-server printed no version")?
+        .to_owned();
+    let output = std::env::temp_dir().join("shardyard-images").join(format!(
+        "nats-server-{version}-{}.oci.tar",
+        std::process::id()
+    ));
+    let (path, name) = (output.display().to_string(), binary.display().to_string());
+    build(&[
+        "--binary",
+        &name,
+        "--program",
+        "nats-server",
+        "--name",
+        "shardyard.test/nats-server",
+        "--tag",
+        &version,
+        "--output",
+        &path,
+    ])
 }
 
 fn cached(

@@ -143,10 +143,19 @@ fn the_image_is_a_valid_oci_archive_whose_static_entrypoint_runs_as_nonroot() ->
         [
             "etc/group",
             "etc/passwd",
+            "etc/ssl/certs/ca-certificates.crt",
             "home/nonroot",
             "tmp",
             "usr/local/bin/shardyard"
         ]
+    );
+    // TLS clients (Discord's API, NATS over TLS) find the CA certificates where the system
+    // keeps them, as in the Dockerfile's distroless base: without them the operator cannot
+    // start.
+    let bundle = std::fs::read_to_string(image.root.join("etc/ssl/certs/ca-certificates.crt"))?;
+    assert!(
+        bundle.matches("BEGIN CERTIFICATE").count() > 50,
+        "a CA bundle"
     );
     let version_line = run(&mut in_root(
         &image.root,

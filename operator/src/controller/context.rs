@@ -52,17 +52,24 @@ enum CachedAnswer {
 
 impl Context {
     /// A context over `client`.
-    #[must_use]
-    pub fn new(client: Client, defaults: OperatorDefaults, recorder: Recorder) -> Self {
-        Self {
+    ///
+    /// # Errors
+    /// When no HTTPS client can be made (no CA certificates on the system): reqwest's
+    /// `Client::new` would panic there.
+    pub fn new(
+        client: Client,
+        defaults: OperatorDefaults,
+        recorder: Recorder,
+    ) -> Result<Self, reqwest::Error> {
+        Ok(Self {
             client,
             defaults,
             recorder,
             metrics: std::sync::Arc::new(Metrics::default()),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().build()?,
             answers: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// One more failure of `bot`: how long to wait before trying again (5 s, doubling, at most

@@ -168,6 +168,15 @@ impl KubeCluster {
     /// # Errors
     /// When a component does not start or the Node or the DNS is not Ready in time.
     pub async fn start_with_node() -> anyhow::Result<Self> {
+        Self::start_with_node_and(&[]).await
+    }
+
+    /// As [`start_with_node`](Self::start_with_node), with more images imported into the node
+    /// (nats-server's, say: [`images::nats_image`]).
+    ///
+    /// # Errors
+    /// As [`start_with_node`](Self::start_with_node).
+    pub async fn start_with_node_and(extra_images: &[ImageArchive]) -> anyhow::Result<Self> {
         let shardyard = images::shardyard_image()?;
         let pause = images::pause_image()?;
         let mut cluster = Self::start().await?;
@@ -182,7 +191,7 @@ impl KubeCluster {
             cluster.dir.path(),
             &cluster.pki,
             &client,
-            &[shardyard, coredns.clone()],
+            &[&[shardyard, coredns.clone()], extra_images].concat(),
             &pause,
         )
         .await
@@ -218,8 +227,8 @@ impl KubeCluster {
         self.netns.inside()
     }
 
-    /// Waits (90 s at most) until `kubectl rollout status` says `workload` in `namespace` is
-    /// rolled out.
+    /// Waits (50 s at most: within [`kubectl`](Self::kubectl)'s minute) until `kubectl rollout
+    /// status` says `workload` in `namespace` is rolled out.
     ///
     /// # Errors
     /// When it is not, with the cluster's logs.
@@ -232,7 +241,7 @@ impl KubeCluster {
                     "-n",
                     namespace,
                     workload,
-                    "--timeout=90s",
+                    "--timeout=50s",
                 ],
                 None,
             )
@@ -250,11 +259,29 @@ impl KubeCluster {
             .await
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
+        // What its containers said, the last run of a crashing one included.
+        let mut logs = String::new();
+        for previous in ["--previous=false", "--previous=true"] {
+            let args = [
+                "logs",
+                "-n",
+                namespace,
+                workload,
+                "--all-containers",
+                "--tail=40",
+                previous,
+            ];
+            if let Ok(output) = self.kubectl(&args, None).await {
+                let _ = writeln!(
+                    logs,
+                    "--- kubectl logs {workload} {previous} ---\n{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+        }
         anyhow::bail!(
-            "{workload} in {namespace} not rolled out: {}
-{pods}
-{events}
-{}",
+            "{workload} in {namespace} not rolled out: {}\n{pods}\n{events}\n{logs}\n{}",
             String::from_utf8_lossy(&output.stderr),
             self.log_report()
         )

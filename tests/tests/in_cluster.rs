@@ -1,0 +1,291 @@
+//! The end-to-end test the project is for (issue 17): on the test cluster with its node,
+//! `helm install` the chart (the operator runs in a pod), create the token Secret and
+//! `kubectl apply` the example bot, with the simulator and nats-server running in the cluster
+//! too. The operator asks the simulator for the shard count and makes the gateway StatefulSet,
+//! the workers, the REST proxy and the cache; the gateway pods take their shard ranges from
+//! their ordinals; `!ping` gets `pong`; a deleted gateway pod saves its session and its
+//! replacement resumes; and the stream holds exactly what the simulator dispatched.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use shardyard_protocol::BotKey;
+use shardyard_tests::ground_truth::wait_until_stream_matches;
+use shardyard_tests::images;
+use shardyard_tests::kube_cluster::{KubeCluster, succeeded};
+use shardyard_tests::{SimApi as _, SimClient, eventually, repo_root};
+
+const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.in-cluster.secret-token-value-4242";
+/// The simulator's (first and only) bot.
+const SIM_BOT: &str = "bot";
+
+async fn apply(cluster: &KubeCluster, manifest: &str) -> anyhow::Result<()> {
+    succeeded(
+        &cluster
+            .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
+            .await?,
+    )
+    .context("kubectl apply")?;
+    Ok(())
+}
+
+/// nats-server with JetStream on an emptyDir, and the 8 MiB payloads the bot's streams need,
+/// in namespace `nats` where the example bot looks for it (`nats://nats.nats.svc:4222`).
+fn nats_manifests(image: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: nats}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: nats, namespace: nats}}
+data:
+  nats.conf: |
+    port: 4222
+    http_port: 8222
+    max_payload: 8MB
+    jetstream {{
+      store_dir: /data
+    }}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: nats, namespace: nats}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: nats}}}}
+  template:
+    metadata: {{labels: {{app: nats}}}}
+    spec:
+      containers:
+      - name: nats
+        image: {image}
+        imagePullPolicy: Never
+        args: [-c, /etc/nats/nats.conf]
+        ports: [{{containerPort: 4222}}, {{containerPort: 8222}}]
+        readinessProbe:
+          httpGet: {{path: "/healthz?js-enabled-only=true", port: 8222}}
+          periodSeconds: 1
+        volumeMounts:
+        - {{name: config, mountPath: /etc/nats}}
+        - {{name: data, mountPath: /data}}
+      volumes:
+      - name: config
+        configMap: {{name: nats}}
+      - name: data
+        emptyDir: {{}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: nats, namespace: nats}}
+spec:
+  selector: {{app: nats}}
+  ports: [{{name: client, port: 4222}}]
+"#
+    )
+}
+
+/// The simulator, advertising its Service's name as the gateway URL (pods cannot reach its
+/// bind address), with 1,500 guilds (2 shards) and some traffic.
+fn sim_manifests(image: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: sim, namespace: default}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: sim}}}}
+  template:
+    metadata: {{labels: {{app: sim}}}}
+    spec:
+      containers:
+      - name: sim
+        image: {image}
+        imagePullPolicy: Never
+        args: [sim, --addr, "0.0.0.0:8450", --token, "{TOKEN}", --guilds, "1500",
+               --events-per-second, "20", --advertise-url, "http://sim.default.svc:8450"]
+        ports: [{{containerPort: 8450}}]
+        readinessProbe:
+          httpGet: {{path: /readyz, port: 8450}}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: sim, namespace: default}}
+spec:
+  selector: {{app: sim}}
+  ports: [{{port: 8450}}]
+"#
+    )
+}
+
+/// The example bot as a user applies it, with one shard per gateway pod (so each pod's
+/// ordinal picks one shard).
+fn example_bot() -> anyhow::Result<String> {
+    let example = std::fs::read_to_string(repo_root().join("config/examples/bot.yaml"))?;
+    anyhow::ensure!(example.contains("shardsPerPod: 16"), "the example changed");
+    Ok(example.replace("shardsPerPod: 16", "shardsPerPod: 1"))
+}
+
+async fn pod_log(cluster: &KubeCluster, pod: &str) -> anyhow::Result<String> {
+    succeeded(
+        &cluster
+            .kubectl(&["logs", "-n", "default", pod], None)
+            .await?,
+    )
+}
+
+/// Per shard `0..total` of the simulator's bot: `field`.
+fn per_shard(stats: &Value, total: u32, field: &str) -> Vec<u64> {
+    (0..total)
+        .map(|id| {
+            stats["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["id"] == id && s["total"] == total)
+                .and_then(|s| s[field].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losing_nothing()
+-> anyhow::Result<()> {
+    let nats_image = images::nats_image()?;
+    let cluster = KubeCluster::start_with_node_and(std::slice::from_ref(&nats_image)).await?;
+    let image = cluster.shardyard_image()?;
+    apply(&cluster, &nats_manifests(&nats_image.name)).await?;
+    apply(&cluster, &sim_manifests(&image)).await?;
+
+    let chart = repo_root().join("charts/shardyard");
+    succeeded(
+        &cluster
+            .helm(&[
+                "install",
+                "sy",
+                &chart.display().to_string(),
+                "--namespace",
+                "shardyard",
+                "--create-namespace",
+                "--set",
+                "image.pullPolicy=Never",
+                "--set",
+                "operator.replicas=1",
+                "--set",
+                "operator.apiBase=http://sim.default.svc:8450/api/v10",
+            ])
+            .await?,
+    )
+    .context("helm install")?;
+    cluster.wait_rollout("nats", "deployment/nats").await?;
+    cluster.wait_rollout("default", "deployment/sim").await?;
+    cluster
+        .wait_rollout("shardyard", "deployment/sy-shardyard")
+        .await?;
+
+    cluster
+        .token_secret("default", "mybot-token", TOKEN)
+        .await?;
+    apply(&cluster, &example_bot()?).await?;
+    let report = || async {
+        let all = cluster
+            .kubectl(&["get", "all,dbot,hpa", "-A", "-o", "wide"], None)
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let operator = cluster
+            .kubectl(
+                &["logs", "-n", "shardyard", "deployment/sy-shardyard"],
+                None,
+            )
+            .await
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        format!("{all}\n--- operator ---\n{operator}")
+    };
+    let ready = eventually(Duration::from_secs(180), "the bot is ready", || async {
+        let bot: Value = serde_json::from_str(&succeeded(
+            &cluster
+                .kubectl(&["get", "dbot", "mybot", "-o", "json"], None)
+                .await?,
+        )?)?;
+        let status = &bot["status"];
+        anyhow::ensure!(
+            status["shards"] == json!(2) && status["readyShards"] == json!(2),
+            "{status}"
+        );
+        Ok(())
+    })
+    .await;
+    if let Err(e) = ready {
+        anyhow::bail!("{e:#}\n{}", report().await);
+    }
+    for (ordinal, range) in [(0, "shards=0..1"), (1, "shards=1..2")] {
+        let log = pod_log(&cluster, &format!("mybot-gateway-g1-{ordinal}")).await?;
+        assert!(
+            log.contains(range) && log.contains("total=2"),
+            "pod {ordinal} takes {range} from its ordinal:\n{log}"
+        );
+    }
+    for workload in ["deployment/mybot-worker", "deployment/mybot-rest"] {
+        cluster.wait_rollout("default", workload).await?;
+    }
+
+    let sim_forward = cluster.port_forward("default", "svc/sim", 8450).await?;
+    let sim = SimClient::new(sim_forward.local());
+    let said = sim
+        .post_json("/_sim/say", &json!({"content": "!ping"}))
+        .await?;
+    let channel = said["channel_id"]
+        .as_str()
+        .context("a channel id")?
+        .parse::<u64>()?;
+    eventually(Duration::from_secs(60), "pong arrives", || async {
+        let got = sim.channel_message_contents(channel).await?;
+        anyhow::ensure!(got == ["pong"], "{got:?}");
+        Ok(())
+    })
+    .await?;
+
+    // A deleted gateway pod saves its session (SIGTERM), and the StatefulSet's new pod with the
+    // same ordinal resumes it.
+    succeeded(
+        &cluster
+            .kubectl(
+                &["delete", "pod", "mybot-gateway-g1-1", "--wait=true"],
+                None,
+            )
+            .await?,
+    )?;
+    eventually(Duration::from_secs(90), "shard 1 resumed", || async {
+        let stats = sim.stats().await?;
+        anyhow::ensure!(
+            per_shard(&stats, 2, "resumes")[1] >= 1,
+            "resumes {:?}",
+            per_shard(&stats, 2, "resumes")
+        );
+        Ok(())
+    })
+    .await?;
+    let stats = sim.stats().await?;
+    assert_eq!(
+        per_shard(&stats, 2, "identifies"),
+        [1, 1],
+        "nothing identified twice"
+    );
+
+    // Nothing lost, nothing twice: the stream against the simulator's record.
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    let nats_forward = cluster.port_forward("nats", "svc/nats", 4222).await?;
+    let nats = async_nats::connect(nats_forward.local().to_string()).await?;
+    let js = async_nats::jetstream::new(nats);
+    let bot = BotKey::namespaced("default", "mybot")?;
+    wait_until_stream_matches(&js, &sim, SIM_BOT, &bot, 2, Duration::from_secs(60)).await?;
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
