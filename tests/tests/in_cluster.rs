@@ -4,14 +4,17 @@
 //! too. The operator asks the simulator for the shard count and makes the gateway StatefulSet,
 //! the workers, the REST proxy and the cache; the gateway pods take their shard ranges from
 //! their ordinals; `!ping` gets `pong`; a deleted gateway pod saves its session and its
-//! replacement resumes; and the stream holds exactly what the simulator dispatched.
+//! replacement resumes; the stream holds exactly what the simulator dispatched; and a new shard
+//! count reshards blue/green with no event lost and no identify too early.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use shardyard_protocol::BotKey;
-use shardyard_tests::ground_truth::wait_until_stream_matches;
+use shardyard_tests::ground_truth::{
+    check_handover, read_stream_events, session_logs, wait_until_stream_matches,
+};
 use shardyard_tests::images;
 use shardyard_tests::kube_cluster::{KubeCluster, succeeded};
 use shardyard_tests::{SimApi as _, SimClient, eventually, repo_root};
@@ -286,6 +289,61 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
     let js = async_nats::jetstream::new(nats);
     let bot = BotKey::namespaced("default", "mybot")?;
     wait_until_stream_matches(&js, &sim, SIM_BOT, &bot, 2, Duration::from_secs(60)).await?;
+
+    // A new shard count, under traffic: generation 2 (4 shards, a pod each) starts beside
+    // generation 1, takes over once every shard is READY, and generation 1 goes.
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 20}))
+        .await?;
+    succeeded(
+        &cluster
+            .kubectl(
+                &[
+                    "patch",
+                    "dbot",
+                    "mybot",
+                    "--type=merge",
+                    "-p",
+                    r#"{"spec":{"shards":4}}"#,
+                ],
+                None,
+            )
+            .await?,
+    )?;
+    let resharded = eventually(
+        Duration::from_secs(180),
+        "generation 2 took over",
+        || async {
+            let bot: Value = serde_json::from_str(&succeeded(
+                &cluster
+                    .kubectl(&["get", "dbot", "mybot", "-o", "json"], None)
+                    .await?,
+            )?)?;
+            let status = &bot["status"];
+            anyhow::ensure!(
+                status["gatewayGeneration"] == json!(2)
+                    && status["reshard"].is_null()
+                    && status["readyShards"] == json!(4),
+                "{status}"
+            );
+            let old = cluster
+                .kubectl(&["get", "statefulset", "mybot-gateway-g1"], None)
+                .await?;
+            anyhow::ensure!(!old.status.success(), "generation 1 is still there");
+            Ok(())
+        },
+    )
+    .await;
+    if let Err(e) = resharded {
+        anyhow::bail!("{e:#}\n{}", report().await);
+    }
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let logs = session_logs(&sim).await?;
+    let stored = read_stream_events(&js, &bot).await?;
+    let handover = check_handover(&logs, &stored, 2, 4);
+    assert!(handover.problems.is_empty(), "{:#?}", handover.problems);
+    assert!(handover.shared > 0, "the generations overlapped");
     assert_eq!(sim.stats().await?["violations"], json!([]));
     Ok(())
 }
