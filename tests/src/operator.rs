@@ -190,8 +190,9 @@ impl PodProcess {
 
 /// Starts every pod of the StatefulSet `name` in `namespace` as a local process running the
 /// `shardyard` binary with the pod's arguments and environment, and waits until each serves
-/// `/healthz`. Pods do not run in this test bed (no node yet): this is what the kubelet would
-/// start.
+/// `/healthz`: what the kubelet would start, for tests on a control plane without a node (quicker,
+/// and a process can be killed with `-9` where the test wants it; `tests/in_cluster.rs` runs
+/// real pods).
 ///
 /// # Errors
 /// When the StatefulSet, a Secret or a key is missing, or a process does not start.

@@ -2,7 +2,8 @@
 //! `helm install` creates the operator's Deployment, ServiceAccount, RBAC and CRD; and the
 //! operator, run with exactly the chart's ServiceAccount's permissions (its token, from the API
 //! server's TokenRequest), turns each example of `config/examples` into every planned object.
-//! (No pod runs in this test bed yet, so the test runs the operator as a process.)
+//! (A control plane without a node, so the test runs the operator as a process;
+//! `in_cluster.rs` installs the chart with the operator in a pod.)
 
 use std::time::Duration;
 

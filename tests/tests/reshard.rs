@@ -1,6 +1,7 @@
 //! A blue/green reshard end to end (issue 14): the operator on the real control plane, the
 //! simulator as Discord with traffic, real NATS, and each gateway generation's pods run as
-//! processes with the arguments the StatefulSet gives them (no pod runs in this test bed yet).
+//! processes with the arguments the StatefulSet gives them (a control plane without a node;
+//! `in_cluster.rs` reshards pods).
 //! From 2 to 4 shards: the identify budget holds it back until the day's starts cover it; the
 //! new generation starts beside the old one; the operator is killed mid-way and its successor
 //! carries on; the new generation takes over with an overlap; the old one is retired. The
