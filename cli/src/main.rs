@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_filter.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         // Colours for a person at a terminal only: a pod's log, a file or a pipe gets plain
         // text that log collectors and grep read.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -86,5 +86,22 @@ fn main() -> anyhow::Result<()> {
         Command::Crd => plan::crd(),
         Command::Dev(args) => dev::run(args),
         Command::Pause => pause::run(),
+    }
+}
+
+/// Standard error for the logs, where a line that cannot be written (its reader went away) is
+/// dropped: tracing-subscriber reports a failed write with `eprintln!`, which panics on that
+/// same broken pipe, in whatever task was logging (a service's shutdown, say).
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
     }
 }

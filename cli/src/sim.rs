@@ -1,5 +1,6 @@
 //! `shardyard sim`: the Discord simulator as a process.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -141,8 +142,12 @@ pub(crate) fn run(args: SimArgs) -> anyhow::Result<()> {
         for (name, guilds, max_concurrency) in bots {
             tracing::info!(bot = %name, guilds, max_concurrency, "simulated bot");
         }
-        // The one line people and scripts read to find the simulator.
-        println!("shardyard sim listening on http://{addr}  (REST http://{addr}/api/v10, gateway ws://{addr}/gateway, stats http://{addr}/_sim/stats)");
+        // The one line people and scripts read to find the simulator. Not `println!`: a reader
+        // that went away (`| head -1`) must not panic the simulator, which then never exits.
+        let _ = writeln!(
+            std::io::stdout(),
+            "shardyard sim listening on http://{addr}  (REST http://{addr}/api/v10, gateway ws://{addr}/gateway, stats http://{addr}/_sim/stats)"
+        );
         let shutdown = sim.state().shutdown.clone();
         tokio::spawn(async move {
             crate::signal::shutdown_signal().await;

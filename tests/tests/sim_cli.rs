@@ -78,3 +78,42 @@ async fn a_config_file_serves_several_bots_each_with_its_own_world() -> anyhow::
     assert_eq!(alpha_guilds.as_array().map(Vec::len), Some(5));
     Ok(())
 }
+
+/// A service whose log reader went away (`| head -1`, a collector that died) still stops on
+/// SIGTERM: a log line it cannot write is dropped, where tracing-subscriber's own report of the
+/// failure used to panic the task that was logging (the one waiting for the signal among them).
+#[tokio::test]
+async fn sigterm_stops_the_simulator_after_its_log_reader_went_away() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let mut child = Command::new(shardyard_tests::shardyard_bin()?)
+        .args(["sim", "--addr", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("piped")).read_line(&mut first)?;
+    assert!(first.starts_with("shardyard sim listening on"), "{first}");
+    // Both readers gone: every write from now on fails with EPIPE. (The signal handler is
+    // installed right after the line above is printed.)
+    drop(child.stderr.take());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id())?).expect("a pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill()?;
+            anyhow::bail!("the simulator ignored SIGTERM with its log pipe closed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    Ok(())
+}
