@@ -58,6 +58,23 @@ pub fn shard_truth(
     }))
 }
 
+/// A per-shard counter of the simulator's `bot` (`identifies`, `resumes`, …) for shards
+/// `0..total`, 0 where a shard never connected.
+#[must_use]
+pub fn per_shard(stats: &Value, bot: &str, total: u32, counter: &str) -> Vec<u64> {
+    (0..total)
+        .map(|id| {
+            stats["shards"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["bot"] == bot && s["id"] == id && s["total"] == total)
+                .map(|s| s[counter].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .collect()
+}
+
 /// What a stream holds for one shard.
 #[derive(Debug, Clone, Default)]
 pub struct StreamShard {

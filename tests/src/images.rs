@@ -35,7 +35,7 @@ pub struct ImageArchive {
 /// When `scripts/image` fails or the archive is unreadable.
 pub fn shardyard_image() -> anyhow::Result<ImageArchive> {
     static IMAGE: OnceLock<Result<ImageArchive, String>> = OnceLock::new();
-    cached(&IMAGE, IMAGE_ARCHIVE_ENV, &[])
+    cached(&IMAGE, IMAGE_ARCHIVE_ENV, || build(&[]))
 }
 
 /// The pause image.
@@ -44,7 +44,7 @@ pub fn shardyard_image() -> anyhow::Result<ImageArchive> {
 /// As [`shardyard_image`].
 pub fn pause_image() -> anyhow::Result<ImageArchive> {
     static IMAGE: OnceLock<Result<ImageArchive, String>> = OnceLock::new();
-    cached(&IMAGE, PAUSE_ARCHIVE_ENV, &["--pause"])
+    cached(&IMAGE, PAUSE_ARCHIVE_ENV, || build(&["--pause"]))
 }
 
 /// nats-server's image (`shardyard.test/nats-server:<its version>`, the binary at
@@ -54,22 +54,7 @@ pub fn pause_image() -> anyhow::Result<ImageArchive> {
 /// As [`shardyard_image`].
 pub fn nats_image() -> anyhow::Result<ImageArchive> {
     static IMAGE: OnceLock<Result<ImageArchive, String>> = OnceLock::new();
-    IMAGE
-        .get_or_init(|| {
-            let path = match std::env::var_os(NATS_ARCHIVE_ENV) {
-                Some(path) => Ok(PathBuf::from(path)),
-                None => build_nats(),
-            };
-            path.and_then(|path| {
-                Ok(ImageArchive {
-                    name: image_name(&path)?,
-                    path,
-                })
-            })
-            .map_err(|e| format!("{e:#}"))
-        })
-        .clone()
-        .map_err(anyhow::Error::msg)
+    cached(&IMAGE, NATS_ARCHIVE_ENV, build_nats)
 }
 
 fn build_nats() -> anyhow::Result<PathBuf> {
@@ -103,16 +88,14 @@ fn build_nats() -> anyhow::Result<PathBuf> {
     ])
 }
 
+/// The archive `env` names, else the one `build` makes; once per process either way.
 fn cached(
     cell: &OnceLock<Result<ImageArchive, String>>,
     env: &str,
-    args: &[&str],
+    build: impl FnOnce() -> anyhow::Result<PathBuf>,
 ) -> anyhow::Result<ImageArchive> {
     cell.get_or_init(|| {
-        let path = match std::env::var_os(env) {
-            Some(path) => Ok(PathBuf::from(path)),
-            None => build(args),
-        };
+        let path = std::env::var_os(env).map_or_else(build, |path| Ok(PathBuf::from(path)));
         path.and_then(|path| {
             Ok(ImageArchive {
                 name: image_name(&path)?,

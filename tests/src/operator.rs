@@ -9,7 +9,6 @@ use anyhow::Context as _;
 use kube::Api;
 use shardyard_operator::DiscordBot;
 
-use crate::kube_cluster::succeeded;
 use crate::{
     KubeCluster, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port,
     shardyard_bin,
@@ -371,13 +370,7 @@ impl OperatorBed {
     /// # Errors
     /// When kubectl fails.
     pub async fn apply(&self, manifest: &str) -> anyhow::Result<()> {
-        succeeded(
-            &self
-                .cluster
-                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
-                .await?,
-        )?;
-        Ok(())
+        self.cluster.apply(manifest).await
     }
 
     /// The DiscordBots of `default`.

@@ -10,7 +10,7 @@ use shardyard_protocol::BotKey;
 use shardyard_protocol::names::keys;
 use shardyard_tests::dev::{DevRun, names, pid, pids};
 use shardyard_tests::ground_truth::{
-    check_handover, read_stream_events, session_logs, wait_until_stream_matches,
+    check_handover, per_shard, read_stream_events, session_logs, wait_until_stream_matches,
 };
 use shardyard_tests::{
     NatsServer, SimApi as _, SimArgs, SimProcess, eventually, pid_alive, repo_root, shardyard_bin,
@@ -290,21 +290,6 @@ fn sorted(status: &Value, component: &str) -> Vec<String> {
     all
 }
 
-/// A shard's counter in the simulator's stats (`identifies`, `resumes`), for `total` shards.
-fn per_shard(stats: &Value, total: u32, counter: &str) -> Vec<u64> {
-    (0..total)
-        .map(|id| {
-            stats["shards"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|s| s["bot"] == SIM_BOT && s["id"] == id && s["total"] == total)
-                .map(|s| s[counter].as_u64().unwrap_or(0))
-                .sum()
-        })
-        .collect()
-}
-
 /// The position of `needle` in dev's output.
 fn position(output: &str, needle: &str) -> anyhow::Result<usize> {
     output
@@ -327,7 +312,7 @@ async fn a_changed_gateway_setting_restarts_the_gateways_one_at_a_time_and_they_
     assert_eq!(gateways, ["devbot-gateway-g1-0", "devbot-gateway-g1-1"]);
     let old: Vec<u32> = gateways.iter().filter_map(|g| pid(&before, g)).collect();
     assert_eq!(
-        per_shard(&dev.sim().stats().await?, 4, "identifies"),
+        per_shard(&dev.sim().stats().await?, SIM_BOT, 4, "identifies"),
         [1, 1, 1, 1]
     );
 
@@ -360,11 +345,13 @@ async fn a_changed_gateway_setting_restarts_the_gateways_one_at_a_time_and_they_
 
     // They resumed: no shard identified again, each resumed at least once.
     let stats = dev.sim().stats().await?;
-    assert_eq!(per_shard(&stats, 4, "identifies"), [1, 1, 1, 1]);
+    assert_eq!(per_shard(&stats, SIM_BOT, 4, "identifies"), [1, 1, 1, 1]);
     assert!(
-        per_shard(&stats, 4, "resumes").iter().all(|r| *r >= 1),
+        per_shard(&stats, SIM_BOT, 4, "resumes")
+            .iter()
+            .all(|r| *r >= 1),
         "{:?}",
-        per_shard(&stats, 4, "resumes")
+        per_shard(&stats, SIM_BOT, 4, "resumes")
     );
     let bot = BotKey::namespaced("default", "devbot")?;
     stream_matches_ground_truth(&dev, &nats, &bot, 4).await?;
@@ -509,7 +496,7 @@ async fn a_killed_worker_and_gateway_are_restarted_and_nothing_is_lost() -> anyh
     .await?;
     // The gateway resumed rather than identified again.
     let stats = dev.sim().stats().await?;
-    assert_eq!(per_shard(&stats, 2, "identifies"), [1, 1]);
+    assert_eq!(per_shard(&stats, SIM_BOT, 2, "identifies"), [1, 1]);
     assert_eq!(stats["violations"], json!([]));
 
     // An edit the schema refuses changes nothing; a new worker count scales.
@@ -660,14 +647,16 @@ async fn with_real_discord_a_second_run_on_the_same_state_resumes_the_saved_sess
     second.wait_ready(Duration::from_secs(120)).await?;
     let stats = discord.stats().await?;
     assert_eq!(
-        per_shard(&stats, 2, "identifies"),
+        per_shard(&stats, SIM_BOT, 2, "identifies"),
         [1, 1],
         "the second run identified again"
     );
     assert!(
-        per_shard(&stats, 2, "resumes").iter().all(|r| *r >= 1),
+        per_shard(&stats, SIM_BOT, 2, "resumes")
+            .iter()
+            .all(|r| *r >= 1),
         "{:?}",
-        per_shard(&stats, 2, "resumes")
+        per_shard(&stats, SIM_BOT, 2, "resumes")
     );
     // Nothing fell between the runs: the stream (in the state directory's NATS store) holds
     // everything Discord dispatched.

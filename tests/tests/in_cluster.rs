@@ -13,25 +13,15 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use shardyard_protocol::BotKey;
 use shardyard_tests::ground_truth::{
-    check_handover, read_stream_events, session_logs, wait_until_stream_matches,
+    check_handover, per_shard, read_stream_events, session_logs, wait_until_stream_matches,
 };
 use shardyard_tests::images;
-use shardyard_tests::kube_cluster::{KubeCluster, succeeded};
+use shardyard_tests::kube_cluster::{KubeCluster, sim_workload, succeeded};
 use shardyard_tests::{SimApi as _, SimClient, eventually, repo_root};
 
 const TOKEN: &str = "MTEwMDAwMDAwMDAwMDAwMDAwMA.in-cluster.secret-token-value-4242";
 /// The simulator's (first and only) bot.
 const SIM_BOT: &str = "bot";
-
-async fn apply(cluster: &KubeCluster, manifest: &str) -> anyhow::Result<()> {
-    succeeded(
-        &cluster
-            .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
-            .await?,
-    )
-    .context("kubectl apply")?;
-    Ok(())
-}
 
 /// nats-server with JetStream on an emptyDir, and the 8 MiB payloads the bot's streams need,
 /// in namespace `nats` where the example bot looks for it (`nats://nats.nats.svc:4222`).
@@ -90,40 +80,6 @@ spec:
     )
 }
 
-/// The simulator, advertising its Service's name as the gateway URL (pods cannot reach its
-/// bind address), with 1,500 guilds (2 shards) and some traffic.
-fn sim_manifests(image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: sim, namespace: default}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: sim}}}}
-  template:
-    metadata: {{labels: {{app: sim}}}}
-    spec:
-      containers:
-      - name: sim
-        image: {image}
-        imagePullPolicy: Never
-        args: [sim, --addr, "0.0.0.0:8450", --token, "{TOKEN}", --guilds, "1500",
-               --events-per-second, "20", --advertise-url, "http://sim.default.svc:8450"]
-        ports: [{{containerPort: 8450}}]
-        readinessProbe:
-          httpGet: {{path: /readyz, port: 8450}}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata: {{name: sim, namespace: default}}
-spec:
-  selector: {{app: sim}}
-  ports: [{{port: 8450}}]
-"#
-    )
-}
-
 /// The example bot as a user applies it, with one shard per gateway pod (so each pod's
 /// ordinal picks one shard).
 fn example_bot() -> anyhow::Result<String> {
@@ -140,29 +96,34 @@ async fn pod_log(cluster: &KubeCluster, pod: &str) -> anyhow::Result<String> {
     )
 }
 
-/// Per shard `0..total` of the simulator's bot: `field`.
-fn per_shard(stats: &Value, total: u32, field: &str) -> Vec<u64> {
-    (0..total)
-        .map(|id| {
-            stats["shards"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|s| s["id"] == id && s["total"] == total)
-                .and_then(|s| s[field].as_u64())
-                .unwrap_or(0)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losing_nothing()
 -> anyhow::Result<()> {
     let nats_image = images::nats_image()?;
     let cluster = KubeCluster::start_with_node_and(std::slice::from_ref(&nats_image)).await?;
     let image = cluster.shardyard_image()?;
-    apply(&cluster, &nats_manifests(&nats_image.name)).await?;
-    apply(&cluster, &sim_manifests(&image)).await?;
+    cluster.apply(&nats_manifests(&nats_image.name)).await?;
+    // The simulator advertises its Service's name as the gateway URL (pods cannot reach its
+    // bind address), with 1,500 guilds (2 shards) and some traffic.
+    cluster
+        .apply(&sim_workload(
+            &image,
+            "default",
+            "sim",
+            8450,
+            8450,
+            &[
+                "--token",
+                TOKEN,
+                "--guilds",
+                "1500",
+                "--events-per-second",
+                "20",
+                "--advertise-url",
+                "http://sim.default.svc:8450",
+            ],
+        ))
+        .await?;
 
     let chart = repo_root().join("charts/shardyard");
     succeeded(
@@ -193,7 +154,7 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
     cluster
         .token_secret("default", "mybot-token", TOKEN)
         .await?;
-    apply(&cluster, &example_bot()?).await?;
+    cluster.apply(&example_bot()?).await?;
     let report = || async {
         let all = cluster
             .kubectl(&["get", "all,dbot,hpa", "-A", "-o", "wide"], None)
@@ -267,16 +228,16 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
     eventually(Duration::from_secs(90), "shard 1 resumed", || async {
         let stats = sim.stats().await?;
         anyhow::ensure!(
-            per_shard(&stats, 2, "resumes")[1] >= 1,
+            per_shard(&stats, SIM_BOT, 2, "resumes")[1] >= 1,
             "resumes {:?}",
-            per_shard(&stats, 2, "resumes")
+            per_shard(&stats, SIM_BOT, 2, "resumes")
         );
         Ok(())
     })
     .await?;
     let stats = sim.stats().await?;
     assert_eq!(
-        per_shard(&stats, 2, "identifies"),
+        per_shard(&stats, SIM_BOT, 2, "identifies"),
         [1, 1],
         "nothing identified twice"
     );

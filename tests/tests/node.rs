@@ -7,19 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use shardyard_tests::eventually;
-use shardyard_tests::kube_cluster::{KubeCluster, succeeded};
+use shardyard_tests::kube_cluster::{KubeCluster, sim_workload, succeeded};
 
 const TOKEN: &str = "node-test-token";
-
-async fn apply(cluster: &KubeCluster, manifest: &str) -> anyhow::Result<()> {
-    succeeded(
-        &cluster
-            .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
-            .await?,
-    )
-    .context("kubectl apply")?;
-    Ok(())
-}
 
 async fn get_json(cluster: &KubeCluster, args: &[&str]) -> anyhow::Result<Value> {
     let mut all = args.to_vec();
@@ -27,38 +17,6 @@ async fn get_json(cluster: &KubeCluster, args: &[&str]) -> anyhow::Result<Value>
     Ok(serde_json::from_str(&succeeded(
         &cluster.kubectl(&all, None).await?,
     )?)?)
-}
-
-/// A Deployment of `shardyard sim` behind the Service `sim`, port 80.
-fn sim_deployment(image: &str) -> String {
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: sim, namespace: default}}
-spec:
-  replicas: 1
-  selector: {{matchLabels: {{app: sim}}}}
-  template:
-    metadata: {{labels: {{app: sim}}}}
-    spec:
-      containers:
-      - name: sim
-        image: {image}
-        imagePullPolicy: Never
-        args: [sim, --addr, "0.0.0.0:8080", --token, {TOKEN}, --guilds, "10"]
-        ports: [{{containerPort: 8080}}]
-        readinessProbe:
-          httpGet: {{path: /readyz, port: 8080}}
-          periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata: {{name: sim, namespace: default}}
-spec:
-  selector: {{app: sim}}
-  ports: [{{port: 80, targetPort: 8080}}]
-"#
-    )
 }
 
 /// A Deployment `name` of the REST proxy with `upstream` as Discord's API.
@@ -125,10 +83,21 @@ fn users_me_requests(stats: &Value) -> u64 {
 async fn a_pod_reaches_another_deployments_service_by_name() -> anyhow::Result<()> {
     let cluster = KubeCluster::start_with_node().await?;
     let image = cluster.shardyard_image()?;
-    apply(&cluster, &sim_deployment(&image)).await?;
+    cluster
+        .apply(&sim_workload(
+            &image,
+            "default",
+            "sim",
+            8080,
+            80,
+            &["--token", TOKEN, "--guilds", "10"],
+        ))
+        .await?;
     // The REST proxy names its upstream by the Service's short name: the pod's search domains
     // and the cluster DNS make it sim.default.svc.cluster.local, kube-proxy takes it to the pod.
-    apply(&cluster, &rest_deployment(&image, "rest", "http://sim/api")).await?;
+    cluster
+        .apply(&rest_deployment(&image, "rest", "http://sim/api"))
+        .await?;
     cluster.wait_rollout("default", "deployment/sim").await?;
     cluster.wait_rollout("default", "deployment/rest").await?;
 
@@ -146,9 +115,7 @@ async fn a_statefulsets_pods_get_their_ordinals_and_see_their_own_names() -> any
     let image = cluster.shardyard_image()?;
     // Each simulator advertises its own stable name (the headless Service's per-pod record),
     // from the pod name the downward API gives it.
-    apply(
-        &cluster,
-        &format!(
+    cluster.apply(&format!(
             r#"apiVersion: v1
 kind: Service
 metadata: {{name: sims, namespace: default}}
@@ -184,11 +151,13 @@ spec:
     )
     .await?;
     // A proxy in front of the second one, by its per-pod name.
-    apply(
-        &cluster,
-        &rest_deployment(&image, "rest", "http://sims-1.sims:8080/api"),
-    )
-    .await?;
+    cluster
+        .apply(&rest_deployment(
+            &image,
+            "rest",
+            "http://sims-1.sims:8080/api",
+        ))
+        .await?;
     cluster.wait_rollout("default", "statefulset/sims").await?;
     cluster.wait_rollout("default", "deployment/rest").await?;
 
@@ -259,20 +228,22 @@ spec:
 "#
         )
     };
-    apply(&cluster, &web("ready", "/readyz")).await?;
-    apply(&cluster, &web("unready", "/no-such-path")).await?;
-    apply(
-        &cluster,
-        r#"apiVersion: v1
+    cluster.apply(&web("ready", "/readyz")).await?;
+    cluster.apply(&web("unready", "/no-such-path")).await?;
+    cluster
+        .apply(
+            r#"apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: default}
 spec:
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080}]
 "#,
-    )
-    .await?;
-    apply(&cluster, &rest_deployment(&image, "rest", "http://web/api")).await?;
+        )
+        .await?;
+    cluster
+        .apply(&rest_deployment(&image, "rest", "http://web/api"))
+        .await?;
     cluster.wait_rollout("default", "deployment/ready").await?;
     cluster.wait_rollout("default", "deployment/rest").await?;
 
@@ -414,7 +385,9 @@ async fn deleting_a_pod_sends_sigterm_and_honours_the_grace_period() -> anyhow::
         ("waits", 30, Some("{sleep: {seconds: 4}}")),
         ("hooked", 3, Some(forever)),
     ] {
-        apply(&cluster, &sim_pod(&image, pod, grace, pre_stop)).await?;
+        cluster
+            .apply(&sim_pod(&image, pod, grace, pre_stop))
+            .await?;
     }
     for pod in ["prompt", "hooked", "waits"] {
         succeeded(
@@ -461,9 +434,8 @@ async fn a_container_that_exits_is_restarted() -> anyhow::Result<()> {
     let cluster = KubeCluster::start_with_node().await?;
     let image = cluster.shardyard_image()?;
     // An address that does not parse: the simulator exits with clap's status 2.
-    apply(
-        &cluster,
-        &format!(
+    cluster
+        .apply(&format!(
             r#"apiVersion: v1
 kind: Pod
 metadata: {{name: exits, namespace: default}}
@@ -475,9 +447,8 @@ spec:
     imagePullPolicy: Never
     args: [sim, --addr, "not-an-address"]
 "#
-        ),
-    )
-    .await?;
+        ))
+        .await?;
     eventually(Duration::from_secs(60), "restarted twice", || async {
         let pod = get_json(&cluster, &["get", "pod", "exits"]).await?;
         let status = &pod["status"]["containerStatuses"][0];

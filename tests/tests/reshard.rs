@@ -20,7 +20,6 @@ use shardyard_operator::{DiscordBot, ReshardPhase};
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::{ACTIVE_GENERATION_KEY, keys};
 use shardyard_tests::ground_truth::{check_handover, read_stream_events, session_logs};
-use shardyard_tests::kube_cluster::succeeded;
 use shardyard_tests::operator::{OperatorProcess, start_pods};
 use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually};
 
@@ -62,11 +61,7 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
             nats.url()
         )
     };
-    succeeded(
-        &cluster
-            .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifest(2)))
-            .await?,
-    )?;
+    cluster.apply(&manifest(2)).await?;
     let bots: Api<DiscordBot> = Api::namespaced(client.clone(), "default");
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), "default");
     eventually(Duration::from_secs(60), "generation 1 planned", || async {

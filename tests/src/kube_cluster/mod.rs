@@ -18,8 +18,10 @@ mod pki;
 pub use pki::ServingCertificate;
 mod port_forward;
 mod tools;
+mod workloads;
 pub use node::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_NAME};
 pub use port_forward::PortForward;
+pub use workloads::sim_workload;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -197,15 +199,10 @@ impl KubeCluster {
         .await
         .with_context(|| cluster.log_report())?;
         cluster.node = Some(node);
-        succeeded(
-            &cluster
-                .kubectl(
-                    &["apply", "--server-side", "-f", "-"],
-                    Some(&dns::manifests(&coredns.name)),
-                )
-                .await?,
-        )
-        .context("applying the cluster DNS")?;
+        cluster
+            .apply(&dns::manifests(&coredns.name))
+            .await
+            .context("applying the cluster DNS")?;
         cluster
             .wait_rollout("kube-system", "deployment/coredns")
             .await
@@ -388,18 +385,29 @@ impl KubeCluster {
         self.dir.path()
     }
 
+    /// `kubectl apply --server-side` of `manifest` (YAML, one or more documents).
+    ///
+    /// # Errors
+    /// When kubectl fails, with what it said.
+    pub async fn apply(&self, manifest: &str) -> anyhow::Result<()> {
+        succeeded(
+            &self
+                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
+                .await?,
+        )
+        .context("kubectl apply")?;
+        Ok(())
+    }
+
     /// Applies a CustomResourceDefinition (`manifest`, YAML) server-side and waits until the API
     /// server serves it (`crd/<name>` established).
     ///
     /// # Errors
     /// When the API server refuses it, or it is not established within 30 s.
     pub async fn apply_crd(&self, manifest: &str, name: &str) -> anyhow::Result<()> {
-        succeeded(
-            &self
-                .kubectl(&["apply", "--server-side", "-f", "-"], Some(manifest))
-                .await?,
-        )
-        .with_context(|| format!("applying crd/{name}"))?;
+        self.apply(manifest)
+            .await
+            .with_context(|| format!("applying crd/{name}"))?;
         succeeded(
             &self
                 .kubectl(
@@ -460,11 +468,7 @@ spec:
   service: {{name: external-metrics, namespace: default, port: {port}}}
 "#
         );
-        succeeded(
-            &self
-                .kubectl(&["apply", "--server-side", "-f", "-"], Some(&manifests))
-                .await?,
-        )?;
+        self.apply(&manifests).await?;
         self.wait_external_metrics_available().await
     }
 
