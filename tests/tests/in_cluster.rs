@@ -88,6 +88,16 @@ fn example_bot() -> anyhow::Result<String> {
     Ok(example.replace("shardsPerPod: 16", "shardsPerPod: 1"))
 }
 
+/// The example bot's status, as `kubectl get dbot mybot -o json` shows it.
+async fn bot_status(cluster: &KubeCluster) -> anyhow::Result<Value> {
+    let bot: Value = serde_json::from_str(&succeeded(
+        &cluster
+            .kubectl(&["get", "dbot", "mybot", "-o", "json"], None)
+            .await?,
+    )?)?;
+    Ok(bot["status"].clone())
+}
+
 async fn pod_log(cluster: &KubeCluster, pod: &str) -> anyhow::Result<String> {
     succeeded(
         &cluster
@@ -172,12 +182,7 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
         format!("{all}\n--- operator ---\n{operator}")
     };
     let ready = eventually(Duration::from_secs(180), "the bot is ready", || async {
-        let bot: Value = serde_json::from_str(&succeeded(
-            &cluster
-                .kubectl(&["get", "dbot", "mybot", "-o", "json"], None)
-                .await?,
-        )?)?;
-        let status = &bot["status"];
+        let status = bot_status(&cluster).await?;
         anyhow::ensure!(
             status["shards"] == json!(2) && status["readyShards"] == json!(2),
             "{status}"
@@ -274,12 +279,7 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
         Duration::from_secs(180),
         "generation 2 took over",
         || async {
-            let bot: Value = serde_json::from_str(&succeeded(
-                &cluster
-                    .kubectl(&["get", "dbot", "mybot", "-o", "json"], None)
-                    .await?,
-            )?)?;
-            let status = &bot["status"];
+            let status = bot_status(&cluster).await?;
             anyhow::ensure!(
                 status["gatewayGeneration"] == json!(2)
                     && status["reshard"].is_null()
