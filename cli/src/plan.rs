@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use shardyard_operator::discord::{DiscordError, gateway_bot};
+use shardyard_operator::discord::{self, DiscordError, gateway_bot};
 use shardyard_operator::manifest::{read_bots, render};
 use shardyard_operator::plan::{
     DEFAULT_API_BASE, DEFAULT_IMAGE, DEFAULT_QUEUE_DEPTH_URL, OperatorDefaults, PlanInput, plan,
@@ -107,9 +107,7 @@ async fn ask_discord(
             name(bot)
         )
     })?;
-    let client = reqwest::Client::builder()
-        .build()
-        .context("making an HTTPS client for Discord's API (are CA certificates installed?)")?;
+    let client = discord::client()?;
     match gateway_bot(&client, &api_base, &token).await {
         Ok(answer) => Ok(answer.gateway),
         Err(error @ DiscordError::InvalidToken) => Err(anyhow::Error::new(error)),

@@ -23,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use shardyard_operator::controller::nats;
 use shardyard_operator::controller::reshard::{ReshardInput, Step, decide};
-use shardyard_operator::discord::{DiscordError, gateway_bot};
+use shardyard_operator::discord::{self, DiscordError, gateway_bot};
 use shardyard_operator::plan::{GatewayBot, Generation, OperatorDefaults, PlanInput, plan};
 use shardyard_operator::resource::ReshardStatus;
 use shardyard_operator::{DiscordBot, ShardCount};
@@ -188,11 +188,7 @@ impl Runner {
             worker_command,
             state_file,
             js,
-            http: reqwest::Client::builder().build().map_err(|e| {
-                format!(
-                    "making an HTTPS client for Discord's API (are CA certificates installed?): {e}"
-                )
-            })?,
+            http: discord::client().map_err(|e| shardyard_protocol::error_chain(&e))?,
             discord: None,
             discord_stale: true,
             active: saved.active.map(|g| Generation {

@@ -63,6 +63,21 @@ struct SessionStartLimit {
     max_concurrency: u32,
 }
 
+/// No HTTPS client could be made for Discord's API: most often no CA certificates where the system
+/// keeps them (an image needs `/etc/ssl/certs/ca-certificates.crt`, or `SSL_CERT_FILE`).
+#[derive(Debug, thiserror::Error)]
+#[error("making an HTTPS client for Discord's API (are CA certificates installed?)")]
+pub struct ClientError(#[source] reqwest::Error);
+
+/// The HTTP client [`gateway_bot`] is asked with. reqwest's `Client::new` panics where the
+/// system has no CA certificates; this says so instead.
+///
+/// # Errors
+/// [`ClientError`].
+pub fn client() -> Result<reqwest::Client, ClientError> {
+    reqwest::Client::builder().build().map_err(ClientError)
+}
+
 /// Asks `GET {api_base}/gateway/bot` with `token`.
 ///
 /// # Errors

@@ -57,34 +57,16 @@ pub fn nats_image() -> anyhow::Result<ImageArchive> {
     cached(&IMAGE, NATS_ARCHIVE_ENV, build_nats)
 }
 
+/// As `scripts/test` builds it: tagged with the binary's version, into the target folder.
 fn build_nats() -> anyhow::Result<PathBuf> {
     let binary = crate::nats_server_bin()?;
-    let version = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .context("running nats-server --version")?;
-    // "nats-server: v2.15.0"
-    let version = String::from_utf8_lossy(&version.stdout)
-        .split_whitespace()
-        .last()
-        .context("nats-server printed no version")?
-        .to_owned();
-    let output = std::env::temp_dir().join("shardyard-images").join(format!(
-        "nats-server-{version}-{}.oci.tar",
-        std::process::id()
-    ));
-    let (path, name) = (output.display().to_string(), binary.display().to_string());
     build(&[
         "--binary",
-        &name,
+        binary.to_str().context("nats-server's path")?,
         "--program",
         "nats-server",
         "--name",
         "shardyard.test/nats-server",
-        "--tag",
-        &version,
-        "--output",
-        &path,
     ])
 }
 

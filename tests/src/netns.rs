@@ -87,11 +87,31 @@ impl TestNetns {
     /// also give each its own view of `/sys` and of the mounts.
     #[must_use]
     pub fn nsenter(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.nsenter_joining(None, program)
+    }
+
+    /// As [`nsenter`](Self::nsenter), in the mount namespace of process `pid` too (one that
+    /// made its own: a node's kubelet joins containerd's).
+    #[must_use]
+    pub fn nsenter_with_mounts_of(
+        &self,
+        pid: u32,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
+        self.nsenter_joining(Some(pid), program)
+    }
+
+    fn nsenter_joining(
+        &self,
+        mounts_of: Option<u32>,
+        program: impl AsRef<std::ffi::OsStr>,
+    ) -> Command {
         let mut command = Command::new("nsenter");
-        command
-            .arg(format!("--net=/var/run/netns/{}", self.name))
-            .arg("--")
-            .arg(program);
+        command.arg(format!("--net=/var/run/netns/{}", self.name));
+        if let Some(pid) = mounts_of {
+            command.arg(format!("--mount=/proc/{pid}/ns/mnt"));
+        }
+        command.arg("--").arg(program);
         command
     }
 

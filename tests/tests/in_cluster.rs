@@ -167,18 +167,11 @@ async fn helm_installs_the_operator_and_the_example_bot_runs_in_the_cluster_losi
     cluster.apply(&example_bot()?).await?;
     let report = || async {
         let all = cluster
-            .kubectl(&["get", "all,dbot,hpa", "-A", "-o", "wide"], None)
-            .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+            .kubectl_report(&["get", "all,dbot,hpa", "-A", "-o", "wide"])
+            .await;
         let operator = cluster
-            .kubectl(
-                &["logs", "-n", "shardyard", "deployment/sy-shardyard"],
-                None,
-            )
-            .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+            .kubectl_report(&["logs", "-n", "shardyard", "deployment/sy-shardyard"])
+            .await;
         format!("{all}\n--- operator ---\n{operator}")
     };
     let ready = eventually(Duration::from_secs(180), "the bot is ready", || async {

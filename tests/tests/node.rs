@@ -320,11 +320,7 @@ spec:
 
 /// `kubectl logs -f` of `pod`, collected until the container ends.
 fn follow_logs(cluster: &KubeCluster, pod: &str) -> tokio::task::JoinHandle<String> {
-    let mut command = tokio::process::Command::new(cluster.tools().join("kubectl"));
-    command
-        .args(["logs", "-f", "-n", "default", pod])
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .kill_on_drop(true);
+    let mut command = cluster.kubectl_command(&["logs", "-f", "-n", "default", pod]);
     tokio::spawn(async move {
         match tokio::time::timeout(Duration::from_secs(90), command.output()).await {
             Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout).into_owned(),

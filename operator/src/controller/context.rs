@@ -54,19 +54,18 @@ impl Context {
     /// A context over `client`.
     ///
     /// # Errors
-    /// When no HTTPS client can be made (no CA certificates on the system): reqwest's
-    /// `Client::new` would panic there.
+    /// When no HTTPS client can be made for Discord's API ([`crate::discord::client`]).
     pub fn new(
         client: Client,
         defaults: OperatorDefaults,
         recorder: Recorder,
-    ) -> Result<Self, reqwest::Error> {
+    ) -> Result<Self, crate::discord::ClientError> {
         Ok(Self {
             client,
             defaults,
             recorder,
             metrics: std::sync::Arc::new(Metrics::default()),
-            http: reqwest::Client::builder().build()?,
+            http: crate::discord::client()?,
             answers: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
         })

@@ -69,10 +69,9 @@ pub enum OperatorError {
     /// The external metrics API could not start.
     #[error(transparent)]
     MetricsApi(#[from] crate::metrics_api::MetricsApiError),
-    /// No HTTPS client for Discord's API: most often no CA certificates where the system keeps
-    /// them (an image needs `/etc/ssl/certs/ca-certificates.crt`, or `SSL_CERT_FILE`).
-    #[error("making an HTTPS client for Discord's API (are CA certificates installed?)")]
-    Http(#[source] reqwest::Error),
+    /// No HTTPS client for Discord's API.
+    #[error(transparent)]
+    Http(#[from] crate::discord::ClientError),
 }
 
 /// What `/readyz` and `/metrics` see.
@@ -107,14 +106,11 @@ pub async fn run(config: OperatorConfig, shutdown: CancellationToken) -> Result<
         controller: apply::FIELD_MANAGER.to_owned(),
         instance: Some(config.identity.clone()),
     };
-    let context = Arc::new(
-        Context::new(
-            client.clone(),
-            config.defaults.clone(),
-            Recorder::new(client.clone(), reporter),
-        )
-        .map_err(OperatorError::Http)?,
-    );
+    let context = Arc::new(Context::new(
+        client.clone(),
+        config.defaults.clone(),
+        Recorder::new(client.clone(), reporter),
+    )?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     // Every replica knows the bots, to answer for their queue depth whether it leads or not.
     let (bots, writer) = reflector::store::<DiscordBot>();

@@ -19,7 +19,6 @@ pub use pki::ServingCertificate;
 mod port_forward;
 mod tools;
 mod workloads;
-pub use node::{CLUSTER_DNS_IP, CLUSTER_DOMAIN, NODE_NAME};
 pub use port_forward::PortForward;
 pub use workloads::sim_workload;
 
@@ -67,7 +66,7 @@ pub struct KubeCluster {
     tools: PathBuf,
     kubeconfig: PathBuf,
     api_ready_after: Duration,
-    ca_pem: String,
+    /// The certificates and keys (files in `dir`).
     pki: ClusterPki,
     // Dropped in reverse start order: the API server's clients before it, it before etcd, and
     // the namespace last.
@@ -75,8 +74,6 @@ pub struct KubeCluster {
     controller_manager: ProcessGuard,
     apiserver: ProcessGuard,
     etcd: ProcessGuard,
-    /// The aggregation layer's client certificate and key (files in `dir`).
-    front_proxy_client: (PathBuf, PathBuf),
     /// The certificates, kubeconfigs and etcd's data: removed once the processes are gone.
     dir: TempDir,
     netns: TestNetns,
@@ -97,6 +94,8 @@ impl KubeCluster {
             .prefix("shardyard-kube-")
             .tempdir()
             .context("a folder for the cluster")?;
+        // kubectl's and helm's home (`tool_command`).
+        std::fs::create_dir_all(dir.path().join("home"))?;
         let netns = TestNetns::create()?;
         let address = netns.inside();
         let pki = ClusterPki::generate(dir.path(), address, node::NODE_NAME)?;
@@ -144,15 +143,10 @@ impl KubeCluster {
         Ok(Self {
             node: None,
             tools,
-            pki: pki.clone(),
+            pki,
             dir,
             kubeconfig,
             api_ready_after,
-            ca_pem: pki.ca_pem.clone(),
-            front_proxy_client: (
-                pki.front_proxy_client_cert.clone(),
-                pki.front_proxy_client_key.clone(),
-            ),
             scheduler,
             controller_manager,
             apiserver,
@@ -218,12 +212,6 @@ impl KubeCluster {
         Ok(images::shardyard_image()?.name)
     }
 
-    /// The node's address (its InternalIP): NodePorts answer here, from the test process too.
-    #[must_use]
-    pub fn node_address(&self) -> std::net::Ipv4Addr {
-        self.netns.inside()
-    }
-
     /// Waits (50 s at most: within [`kubectl`](Self::kubectl)'s minute) until `kubectl rollout
     /// status` says `workload` in `namespace` is rolled out.
     ///
@@ -247,35 +235,26 @@ impl KubeCluster {
             return Ok(());
         }
         let pods = self
-            .kubectl(&["get", "pods", "-A", "-o", "wide"], None)
-            .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+            .kubectl_report(&["get", "pods", "-A", "-o", "wide"])
+            .await;
         let events = self
-            .kubectl(&["get", "events", "-A", "--sort-by=.lastTimestamp"], None)
-            .await
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
+            .kubectl_report(&["get", "events", "-A", "--sort-by=.lastTimestamp"])
+            .await;
         // What its containers said, the last run of a crashing one included.
         let mut logs = String::new();
         for previous in ["--previous=false", "--previous=true"] {
-            let args = [
-                "logs",
-                "-n",
-                namespace,
-                workload,
-                "--all-containers",
-                "--tail=40",
-                previous,
-            ];
-            if let Ok(output) = self.kubectl(&args, None).await {
-                let _ = writeln!(
-                    logs,
-                    "--- kubectl logs {workload} {previous} ---\n{}{}",
-                    String::from_utf8_lossy(&output.stdout),
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
+            let said = self
+                .kubectl_report(&[
+                    "logs",
+                    "-n",
+                    namespace,
+                    workload,
+                    "--all-containers",
+                    "--tail=40",
+                    previous,
+                ])
+                .await;
+            let _ = writeln!(logs, "--- kubectl logs {workload} {previous} ---\n{said}");
         }
         anyhow::bail!(
             "{workload} in {namespace} not rolled out: {}\n{pods}\n{events}\n{logs}\n{}",
@@ -355,14 +334,17 @@ impl KubeCluster {
     /// The cluster CA's certificate (PEM): it signed the API server's serving certificate.
     #[must_use]
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.pki.ca_pem
     }
 
     /// The certificate and key (PEM files) the API server's aggregation layer presents to an
     /// aggregated API server: to ask one directly, as the aggregator does.
     #[must_use]
     pub fn front_proxy_client(&self) -> (&Path, &Path) {
-        (&self.front_proxy_client.0, &self.front_proxy_client.1)
+        (
+            &self.pki.front_proxy_client_cert,
+            &self.pki.front_proxy_client_key,
+        )
     }
 
     /// A `kube` client with the admin kubeconfig.
@@ -535,31 +517,45 @@ spec:
         self.run("helm", args, None).await
     }
 
+    /// `kubectl ARGS` against this cluster, not yet started: for what runs beside the test
+    /// (`kubectl logs -f`, `kubectl port-forward`). Killed when dropped; output and input are
+    /// the caller's to set.
+    #[must_use]
+    pub fn kubectl_command(&self, args: &[&str]) -> tokio::process::Command {
+        self.tool_command("kubectl", args)
+    }
+
+    /// `program ARGS` (kubectl or helm) with this cluster's kubeconfig, and a home in the
+    /// cluster's folder: helm keeps its cache, config and data there, kubectl its cache.
+    fn tool_command(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let home = self.dir.path().join("home");
+        let mut command = tokio::process::Command::new(self.tools.join(program));
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", &home)
+            .env("HELM_CACHE_HOME", home.join("helm-cache"))
+            .env("HELM_CONFIG_HOME", home.join("helm-config"))
+            .env("HELM_DATA_HOME", home.join("helm-data"))
+            .kill_on_drop(true);
+        command
+    }
+
     async fn run(
         &self,
         program: &str,
         args: &[&str],
         stdin: Option<&str>,
     ) -> anyhow::Result<Output> {
-        let home = self.dir.path().join("home");
-        std::fs::create_dir_all(&home)?;
-        let mut command = tokio::process::Command::new(self.tools.join(program));
+        let mut command = self.tool_command(program, args);
         command
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            // helm keeps its cache, config and data under these; kubectl its cache under HOME.
-            .env("HOME", &home)
-            .env("HELM_CACHE_HOME", home.join("helm-cache"))
-            .env("HELM_CONFIG_HOME", home.join("helm-config"))
-            .env("HELM_DATA_HOME", home.join("helm-data"))
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .stderr(Stdio::piped());
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {program}"))?;
@@ -571,6 +567,19 @@ spec:
             .await
             .with_context(|| format!("{program} {args:?} did not finish within 60 s"))?
             .with_context(|| format!("running {program}"))
+    }
+
+    /// What `kubectl ARGS` printed, or what went wrong: for a failing test's report, where
+    /// nothing more can fail.
+    pub async fn kubectl_report(&self, args: &[&str]) -> String {
+        match self.kubectl(args, None).await {
+            Ok(output) => format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+            Err(e) => format!("kubectl {args:?}: {e:#}"),
+        }
     }
 
     /// Every component's log tail, for a failing test's message.
@@ -590,15 +599,6 @@ spec:
             let _ = writeln!(report, "{}", process.log_report());
         }
         report
-    }
-
-    /// The node's kubelet's log (empty without a node).
-    #[must_use]
-    pub fn kubelet_log(&self) -> String {
-        self.node
-            .as_ref()
-            .map(KubeNode::kubelet_log)
-            .unwrap_or_default()
     }
 
     /// The controller-manager's log (which controllers ran, what the HPA controller saw).

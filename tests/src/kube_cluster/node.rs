@@ -11,7 +11,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -25,11 +24,11 @@ use crate::images::ImageArchive;
 use crate::netns::TestNetns;
 
 /// The Node's name (the kubelet's certificate is `system:node:test-node`).
-pub const NODE_NAME: &str = "test-node";
+pub(crate) const NODE_NAME: &str = "test-node";
 /// The cluster DNS Service's ClusterIP (the kubelet's `clusterDNS`).
-pub const CLUSTER_DNS_IP: &str = "10.0.0.10";
+pub(crate) const CLUSTER_DNS_IP: &str = "10.0.0.10";
 /// The cluster's DNS domain.
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
+pub(crate) const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// kube-proxy's health port, on the node's address.
 const PROXY_HEALTHZ_PORT: u16 = 10256;
@@ -147,14 +146,10 @@ impl KubeNode {
         let kubeconfig = write_kubeconfig(dir, "node", &server, pki, &pki.node)?;
         let config = paths.root.join("kubelet.yaml");
         std::fs::write(&config, kubelet_config(netns, pki, &paths, &cgroup.path()))?;
-        let mut command = Command::new("nsenter");
+        // containerd's mount namespace: the kubelet's volume mounts must be where containerd
+        // mounts them into containers.
+        let mut command = netns.nsenter_with_mounts_of(containerd.pid(), tools.join("kubelet"));
         command
-            .arg(format!("--net=/var/run/netns/{}", netns.name()))
-            // containerd's mount namespace: the kubelet's volume mounts must be where
-            // containerd mounts them into containers.
-            .arg(format!("--mount=/proc/{}/ns/mnt", containerd.pid()))
-            .arg("--")
-            .arg(tools.join("kubelet"))
             .arg(format!("--config={}", config.display()))
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
             .arg(format!("--root-dir={}", paths.kubelet().display()))
@@ -234,11 +229,6 @@ impl KubeNode {
     pub(crate) fn processes(&self) -> [&ProcessGuard; 3] {
         [&self.containerd, &self.kubelet, &self.kube_proxy]
     }
-
-    /// The kubelet's log.
-    pub(crate) fn kubelet_log(&self) -> String {
-        self.kubelet.log()
-    }
 }
 
 /// Forwarding and bridged traffic through netfilter (kube-proxy's rules see pod traffic), and a
@@ -280,19 +270,7 @@ async fn start_containerd(
         &containerd,
         Duration::from_secs(30),
         "containerd answers",
-        || async {
-            let output = tokio::process::Command::new(tools.join("ctr"))
-                .arg(format!("--address={}", socket.display()))
-                .arg("version")
-                .output()
-                .await?;
-            anyhow::ensure!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            Ok(())
-        },
+        || ctr(tools, &socket, &["version"]),
     )
     .await?;
     Ok(containerd)
@@ -300,19 +278,28 @@ async fn start_containerd(
 
 /// `ctr images import` into the namespace the CRI uses.
 async fn import(tools: &Path, socket: &Path, image: &ImageArchive) -> anyhow::Result<()> {
+    let archive = image.path.to_str().context("an archive's path")?;
+    ctr(
+        tools,
+        socket,
+        &["--namespace=k8s.io", "images", "import", archive],
+    )
+    .await
+    .with_context(|| format!("importing {} ({archive})", image.name))
+}
+
+/// `ctr ARGS` against the node's containerd, which must succeed.
+async fn ctr(tools: &Path, socket: &Path, args: &[&str]) -> anyhow::Result<()> {
     let output = tokio::process::Command::new(tools.join("ctr"))
         .arg(format!("--address={}", socket.display()))
-        .args(["--namespace=k8s.io", "images", "import"])
-        .arg(&image.path)
+        .args(args)
         .output()
         .await
         .context("running ctr")?;
     anyhow::ensure!(
         output.status.success(),
-        "importing {} ({}): {}",
-        image.name,
-        image.path.display(),
-        String::from_utf8_lossy(&output.stderr)
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
     );
     Ok(())
 }

@@ -24,20 +24,19 @@ impl PortForward {
         target: &str,
         port: u16,
     ) -> anyhow::Result<Self> {
-        let mut child = tokio::process::Command::new(cluster.tools().join("kubectl"))
-            .args([
+        let port = format!(":{port}");
+        let mut child = cluster
+            .kubectl_command(&[
                 "port-forward",
                 "--address=127.0.0.1",
                 "-n",
                 namespace,
                 target,
+                &port,
             ])
-            .arg(format!(":{port}"))
-            .env("KUBECONFIG", cluster.kubeconfig())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
             .spawn()
             .context("starting kubectl port-forward")?;
         let stdout = child.stdout.take().context("kubectl's stdout")?;
