@@ -1,4 +1,10 @@
 //! What the gateway asks Discord's REST API: `GET /gateway/bot`.
+//!
+//! In a cluster the operator points `--api-base` at the bot's REST proxy, so that the pods of a
+//! generation starting together share the route's bucket (5 per 5 s on Discord) with each other
+//! and with the workers instead of each spending it blind.
+
+use std::time::Duration;
 
 use serde::Deserialize;
 use shardyard_protocol::Token;
@@ -33,6 +39,14 @@ pub enum DiscordError {
     /// 401: the token is wrong; retrying cannot help.
     #[error("Discord refused the bot token (401 Unauthorized)")]
     InvalidToken,
+    /// 429: asked too often; `retry_after` is when to ask again, when the answer said.
+    #[error("GET {url} was rate limited (429)")]
+    RateLimited {
+        /// The URL asked.
+        url: String,
+        /// From the body's `retry_after` or the `Retry-After` header.
+        retry_after: Option<Duration>,
+    },
     /// Another status.
     #[error("GET {url} answered {status}")]
     Status {
@@ -58,7 +72,23 @@ impl DiscordError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, Self::InvalidToken)
     }
+
+    /// How long the answer asked us to wait before asking again, if it said.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
+
+/// The seconds the proxy may hold the request for its turn in the bucket (`X-Shardyard-Max-Wait`),
+/// under the client's 15 s timeout. Discord ignores the header.
+const PROXY_MAX_WAIT_SECONDS: &str = "10";
+
+/// The longest wait a 429 is taken at its word for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// Asks `{api_base}/gateway/bot`.
 ///
@@ -73,6 +103,7 @@ pub async fn gateway_bot(
     let response = client
         .get(&url)
         .header("Authorization", token.authorization())
+        .header("X-Shardyard-Max-Wait", PROXY_MAX_WAIT_SECONDS)
         .send()
         .await
         .map_err(|source| DiscordError::Request {
@@ -88,6 +119,27 @@ pub async fn gateway_bot(
                 source: source.without_url(),
             }),
         401 => Err(DiscordError::InvalidToken),
+        429 => {
+            let header = response
+                .headers()
+                .get("Retry-After")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f64>().ok());
+            let body = response
+                .json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|b| b.get("retry_after").and_then(serde_json::Value::as_f64));
+            Err(DiscordError::RateLimited {
+                url,
+                retry_after: body.or(header).and_then(retry_after),
+            })
+        }
         status => Err(DiscordError::Status { url, status }),
     }
+}
+
+fn retry_after(seconds: f64) -> Option<Duration> {
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_RETRY_AFTER.as_secs_f64())))
 }

@@ -122,14 +122,22 @@ pub async fn run(
             url: config.api_base.clone(),
             source,
         })?;
+    // The REST proxy the operator points us at may still be starting: retry soon, then back off.
+    let mut backoff = Duration::from_millis(500);
     let info = loop {
         match discord::gateway_bot(&http, &config.api_base, &config.token).await {
             Ok(info) => break info,
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, "asking for the gateway failed; retrying in 5 s");
+                let wait = e.retry_after().unwrap_or(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "asking for the gateway failed; retrying"
+                );
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
             Err(e) => return Err(e.into()),

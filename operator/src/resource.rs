@@ -238,8 +238,8 @@ pub enum NatsDeletionPolicy {
 #[serde(rename_all = "camelCase")]
 pub struct DiscordSpec {
     /// Discord's API base with its version (`https://discord.com/api/v10`, or a simulator's).
-    /// Without it the operator's `--api-base` applies. The gateway gets it as `--api-base`,
-    /// the REST proxy its unversioned form as `--upstream`.
+    /// Without it the operator's `--api-base` applies. The REST proxy gets its unversioned form
+    /// as `--upstream`; the gateway asks through the proxy, in this version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^https?://[^/]+(/[^?#]*)?/v[0-9]+/?$')").message("discord.apiBase must be an http(s) URL ending in the API version, like https://discord.com/api/v10"))]
     #[schemars(length(max = 2048))]

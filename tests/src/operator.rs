@@ -193,13 +193,24 @@ impl PodProcess {
 /// and a process can be killed with `-9` where the test wants it; `tests/in_cluster.rs` runs
 /// real pods).
 ///
+/// `services` stands in for the cluster's DNS: each `(host:port, local address)` is replaced in
+/// the arguments and environment (`mybot-rest.default.svc:8080` → a proxy the test runs).
+///
 /// # Errors
 /// When the StatefulSet, a Secret or a key is missing, or a process does not start.
 pub async fn start_pods(
     client: &kube::Client,
     namespace: &str,
     name: &str,
+    services: &[(&str, SocketAddr)],
 ) -> anyhow::Result<Vec<PodProcess>> {
+    let resolve = |text: &str| {
+        services
+            .iter()
+            .fold(text.to_owned(), |text, (service, local)| {
+                text.replace(service, &local.to_string())
+            })
+    };
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::Secret;
     let sets: kube::Api<StatefulSet> = kube::Api::namespaced(client.clone(), namespace);
@@ -215,7 +226,7 @@ pub async fn start_pods(
     for ordinal in 0..replicas {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let mut command = Command::new(shardyard_bin()?);
-        command.args(container.args.iter().flatten());
+        command.args(container.args.iter().flatten().map(|a| resolve(a)));
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default());
@@ -243,7 +254,7 @@ pub async fn start_pods(
                 }
                 (None, None) => String::new(),
             };
-            command.env(&var.name, value);
+            command.env(&var.name, resolve(&value));
         }
         command.env("SHARDYARD_ADMIN_ADDR", admin.to_string());
         command.env("RUST_LOG", "info");

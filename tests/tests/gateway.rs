@@ -144,6 +144,41 @@ async fn shard(sim: &SimProcess, id: u32) -> anyhow::Result<serde_json::Value> {
         .unwrap_or_default())
 }
 
+/// `GET /gateway/bot`'s bucket spent by the bot's other pods: the gateway's 429 is waited out for
+/// as long as it says, then the gateway starts, without a request the bucket refuses.
+#[tokio::test]
+async fn a_rate_limited_gateway_bot_is_asked_again_after_its_retry_after() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 2,
+        ..SimArgs::default()
+    })
+    .await?;
+    sim.post_json(
+        "/_sim/rest/faults",
+        &json!({"rate_limit": {"scope": "user", "retry_after": 1.5, "count": 2, "route": "/gateway/bot"}}),
+    )
+    .await?;
+    let started = std::time::Instant::now();
+    let gateway = GatewayProcess::start(&sim, &nats, "limited", 1, 0..1, &[]).await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    let log = gateway.log();
+    assert_eq!(
+        log.matches("was rate limited (429)").count(),
+        2,
+        "both 429s were seen: {log}"
+    );
+    assert_eq!(log.matches("retry_in_ms=1500").count(), 2, "{log}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "each 429 was waited out"
+    );
+    let faults = sim.get_json("/_sim/rest/faults").await?;
+    assert_eq!(faults["rate_limit"], json!([]), "both 429s were used");
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
 #[tokio::test]
 async fn zombies_corrupt_frames_and_close_codes_lose_nothing() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;

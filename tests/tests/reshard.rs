@@ -21,7 +21,9 @@ use shardyard_protocol::BotKey;
 use shardyard_protocol::names::{ACTIVE_GENERATION_KEY, keys};
 use shardyard_tests::ground_truth::{check_handover, read_stream_events, session_logs};
 use shardyard_tests::operator::{OperatorProcess, start_pods};
-use shardyard_tests::{KubeCluster, NatsServer, SimArgs, SimProcess, eventually};
+use shardyard_tests::{
+    KubeCluster, NatsServer, RestProcess, SimArgs, SimProcess, admin_get, eventually, metric_value,
+};
 
 /// The bot's `Resharding` condition: (status, reason).
 fn resharding(bot: &DiscordBot) -> Option<(String, String)> {
@@ -46,6 +48,9 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
         ..SimArgs::default()
     })
     .await?;
+    // The bot's REST proxy, which the gateways ask `GET /gateway/bot` through.
+    let rest = RestProcess::start(&sim, &[]).await?;
+    let services = [("big-rest.default.svc:8080", rest.addr())];
     let client = cluster.client().await?;
     let mut operator = OperatorProcess::start(&cluster, "op-a", &sim.api_base(), &[]).await?;
     cluster
@@ -70,7 +75,7 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
     })
     .await
     .with_context(|| operator.log_report())?;
-    let mut old_pods = start_pods(&client, "default", "big-gateway-g1").await?;
+    let mut old_pods = start_pods(&client, "default", "big-gateway-g1", &services).await?;
     eventually(Duration::from_secs(60), "generation 1 is READY", || async {
         for pod in &old_pods {
             pod.admin_get("/readyz").await?;
@@ -142,7 +147,7 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
     // The operator dies mid-reshard; its successor reads where it was from the status.
     operator.process().kill_9()?;
     let operator = OperatorProcess::start(&cluster, "op-b", &sim.api_base(), &[]).await?;
-    let new_pods = start_pods(&client, "default", "big-gateway-g2").await?;
+    let new_pods = start_pods(&client, "default", "big-gateway-g2", &services).await?;
     assert_eq!(new_pods.len(), 2, "4 shards at 2 per pod");
 
     eventually(
@@ -230,6 +235,16 @@ async fn a_reshard_hands_over_without_a_gap_through_a_budget_hold_and_an_operato
         stats["violations"],
         json!([]),
         "Discord's rules held throughout"
+    );
+    // Each pod of both generations (1 + 2) asked for the gateway through the bot's proxy.
+    let metrics = admin_get(rest.admin_addr(), "/metrics").await?;
+    let asked = metric_value(
+        &metrics,
+        r#"shardyard_rest_requests_total{method="GET",route="/gateway/bot",status="200"}"#,
+    );
+    assert!(
+        asked >= Some(3.0),
+        "GET /gateway/bot through the proxy: {asked:?}"
     );
     drop(new_pods);
     Ok(())

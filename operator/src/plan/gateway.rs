@@ -6,8 +6,8 @@
 use serde_json::json;
 use shardyard_protocol::shard::pod_count;
 
-use super::names::{Context, GENERATION_LABEL, gateway_name};
-use super::pod::{ADMIN_PORT, Common};
+use super::names::{Context, GENERATION_LABEL, gateway_name, rest_url};
+use super::pod::{ADMIN_PORT, Common, api_version};
 use super::{Child, Generation, PlanError, quantity};
 use crate::resource::DiscordBotSpec;
 
@@ -31,10 +31,17 @@ pub(super) fn objects(
             field: "spec.stream.maxBytes",
             reason,
         })?;
+    // `GET /gateway/bot` goes through the bot's REST proxy: a generation's pods start together,
+    // and the route's bucket (5 per 5 s) is shared with every other process of the bot.
+    let api_base = format!(
+        "{}/api/{}",
+        rest_url(&context.name, &context.namespace),
+        api_version(&common.api_base)
+    );
     let mut args = vec![
         "gateway".to_owned(),
         "--api-base".to_owned(),
-        common.api_base.clone(),
+        api_base,
         "--total".to_owned(),
         generation.total.to_string(),
         "--shards-per-pod".to_owned(),

@@ -170,6 +170,15 @@ pub(super) fn with_credentials(urls: &str, credentials: &str) -> String {
 
 /// Discord's API base without its version, as the REST proxy's `--upstream` wants it.
 pub(super) fn unversioned(api_base: &str) -> String {
+    split_version(api_base).0.to_owned()
+}
+
+/// The version segment of Discord's API base (`v10`), or `v10` when it names none.
+pub(super) fn api_version(api_base: &str) -> &str {
+    split_version(api_base).1.unwrap_or("v10")
+}
+
+fn split_version(api_base: &str) -> (&str, Option<&str>) {
     let trimmed = api_base.trim_end_matches('/');
     match trimmed.rsplit_once('/') {
         Some((base, version))
@@ -177,9 +186,9 @@ pub(super) fn unversioned(api_base: &str) -> String {
                 && version.starts_with('v')
                 && version[1..].bytes().all(|b| b.is_ascii_digit()) =>
         {
-            base.to_owned()
+            (base, Some(version))
         }
-        _ => trimmed.to_owned(),
+        _ => (trimmed, None),
     }
 }
 

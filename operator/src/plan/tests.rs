@@ -205,9 +205,10 @@ fn the_gateway_pod_gets_its_ordinal_generation_and_discord_settings() {
     assert_eq!(pod.termination_grace_period_seconds, Some(30));
     let gateway = &pod.containers[0];
     assert_eq!(args(gateway)[0], "gateway");
+    // The gateway asks Discord through the bot's REST proxy, in the version the bot names.
     assert_eq!(
         flag(gateway, "--api-base"),
-        Some("http://sim.test:8450/api/v10")
+        Some("http://mybot-rest.bots.svc:8080/api/v10")
     );
     assert_eq!(flag(gateway, "--total"), Some("3"));
     assert_eq!(flag(gateway, "--shards-per-pod"), Some("16"));
@@ -268,7 +269,10 @@ fn the_gateway_pod_gets_its_ordinal_generation_and_discord_settings() {
 fn the_operators_api_base_applies_when_the_bot_sets_none() {
     let plan = plan_of(&bot(MINIMAL), None, &[]).unwrap();
     let gateway = &containers(&statefulsets(&plan)[0].spec.template)[0];
-    assert_eq!(flag(gateway, "--api-base"), Some(DEFAULT_API_BASE));
+    assert_eq!(
+        flag(gateway, "--api-base"),
+        Some("http://mybot-rest.bots.svc:8080/api/v10")
+    );
     let rest = &containers(&deployment(&plan, "mybot-rest").spec.template)[0];
     assert_eq!(flag(rest, "--upstream"), Some("https://discord.com/api"));
 }
@@ -597,6 +601,24 @@ fn the_api_base_loses_only_its_version_for_the_proxy() {
     );
     assert_eq!(unversioned("http://sim/api"), "http://sim/api");
     assert_eq!(unversioned("http://sim/api/v"), "http://sim/api/v");
+}
+
+#[test]
+fn the_gateway_asks_through_the_proxy_in_the_bots_api_version() {
+    let manifest = with("discord: {apiBase: 'http://sim.test:8450/api/v9/'}");
+    let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
+    let gateway = &containers(&statefulsets(&plan)[0].spec.template)[0];
+    assert_eq!(
+        flag(gateway, "--api-base"),
+        Some("http://mybot-rest.bots.svc:8080/api/v9")
+    );
+    let unversioned_base = with("discord: {apiBase: 'http://sim.test:8450/api'}");
+    let plan = plan_of(&bot(&unversioned_base), None, &[]).unwrap();
+    let gateway = &containers(&statefulsets(&plan)[0].spec.template)[0];
+    assert_eq!(
+        flag(gateway, "--api-base"),
+        Some("http://mybot-rest.bots.svc:8080/api/v10")
+    );
 }
 
 fn autoscaler(plan: &Plan) -> Option<serde_json::Value> {
