@@ -45,7 +45,7 @@ pub(crate) struct GatewayArgs {
     /// Intents, as names (`GUILDS,GUILD_MESSAGES`) or a number.
     #[arg(long, env = "SHARDYARD_INTENTS", default_value = "NON_PRIVILEGED")]
     intents: Intents,
-    /// `zlib-stream` or `none`.
+    /// `zlib-stream`, `zstd-stream` or `none`.
     #[arg(long, default_value = "zlib-stream")]
     compression: Compression,
     /// IDENTIFY's `large_threshold` (50–250).
@@ -285,6 +285,9 @@ mod tests {
         let (config, admin) = config(&args)?;
         assert_eq!(config.shards, 4..8);
         assert_eq!(config.compression, Compression::ZlibStream);
+        let mut zstd = REQUIRED.to_vec();
+        zstd.extend(["--shards", "0..1", "--compression", "zstd-stream"]);
+        assert_eq!(config(&zstd)?.0.compression, Compression::ZstdStream);
         assert_eq!(config.large_threshold, 50);
         assert_eq!(config.intents, "NON_PRIVILEGED".parse::<Intents>()?);
         assert_eq!(
@@ -307,7 +310,7 @@ mod tests {
         assert!(error(&["--shards", "8..4"]).contains("use A..B"));
         assert!(error(&["--shards", "0..4", "--large-threshold", "49"]).contains("49"));
         assert!(
-            error(&["--shards", "0..4", "--compression", "gzip"]).contains("zlib-stream or none")
+            error(&["--shards", "0..4", "--compression", "gzip"]).contains("zlib-stream, zstd-stream or none")
         );
         assert!(error(&["--shards", "0..4", "--presence", "{"]).contains("--presence is not JSON"));
     }

@@ -10,6 +10,9 @@ use shardyard_protocol::{BotKey, Intents, Token};
 pub enum Compression {
     /// `compress=zlib-stream`: one inflate context per connection.
     ZlibStream,
+    /// `compress=zstd-stream`: one zstd decompression context per connection (more memory per
+    /// connection than zlib, fewer bytes and less CPU per event; see `BENCHMARKS.md`).
+    ZstdStream,
     /// Plain JSON text frames.
     None,
 }
@@ -19,9 +22,10 @@ impl std::str::FromStr for Compression {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "zlib-stream" => Ok(Self::ZlibStream),
+            "zstd-stream" => Ok(Self::ZstdStream),
             "none" => Ok(Self::None),
             other => Err(format!(
-                "unknown compression {other:?}: use zlib-stream or none"
+                "unknown compression {other:?}: use zlib-stream, zstd-stream or none"
             )),
         }
     }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
+pub mod decompress;
 pub mod discord;
 pub mod generation;
 pub mod inflate;
@@ -20,6 +21,7 @@ pub mod sessions;
 pub mod shard;
 pub mod status;
 pub mod window;
+pub mod zstd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -22,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{ClaimedCommand, CommandReply, CommandRequest};
 use crate::config::{Compression, GatewayConfig};
 use crate::coordinator::IdentifyGate;
+use crate::decompress::{DecompressError, Decompressor};
 use crate::generation::GenerationGate;
-use crate::inflate::ZlibInflater;
 use crate::publisher::Publisher;
 use crate::send_limit::SendLimiter;
 use crate::sessions::{self, SavedSession, SessionStore};
@@ -346,6 +346,7 @@ async fn connection(
         .map_or(ctx.gateway_url.as_str(), |s| s.resume_url.as_str());
     let compress = match config.compression {
         Compression::ZlibStream => "&compress=zlib-stream",
+        Compression::ZstdStream => "&compress=zstd-stream",
         Compression::None => "",
     };
     let url = format!(
@@ -363,7 +364,7 @@ async fn connection(
         Ok(Err(e)) => return Outcome::Failed(format!("connecting: {e}")),
         Err(_) => return Outcome::Failed("connecting timed out".into()),
     };
-    let mut inflater = (config.compression == Compression::ZlibStream).then(ZlibInflater::new);
+    let mut inflater = Decompressor::for_compression(config.compression);
 
     // HELLO.
     let hello = tokio::time::timeout(
@@ -681,7 +682,7 @@ enum Step {
     Shutdown,
     Acked(Acked),
     Beat,
-    Payload(Result<Option<Incoming>, crate::inflate::InflateError>),
+    Payload(Result<Option<Incoming>, DecompressError>),
 }
 
 enum Incoming {
@@ -696,10 +697,10 @@ use Incoming::{Closed, Frame, Inflated};
 
 impl Incoming {
     /// The payload's bytes; `None` for a close.
-    fn payload<'a>(&'a self, inflater: Option<&'a ZlibInflater>) -> Option<&'a [u8]> {
+    fn payload<'a>(&'a self, inflater: Option<&'a Decompressor>) -> Option<&'a [u8]> {
         match self {
             Frame(bytes) => Some(bytes),
-            Inflated => inflater.map(ZlibInflater::message),
+            Inflated => inflater.map(Decompressor::message),
             Closed(_) => None,
         }
     }
@@ -708,9 +709,9 @@ impl Incoming {
 /// The next whole payload: `Ok(None)` when the connection is gone without a close frame.
 async fn next_payload(
     ws: &mut Socket,
-    inflater: Option<&mut ZlibInflater>,
+    inflater: Option<&mut Decompressor>,
     status: &ShardStatus,
-) -> Result<Option<Incoming>, crate::inflate::InflateError> {
+) -> Result<Option<Incoming>, DecompressError> {
     let mut inflater = inflater;
     loop {
         let message = match ws.next().await {

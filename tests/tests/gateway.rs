@@ -144,6 +144,61 @@ async fn shard(sim: &SimProcess, id: u32) -> anyhow::Result<serde_json::Value> {
         .unwrap_or_default())
 }
 
+/// zstd-stream end to end: every dispatch reaches the stream through a dropped connection's
+/// resume (a fresh context) and a corrupt frame, and the shards report what they saved.
+#[tokio::test]
+async fn zstd_stream_delivers_every_dispatch_through_resumes_and_a_corrupt_frame()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 20,
+        events_per_second: 200.0,
+        ..SimArgs::default()
+    })
+    .await?;
+    let gateway = GatewayProcess::start(
+        &sim,
+        &nats,
+        "zstdbot",
+        2,
+        0..2,
+        &["--compression", "zstd-stream"],
+    )
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    sim.post_json("/_sim/shards/0/drop", &json!({})).await?;
+    sim.post_json("/_sim/shards/1/corrupt", &json!({})).await?;
+    eventually(Duration::from_secs(15), "both shards resumed", || async {
+        anyhow::ensure!(shard(&sim, 0).await?["resumes"] == 1, "shard 0 not yet");
+        anyhow::ensure!(shard(&sim, 1).await?["resumes"] == 1, "shard 1 not yet");
+        Ok(())
+    })
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sim.post_json("/_sim/traffic", &json!({"events_per_second": 0}))
+        .await?;
+    stream_equals_ground_truth(&nats, &sim, &BotKey::local("zstdbot")?, 2).await?;
+    let metrics = gateway.admin_get("/metrics").await?;
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let (compressed, raw) = (
+        series("shardyard_gateway_bytes_compressed_total"),
+        series("shardyard_gateway_bytes_raw_total"),
+    );
+    assert!(
+        compressed > 0.0 && raw > compressed * 2.0,
+        "zstd compressed the traffic: {compressed} bytes for {raw}\n{metrics}"
+    );
+    assert_eq!(sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
 /// `GET /gateway/bot`'s bucket spent by the bot's other pods: the gateway's 429 is waited out for
 /// as long as it says, then the gateway starts, without a request the bucket refuses.
 #[tokio::test]

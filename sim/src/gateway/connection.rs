@@ -18,7 +18,7 @@ use shardyard_protocol::{
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::zlib::{CORRUPT_FRAME, ZlibStream};
+use super::compress::{Compression, Compressor};
 use crate::bot::BotState;
 use crate::session::{ConnControl, Session};
 use crate::state::SimState;
@@ -26,7 +26,7 @@ use crate::state::SimState;
 /// How a connection was opened.
 #[derive(Debug)]
 pub(super) struct Setup {
-    pub(super) zlib: bool,
+    pub(super) compression: Compression,
     pub(super) on_resume_url: bool,
     pub(super) version_ok: bool,
     pub(super) encoding_ok: bool,
@@ -53,7 +53,7 @@ pub(super) struct Connection {
     pub(super) id: u64,
     pub(super) setup: Setup,
     socket: WebSocket,
-    zlib: Option<ZlibStream>,
+    compressor: Option<Compressor>,
     frame: Vec<u8>,
     out: BytesMut,
     ack_heartbeats: bool,
@@ -97,7 +97,7 @@ impl Connection {
         Self {
             id: state.next_conn_id(),
             state,
-            zlib: setup.zlib.then(ZlibStream::new),
+            compressor: setup.compression.compressor(),
             setup,
             socket,
             frame: Vec::with_capacity(4096),
@@ -119,7 +119,7 @@ impl Connection {
     }
 
     pub(super) async fn run(mut self) {
-        tracing::debug!(conn = self.id, peer = %self.setup.peer, zlib = self.zlib.is_some(), "gateway connection");
+        tracing::debug!(conn = self.id, peer = %self.setup.peer, compression = ?self.setup.compression, "gateway connection");
         if !self.setup.version_ok {
             self.close(CloseCode::InvalidApiVersion.code(), "Invalid API version")
                 .await;
@@ -238,9 +238,11 @@ impl Connection {
                 Flow::Continue
             }
             ConnControl::CorruptNextFrame => {
-                let sent = if self.zlib.is_some() {
+                let sent = if let Some(compressor) = &self.compressor {
                     self.socket
-                        .send(Message::Binary(Bytes::from_static(&CORRUPT_FRAME)))
+                        .send(Message::Binary(Bytes::from_static(
+                            compressor.corrupt_frame(),
+                        )))
                         .await
                 } else {
                     self.socket
@@ -389,13 +391,13 @@ impl Connection {
     }
 
     fn encode(&mut self, payload: &[u8]) -> Message {
-        match &mut self.zlib {
-            Some(zlib) => {
+        match &mut self.compressor {
+            Some(compressor) => {
                 // One growing buffer split per frame: an allocation per block, not per frame.
                 if self.out.capacity() - self.out.len() < payload.len() {
                     self.out.reserve(64 * 1024);
                 }
-                zlib.compress(payload, &mut self.out);
+                compressor.compress(payload, &mut self.out);
                 Message::Binary(self.out.split().freeze())
             }
             None => Message::Text(String::from_utf8_lossy(payload).into_owned().into()),

@@ -1,11 +1,13 @@
 //! The simulated gateway: `ws://ADDR/gateway` and `ws://ADDR/resume`, JSON with optional
-//! zlib-stream, HELLO and heartbeats, IDENTIFY and RESUME checked like Discord, commands, and the
+//! zlib-stream or zstd-stream, HELLO and heartbeats, IDENTIFY and RESUME checked like Discord, commands, and the
 //! faults `/_sim/` injects.
 
 mod commands;
+mod compress;
 mod connection;
 mod handshake;
 pub mod zlib;
+pub mod zstd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,13 +55,16 @@ fn upgrade(
     ws: WebSocketUpgrade,
     on_resume_url: bool,
 ) -> Response {
-    let zlib = match params.compress.as_deref() {
-        None | Some("") => false,
-        Some("zlib-stream") => true,
+    let compression = match params.compress.as_deref() {
+        None | Some("") => compress::Compression::None,
+        Some("zlib-stream") => compress::Compression::ZlibStream,
+        Some("zstd-stream") => compress::Compression::ZstdStream,
         Some(other) => {
             return (
                 StatusCode::BAD_REQUEST,
-                format!("the simulator supports compress=zlib-stream, not {other:?}"),
+                format!(
+                    "the simulator supports compress=zlib-stream or zstd-stream, not {other:?}"
+                ),
             )
                 .into_response();
         }
@@ -69,7 +74,7 @@ fn upgrade(
     ws.max_message_size(1 << 20)
         .on_upgrade(move |socket| async move {
             let setup = connection::Setup {
-                zlib,
+                compression,
                 on_resume_url,
                 version_ok,
                 encoding_ok,
