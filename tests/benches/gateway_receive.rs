@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::json;
+use shardyard_tests::bench::receive::{gateway_counter, gateway_published, measure, sim_dispatched};
 use shardyard_tests::bench::{self, cpu_secs, env_or, release_dir, rss_kib};
 use shardyard_tests::{
     GatewayProcess, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port,
@@ -66,31 +67,6 @@ async fn run() -> anyhow::Result<()> {
         load(&nats).await?;
     }
     Ok(())
-}
-
-async fn sim_dispatched(sim: &SimProcess) -> anyhow::Result<u64> {
-    let stats = sim.stats().await?;
-    Ok(stats["shards"]
-        .as_array()
-        .context("no shards in stats")?
-        .iter()
-        .filter_map(|s| s["dispatched"].as_u64())
-        .sum())
-}
-
-/// A per-shard counter of the gateway's, summed over its shards.
-async fn gateway_counter(gateway: &GatewayProcess, name: &str) -> anyhow::Result<u64> {
-    let metrics = gateway.admin_get("/metrics").await?;
-    let prefix = format!("{name}{{");
-    Ok(metrics
-        .lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
-}
-
-async fn gateway_published(gateway: &GatewayProcess) -> anyhow::Result<u64> {
-    gateway_counter(gateway, "shardyard_gateway_published_total").await
 }
 
 /// The twilight receiver as a process, with its control port.
@@ -155,80 +131,6 @@ impl Twilight {
         .await
         .with_context(|| self.process.log_tail(20))
     }
-}
-
-/// One receiver's measured window.
-struct Window {
-    secs: f64,
-    cpu_secs: f64,
-    events: u64,
-    sim_events: u64,
-}
-
-impl Window {
-    fn us_per_event(&self) -> f64 {
-        self.cpu_secs * 1e6 / self.events as f64
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{:.1} s, {} events ({:.0}/s; simulator dispatched {}), CPU {:.2} s = {:.1} % of a core, {:.2} µs/event",
-            self.secs,
-            self.events,
-            self.events as f64 / self.secs,
-            self.sim_events,
-            self.cpu_secs,
-            self.cpu_secs / self.secs * 100.0,
-            self.us_per_event()
-        )
-    }
-}
-
-/// Turns traffic on, warms up, and measures `pid` over the window with `events` counting what
-/// the receiver got.
-async fn measure<F, Fut>(
-    sim: &SimProcess,
-    pid: u32,
-    nats_pid: u32,
-    events: F,
-) -> anyhow::Result<(Window, f64)>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = anyhow::Result<u64>>,
-{
-    let rate: f64 = env_or("BENCH_RATE", 10_000.0);
-    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
-    sim.post_json("/_sim/traffic", &json!({ "events_per_second": rate }))
-        .await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let (c0, n0, e0, s0, t0) = (
-        cpu_secs(pid)?,
-        cpu_secs(nats_pid)?,
-        events().await?,
-        sim_dispatched(sim).await?,
-        Instant::now(),
-    );
-    tokio::time::sleep(window).await;
-    let (c1, n1, e1, s1, t1) = (
-        cpu_secs(pid)?,
-        cpu_secs(nats_pid)?,
-        events().await?,
-        sim_dispatched(sim).await?,
-        Instant::now(),
-    );
-    sim.post_json("/_sim/traffic", &json!({ "events_per_second": 0 }))
-        .await?;
-    // Let the last events drain before the next receiver starts.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok((
-        Window {
-            secs: (t1 - t0).as_secs_f64(),
-            cpu_secs: c1 - c0,
-            events: e1 - e0,
-            sim_events: s1 - s0,
-        },
-        n1 - n0,
-    ))
 }
 
 async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {

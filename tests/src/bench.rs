@@ -1,6 +1,8 @@
 //! What the load benches (`tests/benches/`) share: release binaries, knobs from the
 //! environment, and a process's CPU and memory from `/proc`.
 
+pub mod receive;
+
 use std::path::PathBuf;
 use std::process::Command;
 
