@@ -194,7 +194,13 @@ async fn say(State(state): State<Arc<SimState>>, Json(body): Json<Say>) -> Answe
 
 #[derive(Deserialize)]
 struct Interact {
-    name: String,
+    /// The command's name (APPLICATION_COMMAND and autocomplete).
+    name: Option<String>,
+    /// The interaction type: 2 (default), 3, 4 or 5.
+    #[serde(rename = "type")]
+    kind: Option<u8>,
+    /// The component's or modal's `custom_id`.
+    custom_id: Option<String>,
     options: Option<Value>,
     channel_id: Option<String>,
     guild_id: Option<String>,
@@ -202,14 +208,115 @@ struct Interact {
     bot: Option<String>,
 }
 
-/// A user runs a slash command: INTERACTION_CREATE on the owning shard, with a token the
-/// simulator registers so the callback is checked (known token, once, within 3 s).
+/// Interaction types `/_sim/interactions` issues.
+const APPLICATION_COMMAND: u8 = 2;
+const MESSAGE_COMPONENT: u8 = 3;
+const AUTOCOMPLETE: u8 = 4;
+const MODAL_SUBMIT: u8 = 5;
+
+/// The options of an autocomplete interaction: the caller's, with the first leaf option (inside
+/// subcommands) marked `focused` unless one already is.
+fn focused(options: &Value) -> Value {
+    fn has_focus(options: &Value) -> bool {
+        options.as_array().is_some_and(|list| {
+            list.iter()
+                .any(|o| o.get("focused") == Some(&Value::Bool(true)) || has_focus(&o["options"]))
+        })
+    }
+    fn focus_first(options: &mut Value) {
+        let Some(first) = options.as_array_mut().and_then(|l| l.first_mut()) else {
+            return;
+        };
+        if first
+            .get("options")
+            .and_then(Value::as_array)
+            .is_some_and(|l| !l.is_empty())
+        {
+            if let Some(inner) = first.get_mut("options") {
+                focus_first(inner);
+            }
+        } else if let Some(obj) = first.as_object_mut() {
+            obj.insert("focused".into(), Value::Bool(true));
+        }
+    }
+    let mut options = options.clone();
+    if !has_focus(&options) {
+        focus_first(&mut options);
+    }
+    options
+}
+
+/// The message a component is attached to: the newest message the bot created in the channel
+/// through REST, or one made up (with a fresh id) when there is none.
+fn component_message(world: &crate::world::World, channel: u64) -> Value {
+    let bot = &world.bot_user;
+    let stored = world
+        .messages
+        .get(&channel)
+        .and_then(|list| list.iter().rev().find(|m| m.author_id == bot.id));
+    let (id, content) = match stored {
+        Some(m) => (m.id, m.content.clone()),
+        None => (world.ids.next(), String::new()),
+    };
+    json!({
+        "id": id.to_string(),
+        "type": 0,
+        "channel_id": channel.to_string(),
+        "author": bot,
+        "content": content,
+        "embeds": [],
+        "attachments": [],
+        "mentions": [],
+        "mention_roles": [],
+        "mention_everyone": false,
+        "pinned": false,
+        "tts": false,
+        "timestamp": crate::snowflake::iso8601(crate::snowflake::timestamp_ms(id)),
+        "edited_timestamp": null,
+        "flags": 0,
+        "components": [],
+    })
+}
+
+/// A user starts an interaction: a slash command (`type` 2, the default), a button click (3),
+/// an autocomplete request (4) or a modal submitted (5), with a token the simulator registers
+/// so the answer is checked (known token, once, within 3 s, a type the interaction allows).
+/// Without an interactions endpoint URL it is INTERACTION_CREATE on the owning shard; with one
+/// (as on Discord) it is POSTed, signed, to the URL instead, and this answers at once.
 async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>) -> Answer {
     let bot = find_bot(&state, body.bot.as_deref())?;
     let channel = parse_id(body.channel_id.as_deref(), "channel_id")?;
     let guild = parse_id(body.guild_id.as_deref(), "guild_id")?;
     let user = parse_id(body.user_id.as_deref(), "user_id")?;
-    let (dispatch, id, token, channel) = {
+    let kind = body.kind.unwrap_or(APPLICATION_COMMAND);
+    if !(APPLICATION_COMMAND..=MODAL_SUBMIT).contains(&kind) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "type must be 2 (APPLICATION_COMMAND), 3 (MESSAGE_COMPONENT), 4 \
+             (APPLICATION_COMMAND_AUTOCOMPLETE) or 5 (MODAL_SUBMIT)",
+        ));
+    }
+    let command = matches!(kind, APPLICATION_COMMAND | AUTOCOMPLETE);
+    let name = match (&body.name, command) {
+        (Some(name), _) => name.as_str(),
+        (None, false) => "",
+        (None, true) => {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "name is required for a command or autocomplete",
+            ));
+        }
+    };
+    let custom_id = body.custom_id.as_deref().unwrap_or(match kind {
+        MODAL_SUBMIT => "modal",
+        _ => "button",
+    });
+    let options = match (&body.options, kind) {
+        (Some(options), AUTOCOMPLETE) => Some(focused(options)),
+        (options, _) => options.clone(),
+    };
+    let issued_at = tokio::time::Instant::now();
+    let (bytes, id, token, channel, guild_id, new) = {
         let world = bot.world();
         let guild_id = match (channel, guild) {
             (Some(channel), _) => *world
@@ -223,16 +330,6 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
                 .ok_or_else(|| error(StatusCode::NOT_FOUND, "the bot has no guild"))?,
         };
         let id = world.ids.next();
-        // The command the user ran: its registered id when the bot registered one by that name
-        // (the guild's own first, then the global one), else a fresh id.
-        let command_id = world
-            .commands
-            .find(
-                Some(guild_id),
-                crate::commands::command_kind::CHAT_INPUT,
-                &body.name,
-            )
-            .map_or_else(|| world.ids.next(), |c| c.id);
         let token = format!("aW50ZXJhY3Rpb24{:032x}", rand::random::<u128>());
         let application_id = world.application_id;
         let bot_id = world.bot_user.id;
@@ -250,16 +347,40 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
             None => g.members.values().find(|m| m.user.id != bot_id),
         }
         .ok_or_else(|| error(StatusCode::NOT_FOUND, "no member to run the command"))?;
+        let data = if command {
+            // The command the user ran: its registered id when the bot registered one by that
+            // name (the guild's own first, then the global one), else a fresh id.
+            let command_id = world
+                .commands
+                .find(
+                    Some(guild_id),
+                    crate::commands::command_kind::CHAT_INPUT,
+                    name,
+                )
+                .map_or_else(|| world.ids.next(), |c| c.id);
+            crate::payload::InteractionData::Command(crate::payload::CommandData {
+                id: command_id,
+                name,
+                kind: 1,
+                options: options.as_ref(),
+            })
+        } else if kind == MESSAGE_COMPONENT {
+            crate::payload::InteractionData::Component(crate::payload::ComponentData {
+                custom_id,
+                component_type: 2,
+            })
+        } else {
+            crate::payload::InteractionData::ModalSubmit(crate::payload::ModalSubmitData {
+                custom_id,
+                components: [],
+            })
+        };
+        let message = (kind == MESSAGE_COMPONENT).then(|| component_message(&world, channel.id));
         let payload = crate::payload::InteractionCreate {
             id,
             application_id,
-            kind: 2,
-            data: crate::payload::CommandData {
-                id: command_id,
-                name: &body.name,
-                kind: 1,
-                options: body.options.as_ref(),
-            },
+            kind,
+            data,
             guild_id,
             channel: crate::payload::PartialChannel {
                 id: channel.id,
@@ -269,6 +390,7 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
                 permissions: "2248473465835073",
             },
             channel_id: channel.id,
+            message,
             member: crate::payload::InteractionMember {
                 member,
                 permissions: "2248473465835073",
@@ -283,23 +405,66 @@ async fn interact(State(state): State<Arc<SimState>>, Json(body): Json<Interact>
             context: 0,
             attachment_size_limit: 10_485_760,
         };
-        let dispatch = Dispatch {
-            guild: Some(guild_id),
-            intents: Intents::EMPTY,
-            event: Event::json("INTERACTION_CREATE", &payload),
-            without_content: None,
+        let bytes = serde_json::to_vec(&payload).map_err(|e| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot serialize the interaction: {e}"),
+            )
+        })?;
+        let new = crate::rest::NewInteraction {
+            id,
+            token: token.clone(),
+            kind,
+            application_id: Some(application_id),
+            guild_id: Some(guild_id),
+            channel_id: channel.id,
+            message_id: world.ids.next(),
+            user: serde_json::to_value(&member.user).unwrap_or(Value::Null),
+            over_http: false,
         };
-        (dispatch, id, token, channel.id)
+        (bytes, id, token, channel.id, guild_id, new)
     };
-    state.rest.register_interaction(id, &token);
-    let sessions = bot.dispatch(&dispatch);
-    Ok(Json(json!({
+    let application_id = new.application_id.unwrap_or_default();
+    let endpoint = state.rest.endpoint_url(application_id);
+    let over_http = endpoint.is_some();
+    state
+        .rest
+        .register(crate::rest::NewInteraction { over_http, ..new }, issued_at);
+    let mut answer = json!({
         "id": id.to_string(),
         "token": token,
         "channel_id": channel.to_string(),
-        "guild_id": dispatch.guild.map(|g| g.to_string()),
-        "sessions": sessions,
-    })))
+        "guild_id": guild_id.to_string(),
+        "type": kind,
+    });
+    match endpoint {
+        Some(url) => {
+            tokio::spawn(crate::rest::deliver(
+                state.clone(),
+                crate::rest::Delivery {
+                    bot: bot.config.name.clone(),
+                    application_id,
+                    interaction_id: id,
+                    kind,
+                    url,
+                    body: bytes,
+                    issued_at,
+                },
+            ));
+            answer["via"] = "http".into();
+        }
+        None => {
+            let dispatch = Dispatch {
+                guild: Some(guild_id),
+                intents: Intents::EMPTY,
+                event: Event::new("INTERACTION_CREATE", bytes),
+                without_content: None,
+            };
+            answer["sessions"] = bot.dispatch(&dispatch).into();
+            answer["via"] = "gateway".into();
+        }
+    }
+    Ok(Json(answer))
 }
 
 /// `GET /_sim/commands[?bot=NAME]`: the application commands the bot registered through REST,

@@ -442,7 +442,9 @@ pub fn unix_secs() -> u64 {
     now_ms() / 1000
 }
 
-/// INTERACTION_CREATE for a slash command a user ran (`type` 2, APPLICATION_COMMAND).
+/// INTERACTION_CREATE: an interaction a user started (`type` 2 APPLICATION_COMMAND, 3
+/// MESSAGE_COMPONENT, 4 APPLICATION_COMMAND_AUTOCOMPLETE, 5 MODAL_SUBMIT). The same JSON is the
+/// body the simulator POSTs to an app's interactions endpoint URL.
 #[derive(Serialize)]
 pub struct InteractionCreate<'a> {
     /// Interaction id.
@@ -451,11 +453,11 @@ pub struct InteractionCreate<'a> {
     /// The bot's application.
     #[serde(with = "as_string")]
     pub application_id: u64,
-    /// 2: an application command.
+    /// The interaction type.
     #[serde(rename = "type")]
     pub kind: u8,
-    /// The command.
-    pub data: CommandData<'a>,
+    /// The command, component or modal.
+    pub data: InteractionData<'a>,
     /// Guild.
     #[serde(with = "as_string")]
     pub guild_id: u64,
@@ -464,6 +466,9 @@ pub struct InteractionCreate<'a> {
     /// Channel id.
     #[serde(with = "as_string")]
     pub channel_id: u64,
+    /// The message a component is attached to (MESSAGE_COMPONENT only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<serde_json::Value>,
     /// The member who ran it, with the user.
     pub member: InteractionMember<'a>,
     /// The token to answer with.
@@ -486,6 +491,18 @@ pub struct InteractionCreate<'a> {
     pub attachment_size_limit: u64,
 }
 
+/// The `data` of an interaction, by its type.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum InteractionData<'a> {
+    /// APPLICATION_COMMAND and APPLICATION_COMMAND_AUTOCOMPLETE.
+    Command(CommandData<'a>),
+    /// MESSAGE_COMPONENT.
+    Component(ComponentData<'a>),
+    /// MODAL_SUBMIT.
+    ModalSubmit(ModalSubmitData<'a>),
+}
+
 /// The command of an interaction.
 #[derive(Serialize)]
 pub struct CommandData<'a> {
@@ -497,9 +514,27 @@ pub struct CommandData<'a> {
     /// 1: a slash command.
     #[serde(rename = "type")]
     pub kind: u8,
-    /// Options as the client sent them.
+    /// Options as the client sent them (for autocomplete, one marked `focused`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub options: Option<&'a serde_json::Value>,
+}
+
+/// The component a user clicked.
+#[derive(Serialize)]
+pub struct ComponentData<'a> {
+    /// The developer-defined id of the component.
+    pub custom_id: &'a str,
+    /// 2: a button.
+    pub component_type: u8,
+}
+
+/// The modal a user submitted.
+#[derive(Serialize)]
+pub struct ModalSubmitData<'a> {
+    /// The developer-defined id of the modal.
+    pub custom_id: &'a str,
+    /// The submitted components; none.
+    pub components: [(); 0],
 }
 
 /// A channel as embedded in an interaction.

@@ -10,13 +10,16 @@
 
 use axum::Json;
 use axum::response::{IntoResponse, Response};
+use ed25519_dalek::SigningKey;
 use serde_json::{Value, json};
 use shardyard_protocol::Intents;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::commands::parse_overwrite;
-use super::error::ApiError;
+use super::endpoint;
+use super::error::{ApiError, FormErrors};
 use super::gate::Ctx;
+use super::messages::json_object;
 use super::routes::guild_access;
 use crate::bot::BotState;
 use crate::commands::ApplicationCommand;
@@ -69,13 +72,35 @@ pub(crate) fn application_flags(privileged: Intents, guilds: usize, global_comma
     flags
 }
 
-/// A stable, per-application stand-in for the app's Ed25519 public key: 64 hex digits.
+/// The application's Ed25519 signing key: its 32-byte seed is XXH3-64 of the application id
+/// (little-endian bytes) with seeds 0 to 3, each as little-endian bytes, so the key pair is
+/// stable per application and the same in every run. The simulator signs what it sends the
+/// app's interactions endpoint with it, as Discord does.
+#[must_use]
+pub(crate) fn signing_key(application_id: u64) -> SigningKey {
+    let bytes = application_id.to_le_bytes();
+    let mut seed = [0u8; 32];
+    for (seed_index, chunk) in (0u64..).zip(seed.chunks_exact_mut(8)) {
+        chunk.copy_from_slice(&xxh3_64_with_seed(&bytes, seed_index).to_le_bytes());
+    }
+    SigningKey::from_bytes(&seed)
+}
+
+/// The application's Ed25519 public key as `verify_key` carries it: 64 lowercase hex digits.
 #[must_use]
 pub(crate) fn verify_key(application_id: u64) -> String {
-    let bytes = application_id.to_le_bytes();
-    (0..4)
-        .map(|seed| format!("{:016x}", xxh3_64_with_seed(&bytes, seed)))
-        .collect()
+    hex(signing_key(application_id).verifying_key().as_bytes())
+}
+
+/// Lowercase hex of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// A partial user as the application object carries its `bot` and `owner`.
@@ -103,8 +128,8 @@ fn partial_user(user: &User) -> Value {
     value
 }
 
-/// The application object of `bot`.
-fn application(bot: &BotState) -> Value {
+/// The application object of `bot`, with its interactions endpoint URL.
+fn application(bot: &BotState, endpoint_url: Option<&str>) -> Value {
     let world = bot.world();
     let id = world.application_id;
     let owner = User {
@@ -141,7 +166,7 @@ fn application(bot: &BotState) -> Value {
         "hook": true,
         "verify_key": verify_key(id),
         "redirect_uris": [],
-        "interactions_endpoint_url": null,
+        "interactions_endpoint_url": endpoint_url,
         "role_connections_verification_url": null,
         "event_webhooks_url": null,
         "event_webhooks_status": 1,
@@ -155,7 +180,84 @@ fn application(bot: &BotState) -> Value {
 /// `GET /applications/@me` and `GET /oauth2/applications/@me`.
 pub(crate) async fn current_application(ctx: Ctx) -> Result<Response, ApiError> {
     let bot = ctx.bot()?;
-    Ok(Json(application(bot)).into_response())
+    let url = ctx.state.rest.endpoint_url(bot.world().application_id);
+    Ok(Json(application(bot, url.as_deref())).into_response())
+}
+
+const ENDPOINT_URL: &str = "interactions_endpoint_url";
+
+/// An `interactions_endpoint_url` that is a well-formed http(s) URL; 50035 otherwise.
+fn endpoint_url(raw: &str) -> Result<(), ApiError> {
+    let Ok(url) = reqwest::Url::parse(raw) else {
+        return Err(FormErrors::single(
+            &[ENDPOINT_URL],
+            "URL_TYPE_INVALID_URL",
+            "Not a well formed URL.",
+        ));
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(FormErrors::single(
+            &[ENDPOINT_URL],
+            "URL_TYPE_INVALID_SCHEME",
+            &format!(
+                "Scheme \"{}\" is not supported. Scheme must be one of ('http', 'https').",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(FormErrors::single(
+            &[ENDPOINT_URL],
+            "URL_TYPE_INVALID_URL",
+            "Not a well formed URL.",
+        ));
+    }
+    Ok(())
+}
+
+/// `PATCH /applications/@me`: of the fields Discord takes, `interactions_endpoint_url` (others
+/// are ignored). A URL is checked as Discord checks it (see `endpoint.rs`) before it is saved:
+/// 400 50035 `APPLICATION_INTERACTIONS_ENDPOINT_URL_INVALID` and no change when the check fails;
+/// `null` or `""` clears it. Answers the application object.
+pub(crate) async fn edit_current_application(ctx: Ctx) -> Result<Response, ApiError> {
+    let bot = ctx.bot()?.clone();
+    let body = json_object(&ctx.body)?;
+    let (application_id, ping_id) = {
+        let world = bot.world();
+        (world.application_id, world.ids.next())
+    };
+    match body.get(ENDPOINT_URL) {
+        None => {}
+        Some(Value::Null) => ctx.state.rest.set_endpoint_url(application_id, None),
+        Some(Value::String(url)) if url.is_empty() => {
+            ctx.state.rest.set_endpoint_url(application_id, None);
+        }
+        Some(Value::String(url)) => {
+            endpoint_url(url)?;
+            let name = bot.config.name.as_str();
+            if let Err(why) = endpoint::verify(&ctx.state, application_id, ping_id, url).await {
+                tracing::info!(bot = name, url, %why, "interactions endpoint URL not verified");
+                return Err(FormErrors::single(
+                    &[ENDPOINT_URL],
+                    "APPLICATION_INTERACTIONS_ENDPOINT_URL_INVALID",
+                    "The specified interactions endpoint url could not be verified.",
+                ));
+            }
+            tracing::info!(bot = name, url, "interactions endpoint URL verified");
+            ctx.state
+                .rest
+                .set_endpoint_url(application_id, Some(url.clone()));
+        }
+        Some(_) => {
+            return Err(FormErrors::single(
+                &[ENDPOINT_URL],
+                "BASE_TYPE_STRING",
+                "Must be a string.",
+            ));
+        }
+    }
+    let url = ctx.state.rest.endpoint_url(application_id);
+    Ok(Json(application(&bot, url.as_deref())).into_response())
 }
 
 /// Checks `{application_id}` is the token's application.
@@ -256,5 +358,23 @@ mod tests {
         assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_eq!(key, verify_key(1_100_000_000_000_000_000));
         assert_ne!(key, verify_key(1_100_000_000_001_000_003));
+        assert_eq!(key, key.to_ascii_lowercase());
+    }
+
+    #[test]
+    fn a_signature_by_the_apps_key_verifies_against_its_verify_key() {
+        use ed25519_dalek::{Signer, VerifyingKey};
+        let app = 1_100_000_000_000_000_000;
+        let key = verify_key(app);
+        let public: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&key[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let public = VerifyingKey::from_bytes(&public.try_into().unwrap()).unwrap();
+        let message = b"1764233400{\"type\":1}";
+        let signature = signing_key(app).sign(message);
+        assert!(public.verify_strict(message, &signature).is_ok());
+        let other = signing_key(app + 1).sign(message);
+        assert!(public.verify_strict(message, &other).is_err());
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
     }
 }

@@ -60,12 +60,21 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, 10008, "Unknown Message")
     }
 
+    pub(crate) fn unknown_webhook() -> Self {
+        Self::new(StatusCode::NOT_FOUND, 10015, "Unknown Webhook")
+    }
+
     pub(crate) fn unknown_emoji() -> Self {
         Self::new(StatusCode::BAD_REQUEST, 10014, "Unknown Emoji")
     }
 
     pub(crate) fn unknown_interaction() -> Self {
         Self::new(StatusCode::NOT_FOUND, 10062, "Unknown interaction")
+    }
+
+    /// An interaction token older than 15 minutes.
+    pub(crate) fn invalid_webhook_token() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, 50027, "Invalid Webhook Token")
     }
 
     pub(crate) fn already_acknowledged() -> Self {

@@ -25,6 +25,7 @@ use super::table::RouteSpec;
 use crate::bot::BotState;
 use crate::snowflake::now_ms;
 use crate::state::SimState;
+use crate::stats::payload_digest;
 
 /// The largest request body accepted (Discord's upload limit for bots without boosts is 25 MiB);
 /// larger bodies get 413 with code 40005.
@@ -37,6 +38,9 @@ const X_RESET_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-reset-aft
 const X_BUCKET: HeaderName = HeaderName::from_static("x-ratelimit-bucket");
 const X_SCOPE: HeaderName = HeaderName::from_static("x-ratelimit-scope");
 const X_GLOBAL: HeaderName = HeaderName::from_static("x-ratelimit-global");
+
+/// The rate limiter's owner of requests to bucketed routes that take no token.
+const ANONYMOUS: usize = usize::MAX;
 
 /// What a handler gets: the authenticated bot, path parameters, the query and the whole body.
 #[derive(Debug)]
@@ -273,10 +277,13 @@ async fn admit(
     } else {
         HashMap::new()
     };
-    let resource = spec
-        .major
-        .and_then(|m| params.get(m))
-        .and_then(|v| v.parse::<u64>().ok());
+    let resource = spec.major.and_then(|m| params.get(m)).and_then(|v| {
+        if spec.major_is_token {
+            Some(payload_digest(v.as_bytes()))
+        } else {
+            v.parse::<u64>().ok()
+        }
+    });
 
     if spec.known {
         let path = parts.uri.path();
@@ -328,7 +335,10 @@ async fn admit(
     }
 
     let mut bucket = None;
-    if let Some(i) = bot
+    // A bucketed route without Authorization (interaction webhooks) is counted per resource
+    // alone, whoever asks.
+    let owner = if spec.auth { bot } else { Some(ANONYMOUS) };
+    if let Some(i) = owner
         && let Some(group) = spec.bucket
     {
         let hash = group.hash();

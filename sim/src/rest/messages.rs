@@ -31,7 +31,7 @@ const MAX_NONCE: usize = 25;
 
 /// A file part of a multipart body.
 #[derive(Debug)]
-struct FilePart {
+pub(super) struct FilePart {
     index: u64,
     filename: String,
     size: usize,
@@ -42,7 +42,7 @@ fn form_error() -> ApiError {
     FormErrors::single(&[], "MULTIPART_INVALID", "Invalid multipart form body.")
 }
 
-fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(FormErrors::single(
@@ -56,7 +56,7 @@ fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
 
 /// The body as a JSON object, from JSON or from `multipart/form-data` (`payload_json` plus
 /// `files[n]` parts; other text parts are taken as fields).
-async fn read_body(ctx: &Ctx) -> Result<(Map<String, Value>, Vec<FilePart>), ApiError> {
+pub(super) async fn read_body(ctx: &Ctx) -> Result<(Map<String, Value>, Vec<FilePart>), ApiError> {
     let content_type = ctx
         .headers
         .get(CONTENT_TYPE)
@@ -110,9 +110,9 @@ async fn read_body(ctx: &Ctx) -> Result<(Map<String, Value>, Vec<FilePart>), Api
 
 /// The validated parts of a message body.
 #[derive(Debug, Default)]
-struct MessageInput {
-    content: Option<String>,
-    embeds: Option<Vec<Value>>,
+pub(super) struct MessageInput {
+    pub(super) content: Option<String>,
+    pub(super) embeds: Option<Vec<Value>>,
     nonce: Option<String>,
     reference: Option<Map<String, Value>>,
     tts: bool,
@@ -130,7 +130,7 @@ fn max_length(errors: &mut FormErrors, path: &[&str], text: &str, max: usize) {
     }
 }
 
-fn validate(body: &Map<String, Value>) -> Result<MessageInput, ApiError> {
+pub(super) fn validate(body: &Map<String, Value>) -> Result<MessageInput, ApiError> {
     let mut errors = FormErrors::default();
     let mut input = MessageInput::default();
     match body.get("content") {

@@ -6,8 +6,9 @@
 //! # Routes
 //!
 //! Every route needs `Authorization: Bot <token>` (the `Bot ` prefix is required; anything else
-//! answers 401 `{"message": "401: Unauthorized", "code": 0}`) except `GET /gateway` and the
-//! interaction callback. A channel or guild of another configured bot's world answers 403 50001
+//! answers 401 `{"message": "401: Unauthorized", "code": 0}`) except `GET /gateway`, the
+//! interaction callback and the interaction webhook (`/webhooks/{application_id}/{token}/…`,
+//! where the token in the path authenticates). A channel or guild of another configured bot's world answers 403 50001
 //! Missing Access; one nobody has answers 404 (10003 Unknown Channel, 10004 Unknown Guild).
 //! Path ids that are not snowflakes answer 400 50035. Unknown paths answer 404
 //! `{"message": "404: Not Found", "code": 0}`, known paths with another method 405.
@@ -31,18 +32,22 @@
 //! | `GET /guilds/{guild_id}/members` | members by user id; `limit` 1–1000 (1), `after`; 403 50001 without the GUILD_MEMBERS privileged intent |
 //! | `GET /guilds/{guild_id}/members/{user_id}` | the member, or 10007 |
 //! | `GET /guilds/{guild_id}/roles` | its roles |
-//! | `GET /applications/@me`, `GET /oauth2/applications/@me` | the token's application object (`verify_key`: 64 hex digits, stable per application; `flags` from the approved privileged intents; `bot`, `owner`, `approximate_guild_count`) |
+//! | `GET /applications/@me`, `GET /oauth2/applications/@me` | the token's application object (`verify_key`: the hex of the app's Ed25519 public key, stable per application; `interactions_endpoint_url`; `flags` from the approved privileged intents; `bot`, `owner`, `approximate_guild_count`) |
+//! | `PATCH /applications/@me` | `interactions_endpoint_url` (string; `null` or `""` clears; other fields ignored): the URL is checked as Discord checks it (a signed PING answered 200 `{"type": 1}`, a badly signed one answered 401, 3 s each) before it is saved, else 400 50035 `APPLICATION_INTERACTIONS_ENDPOINT_URL_INVALID` (`URL_TYPE_INVALID_URL` / `URL_TYPE_INVALID_SCHEME` when not an http(s) URL); the application object |
 //! | `GET /applications/{application_id}/commands` | the global commands; `with_localizations` |
 //! | `PUT /applications/{application_id}/commands` | bulk overwrite: the new list, ids kept per type and name |
 //! | `GET /applications/{application_id}/guilds/{guild_id}/commands` | the guild's commands |
 //! | `PUT /applications/{application_id}/guilds/{guild_id}/commands` | bulk overwrite of the guild's commands |
-//! | `POST /interactions/{interaction_id}/{interaction_token}/callback` | 204, or 200 with `with_response=true` |
+//! | `POST /interactions/{interaction_id}/{interaction_token}/callback` | 204, or 200 with `with_response=true`; a type the interaction's type does not allow: 400 50035 `type` |
+//! | `PATCH /webhooks/{application_id}/{interaction_token}/messages/@original` | the edited original response (`content`, `embeds`, `components`; `webhook_id` = the application); 404 10015 unknown token, 404 10008 not acknowledged yet, 401 50027 after 15 minutes |
+//! | `GET /webhooks/{application_id}/{interaction_token}/messages/@original` | the original response, same errors |
 //!
 //! Message bodies: `content` ≤ 2000 characters, ≤ 10 `embeds`, `nonce` ≤ 25 characters, else 400
 //! 50035 with an `errors` object; no content, embeds, files, components, stickers or poll: 400
 //! 50006; unparsable JSON: 400 50109. Bodies over 25 MiB answer 413 40005. Only messages created
 //! through REST are stored; reactions and replies to other ids are accepted as they are. See
-//! `interactions.rs` for how interaction ids and tokens are checked, `applications.rs` and
+//! `interactions.rs` for how interaction ids and tokens are checked, `endpoint.rs` for the
+//! interactions endpoint (how the simulator signs, checks a URL and delivers to it), `applications.rs` and
 //! `commands.rs` for application commands (another application's id: 403 20012; Discord's
 //! naming, length, uniqueness and count rules, answered 50035 or 30032).
 //!
@@ -73,11 +78,13 @@
 //! | `oauth2_application` | `GET /oauth2/applications/@me` | 5 / 1 s | token |
 //! | `commands_read` | `GET …/commands` (global; guild) | 5 / 1 s | token; guild |
 //! | `commands_overwrite` | `PUT …/commands` (global; guild) | 5 / 20 s | token; guild |
+//! | `current_application_edit` | `PATCH /applications/@me` | 5 / 5 s | token |
+//! | `interaction_webhook` | `GET` and `PATCH /webhooks/{a}/{token}/messages/@original` | 5 / 2 s | interaction token (whoever asks) |
 //! | — | `GET /gateway`, interaction callbacks | not limited | |
 //!
 //! Global: `global_rate_limit` (50) requests per token per sliding second: a request is refused
-//! when that many were admitted in the preceding 1000 ms (0 disables it). Interaction callbacks
-//! and unauthenticated requests don't count. A refused request answers 429 with
+//! when that many were admitted in the preceding 1000 ms (0 disables it). Interaction callbacks,
+//! interaction webhooks and unauthenticated requests don't count. A refused request answers 429 with
 //! `X-RateLimit-Global: true` and `X-RateLimit-Scope: global`; one over a bucket answers 429 with
 //! the bucket headers and `X-RateLimit-Scope: user`. The body is
 //! `{"message": "You are being rate limited.", "retry_after": <seconds>, "global": <bool>, "code": 0}`
@@ -104,8 +111,10 @@
 //!   `{"error"}` for a bad request (nothing changes then).
 //! - `GET /_sim/rest/faults`: `{"latency_ms", "status": [{"status", "remaining", "route"}],
 //!   "rate_limit": [{"scope", "retry_after", "remaining", "route"}]}`.
-//! - `GET /_sim/rest/interactions`: every interaction callback received, oldest first:
-//!   `[{"id", "type", "data", "received_at_ms", "response_ms", "status"}]`.
+//! - `GET /_sim/rest/interactions`: every interaction answer received, oldest first:
+//!   `[{"id", "type", "data", "received_at_ms", "response_ms", "status", "via"}]`, `via` being
+//!   `callback`, `endpoint` (an interactions endpoint's HTTP answer; `status` is what it
+//!   answered, 0 for none within 3 s) or `edit_original`.
 //!
 //! Injected faults are checked after authentication and before the limits, so they use up no
 //! bucket; injected latency applies before everything else.
@@ -116,13 +125,16 @@
 //! "requests_by_route": {"GET /channels/{channel_id}": n}, "responses_by_status": {"200": n},
 //! "rate_limited": {"user", "global", "shared"}, "cloudflare_banned", "injected": {"status",
 //! "rate_limit"}, "invalid_requests", "banned_ips": [..], "max_requests_in_any_second",
-//! "max_requests_in_any_second_by_bot": {"<bot>": n}, "interaction_callbacks"}`.
+//! "max_requests_in_any_second_by_bot": {"<bot>": n}, "interaction_callbacks" (the length of
+//! `GET /_sim/rest/interactions`), "interactions": {"issued": {"gateway", "http"}, "answered":
+//! {"callback", "endpoint"}, "unanswered": {"endpoint"}, "edits"}}`.
 //! `max_requests_in_any_second` counts every authenticated request toward the global limit
 //! (admitted or not) within any sliding second, the highest of any token.
 
 mod applications;
 mod commands;
 mod counters;
+mod endpoint;
 mod error;
 mod faults;
 mod gate;
@@ -137,7 +149,7 @@ mod table;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use axum::Json;
@@ -150,19 +162,21 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use self::counters::Counters;
+pub(crate) use self::endpoint::{Delivery, deliver};
 use self::faults::{FaultRequest, Faults};
 use self::gate::gated;
 pub use self::interactions::InteractionCallback;
 use self::interactions::Interactions;
+pub(crate) use self::interactions::NewInteraction;
 use self::invalid::InvalidRequests;
 use self::ratelimit::RateLimiter;
 use self::table::{
-    ADD_REACTION, CREATE_MESSAGE, DELETE_MESSAGE, EDIT_MESSAGE, GET_CHANNEL,
-    GET_CURRENT_APPLICATION, GET_CURRENT_USER, GET_CURRENT_USER_GUILDS, GET_GATEWAY,
-    GET_GATEWAY_BOT, GET_GLOBAL_COMMANDS, GET_GUILD, GET_GUILD_CHANNELS, GET_GUILD_COMMANDS,
-    GET_GUILD_ROLES, GET_MEMBER, GET_MESSAGE, GET_OAUTH2_APPLICATION, INTERACTION_CALLBACK,
-    LIST_MEMBERS, LIST_MESSAGES, NOT_FOUND, REMOVE_REACTION, SET_GLOBAL_COMMANDS,
-    SET_GUILD_COMMANDS,
+    ADD_REACTION, CREATE_MESSAGE, DELETE_MESSAGE, EDIT_CURRENT_APPLICATION, EDIT_MESSAGE,
+    EDIT_ORIGINAL_RESPONSE, GET_CHANNEL, GET_CURRENT_APPLICATION, GET_CURRENT_USER,
+    GET_CURRENT_USER_GUILDS, GET_GATEWAY, GET_GATEWAY_BOT, GET_GLOBAL_COMMANDS, GET_GUILD,
+    GET_GUILD_CHANNELS, GET_GUILD_COMMANDS, GET_GUILD_ROLES, GET_MEMBER, GET_MESSAGE,
+    GET_OAUTH2_APPLICATION, GET_ORIGINAL_RESPONSE, INTERACTION_CALLBACK, LIST_MEMBERS,
+    LIST_MESSAGES, NOT_FOUND, REMOVE_REACTION, SET_GLOBAL_COMMANDS, SET_GUILD_COMMANDS,
 };
 use crate::config::SimConfig;
 use crate::model::StoredMessage;
@@ -180,6 +194,10 @@ pub struct RestState {
     faults: Mutex<Faults>,
     counters: Mutex<Counters>,
     interactions: Mutex<Interactions>,
+    /// Verified interactions endpoint URLs, by application id.
+    endpoint_urls: Mutex<HashMap<u64, String>>,
+    /// The HTTP client for interactions endpoints, built on first use.
+    endpoint_client: OnceLock<Result<reqwest::Client, String>>,
     /// When messages were last edited, unix ms, by message id.
     edits: Mutex<HashMap<u64, u64>>,
     bot_names: Vec<String>,
@@ -198,6 +216,8 @@ impl RestState {
             faults: Mutex::default(),
             counters: Mutex::default(),
             interactions: Mutex::default(),
+            endpoint_urls: Mutex::default(),
+            endpoint_client: OnceLock::new(),
             edits: Mutex::default(),
             bot_names: config.bots.iter().map(|b| b.name.clone()).collect(),
         }
@@ -207,11 +227,52 @@ impl RestState {
     /// its token. Once any interaction is registered, callbacks are checked against the
     /// registry: unknown ids or tokens and responses later than 3 s answer 404 10062, a second
     /// response 400 40060.
+    /// Registered this way an interaction is an APPLICATION_COMMAND of any application.
     pub fn register_interaction(&self, id: u64, token: &str) {
-        lock(&self.interactions).register(id, token, Instant::now());
+        self.register(
+            NewInteraction {
+                id,
+                token: token.to_owned(),
+                kind: interactions::interaction_kind::APPLICATION_COMMAND,
+                application_id: None,
+                guild_id: None,
+                channel_id: 0,
+                message_id: id,
+                user: serde_json::Value::Null,
+                over_http: false,
+            },
+            Instant::now(),
+        );
     }
 
-    /// Every interaction callback received, oldest first.
+    /// Registers an interaction `/_sim/interactions` issued at `now`.
+    pub(crate) fn register(&self, new: NewInteraction, now: Instant) {
+        lock(&self.interactions).register(new, now);
+    }
+
+    /// The verified interactions endpoint URL of `application_id`, if it has one.
+    #[must_use]
+    pub fn endpoint_url(&self, application_id: u64) -> Option<String> {
+        lock(&self.endpoint_urls).get(&application_id).cloned()
+    }
+
+    fn set_endpoint_url(&self, application_id: u64, url: Option<String>) {
+        let mut urls = lock(&self.endpoint_urls);
+        match url {
+            Some(url) => urls.insert(application_id, url),
+            None => urls.remove(&application_id),
+        };
+    }
+
+    /// The HTTP client for interactions endpoints.
+    fn endpoint_client(&self) -> Result<reqwest::Client, String> {
+        self.endpoint_client
+            .get_or_init(endpoint::build_client)
+            .clone()
+    }
+
+    /// Every interaction answer received (callbacks, endpoint answers, edits of the original
+    /// response), oldest first.
     #[must_use]
     pub fn interaction_callbacks(&self) -> Vec<InteractionCallback> {
         lock(&self.interactions).callbacks().to_vec()
@@ -244,7 +305,10 @@ impl RestState {
             .filter_map(serde_json::Value::as_u64)
             .max()
             .unwrap_or(0);
-        let callbacks = self.interactions().callbacks().len();
+        let (callbacks, interactions) = {
+            let interactions = self.interactions();
+            (interactions.callbacks().len(), interactions.stats_json())
+        };
         let c = self.counters();
         let by_status: serde_json::Map<String, serde_json::Value> = c
             .by_status
@@ -264,6 +328,7 @@ impl RestState {
             "max_requests_in_any_second": max,
             "max_requests_in_any_second_by_bot": by_bot,
             "interaction_callbacks": callbacks,
+            "interactions": interactions,
         })
     }
 
@@ -374,6 +439,10 @@ pub fn router() -> Router<Arc<SimState>> {
             get(gate!(
                 GET_CURRENT_APPLICATION,
                 applications::current_application
+            ))
+            .patch(gate!(
+                EDIT_CURRENT_APPLICATION,
+                applications::edit_current_application
             )),
         )
         .route(
@@ -402,6 +471,11 @@ pub fn router() -> Router<Arc<SimState>> {
         .route(
             "/interactions/{interaction_id}/{interaction_token}/callback",
             axum::routing::post(gate!(INTERACTION_CALLBACK, interactions::callback)),
+        )
+        .route(
+            "/webhooks/{application_id}/{interaction_token}/messages/@original",
+            get(gate!(GET_ORIGINAL_RESPONSE, interactions::get_original))
+                .patch(gate!(EDIT_ORIGINAL_RESPONSE, interactions::edit_original)),
         )
         .fallback(gate!(NOT_FOUND, routes::not_found))
         .method_not_allowed_fallback(gate!(NOT_FOUND, routes::method_not_allowed))

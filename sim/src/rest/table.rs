@@ -16,7 +16,11 @@ pub(crate) struct RouteSpec {
     pub(crate) bucket: Option<&'static BucketGroup>,
     /// The path parameter naming the top-level resource the bucket is counted per.
     pub(crate) major: Option<&'static str>,
-    /// Needs `Authorization: Bot <token>`.
+    /// The top-level resource is a token rather than a snowflake: counted per its XXH3-64
+    /// digest (so neither counters nor headers carry the token).
+    pub(crate) major_is_token: bool,
+    /// Needs `Authorization: Bot <token>`. A bucketed route without it is counted per resource
+    /// alone, whoever asks (as Discord counts its webhook routes).
     pub(crate) auth: bool,
     /// Counts toward the per-token global limit.
     pub(crate) global: bool,
@@ -55,6 +59,9 @@ pub(crate) static CURRENT_APPLICATION_BUCKET: BucketGroup = group("current_appli
 pub(crate) static OAUTH2_APPLICATION_BUCKET: BucketGroup = group("oauth2_application", 5, 1_000);
 pub(crate) static COMMANDS_READ_BUCKET: BucketGroup = group("commands_read", 5, 1_000);
 pub(crate) static COMMANDS_OVERWRITE_BUCKET: BucketGroup = group("commands_overwrite", 5, 20_000);
+pub(crate) static CURRENT_APPLICATION_EDIT_BUCKET: BucketGroup =
+    group("current_application_edit", 5, 5_000);
+pub(crate) static INTERACTION_WEBHOOK_BUCKET: BucketGroup = group("interaction_webhook", 5, 2_000);
 
 const fn route(
     method: &'static str,
@@ -67,6 +74,7 @@ const fn route(
         template,
         bucket: Some(bucket),
         major,
+        major_is_token: false,
         auth: true,
         global: true,
         known: true,
@@ -81,6 +89,7 @@ pub(crate) static GET_GATEWAY: RouteSpec = RouteSpec {
     template: "/gateway",
     bucket: None,
     major: None,
+    major_is_token: false,
     auth: false,
     global: false,
     known: true,
@@ -166,6 +175,12 @@ pub(crate) static GET_CURRENT_APPLICATION: RouteSpec = route(
     &CURRENT_APPLICATION_BUCKET,
     None,
 );
+pub(crate) static EDIT_CURRENT_APPLICATION: RouteSpec = route(
+    "PATCH",
+    "/applications/@me",
+    &CURRENT_APPLICATION_EDIT_BUCKET,
+    None,
+);
 pub(crate) static GET_OAUTH2_APPLICATION: RouteSpec = route(
     "GET",
     "/oauth2/applications/@me",
@@ -201,15 +216,33 @@ pub(crate) static INTERACTION_CALLBACK: RouteSpec = RouteSpec {
     template: "/interactions/{interaction_id}/{interaction_token}/callback",
     bucket: None,
     major: None,
+    major_is_token: false,
     auth: false,
     global: false,
     known: true,
 };
+/// An interaction webhook route: no Authorization (the token in the path authenticates), not
+/// under the global limit, a bucket per interaction token.
+const fn interaction_webhook(method: &'static str) -> RouteSpec {
+    RouteSpec {
+        method,
+        template: "/webhooks/{application_id}/{interaction_token}/messages/@original",
+        bucket: Some(&INTERACTION_WEBHOOK_BUCKET),
+        major: Some("interaction_token"),
+        major_is_token: true,
+        auth: false,
+        global: false,
+        known: true,
+    }
+}
+pub(crate) static GET_ORIGINAL_RESPONSE: RouteSpec = interaction_webhook("GET");
+pub(crate) static EDIT_ORIGINAL_RESPONSE: RouteSpec = interaction_webhook("PATCH");
 pub(crate) static NOT_FOUND: RouteSpec = RouteSpec {
     method: "*",
     template: "*",
     bucket: None,
     major: None,
+    major_is_token: false,
     auth: false,
     global: false,
     known: false,
@@ -236,10 +269,13 @@ pub(crate) static ROUTES: &[&RouteSpec] = &[
     &GET_MEMBER,
     &GET_GUILD_ROLES,
     &GET_CURRENT_APPLICATION,
+    &EDIT_CURRENT_APPLICATION,
     &GET_OAUTH2_APPLICATION,
     &GET_GLOBAL_COMMANDS,
     &SET_GLOBAL_COMMANDS,
     &GET_GUILD_COMMANDS,
     &SET_GUILD_COMMANDS,
     &INTERACTION_CALLBACK,
+    &GET_ORIGINAL_RESPONSE,
+    &EDIT_ORIGINAL_RESPONSE,
 ];

@@ -259,6 +259,9 @@ async fn every_route_is_served_with_its_bucket_headers() {
     let message: u64 = created["id"].as_str().unwrap().parse().unwrap();
     let bot_id = h.state.bots[0].world().bot_user.id;
     let application_id = h.state.bots[0].world().application_id;
+    // Interaction 1 with token "t": the callback acknowledges it, so its original response
+    // can be read and edited after.
+    h.state.rest.register_interaction(1, "t");
     for spec in ROUTES {
         let path = spec
             .template
@@ -1147,6 +1150,7 @@ async fn interaction_callbacks_against_the_registry() {
     assert_eq!(list[0]["status"], 200);
     assert!(list[0]["response_ms"].is_null());
     assert_eq!(list[3]["status"], 204);
+    assert!(list.iter().all(|c| c["via"] == "callback"));
     assert!(list[3]["response_ms"].as_u64().unwrap() < 3000);
     assert!(list[3]["received_at_ms"].as_u64().unwrap() > 0);
     assert_eq!(h.state.rest.stats_json()["interaction_callbacks"], 5);
@@ -1567,4 +1571,221 @@ async fn guild_commands_live_in_their_guild() {
             .any(|k| k.ends_with(&format!(":{guild}"))),
         "guild commands are counted per guild: {bucket_keys:?}"
     );
+}
+
+impl Harness {
+    async fn sim_post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, None, Some(body)).await
+    }
+
+    /// The callback of an interaction `/_sim/interactions` issued.
+    async fn answer(&self, issued: &Value, body: Value) -> Reply {
+        let path = format!(
+            "/api/v10/interactions/{}/{}/callback",
+            issued["id"].as_str().unwrap(),
+            issued["token"].as_str().unwrap()
+        );
+        self.call(Method::POST, &path, None, Some(body)).await
+    }
+}
+
+#[tokio::test]
+async fn callbacks_must_use_a_type_the_interaction_allows() {
+    let h = harness(filled(SimConfig::default()));
+    let mut issued = Vec::new();
+    for body in [
+        json!({"name": "search", "type": 4, "options": [{"name": "q", "type": 3, "value": "a"}]}),
+        json!({"name": "ping"}),
+        json!({"type": 3, "custom_id": "vote"}),
+        json!({"type": 5}),
+    ] {
+        let reply = h.sim_post("/_sim/interactions", body.clone()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{body}: {:?}", reply.body);
+        let answer = reply.json();
+        assert_eq!(answer["via"], "gateway");
+        assert_eq!(answer["sessions"], 0);
+        assert_eq!(
+            answer["type"],
+            body.get("type").cloned().unwrap_or(json!(2))
+        );
+        issued.push(answer);
+    }
+    let callback = |i: usize, body: Value| h.answer(&issued[i], body);
+    let choices = |reply: &Reply| {
+        let body = reply.json();
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["code"], 50035);
+        assert_eq!(
+            body["errors"]["type"]["_errors"][0]["code"],
+            "BASE_TYPE_CHOICES"
+        );
+        body["errors"]["type"]["_errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    // An autocomplete takes only 8; a refused type leaves it unacknowledged.
+    let reply = callback(0, json!({"type": 4, "data": {"content": "no"}})).await;
+    assert_eq!(choices(&reply), "Value must be one of {8}.");
+    let reply = callback(0, json!({"type": 8, "data": {"choices": []}})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = callback(1, json!({"type": 6})).await;
+    assert_eq!(choices(&reply), "Value must be one of {4, 5, 9, 12}.");
+    let reply = callback(2, json!({"type": 7, "data": {"content": "updated"}})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = callback(3, json!({"type": 9, "data": {}})).await;
+    assert_eq!(choices(&reply), "Value must be one of {4, 5, 6, 7}.");
+    let reply = callback(3, json!({"type": 6})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+
+    // The command answered with a message: its original response.
+    let reply = callback(1, json!({"type": 4, "data": {"content": "hi"}})).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+
+    // The original response of the command is its type-4 message; the autocomplete has none.
+    let app = h.application_id();
+    let original = |i: usize| {
+        format!(
+            "/api/v10/webhooks/{app}/{}/messages/@original",
+            issued[i]["token"].as_str().unwrap()
+        )
+    };
+    let reply = h.call(Method::GET, &original(1), None, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json()["content"], "hi");
+    assert_eq!(reply.json()["type"], 20);
+    assert!(reply.headers.get("x-ratelimit-bucket").is_some());
+    let reply = h.call(Method::GET, &original(0), None, None).await;
+    assert_eq!(reply.json()["code"], 10008);
+    let reply = h
+        .call(
+            Method::PATCH,
+            &original(1),
+            None,
+            Some(json!({"content": "x".repeat(2001)})),
+        )
+        .await;
+    assert_eq!(reply.json()["code"], 50035);
+
+    let stats = h.state.rest.stats_json();
+    assert_eq!(stats["interactions"]["issued"]["gateway"], 4, "{stats}");
+    assert_eq!(stats["interactions"]["answered"]["callback"], 4, "{stats}");
+    let list = h
+        .call(Method::GET, "/_sim/rest/interactions", None, None)
+        .await
+        .json();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["via"] == "callback")
+    );
+}
+
+#[tokio::test]
+async fn sim_interactions_check_their_type_and_name() {
+    let h = default_harness();
+    let reply = h.sim_post("/_sim/interactions", json!({"type": 6})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = h.sim_post("/_sim/interactions", json!({"type": 2})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    let reply = h.sim_post("/_sim/interactions", json!({"type": 4})).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn interaction_webhooks_are_limited_per_token_without_authorization() {
+    let h = harness(filled(SimConfig::default()));
+    let app = h.application_id();
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let issued = h
+            .sim_post("/_sim/interactions", json!({"name": "ping"}))
+            .await
+            .json();
+        let reply = h.answer(&issued, json!({"type": 5})).await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+        tokens.push(issued["token"].as_str().unwrap().to_owned());
+    }
+    let original = |token: &str| format!("/api/v10/webhooks/{app}/{token}/messages/@original");
+    for i in 0..5 {
+        let reply = h
+            .call(
+                Method::PATCH,
+                &original(&tokens[0]),
+                None,
+                Some(json!({"content": format!("{i}")})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.header("x-ratelimit-limit"), "5");
+    }
+    let reply = h
+        .call(
+            Method::PATCH,
+            &original(&tokens[0]),
+            None,
+            Some(json!({"content": "6"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h.violations("bucket_limit"), 1);
+    // Another token has its own bucket; no token leaks into the counters.
+    let reply = h
+        .call(
+            Method::PATCH,
+            &original(&tokens[1]),
+            None,
+            Some(json!({"content": "x"})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let stats = h.state.rest.stats_json().to_string();
+    assert!(
+        !tokens.iter().any(|t| stats.contains(t.as_str())),
+        "{stats}"
+    );
+    // Not under the global limit and no Authorization needed: nothing counted for the bot.
+    assert_eq!(h.state.rest.stats_json()["max_requests_in_any_second"], 0);
+}
+
+#[tokio::test]
+async fn the_endpoint_url_field_is_validated() {
+    let h = harness(filled(SimConfig::default()));
+    let patch =
+        |body: Option<Value>| h.call(Method::PATCH, "/api/v10/applications/@me", Some(AUTH), body);
+    let field_error = |reply: &Reply| {
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{:?}", reply.body);
+        let body = reply.json();
+        assert_eq!(body["code"], 50035);
+        body["errors"]["interactions_endpoint_url"]["_errors"][0]["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let reply = patch(Some(json!({"interactions_endpoint_url": 5}))).await;
+    assert_eq!(field_error(&reply), "BASE_TYPE_STRING");
+    let reply = patch(Some(json!({"interactions_endpoint_url": "not a url"}))).await;
+    assert_eq!(field_error(&reply), "URL_TYPE_INVALID_URL");
+    let reply = patch(Some(json!({"interactions_endpoint_url": "mailto:a@b.c"}))).await;
+    assert_eq!(field_error(&reply), "URL_TYPE_INVALID_SCHEME");
+    // Other fields are ignored: the application as it is.
+    let reply = patch(Some(json!({"description": "ignored"}))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.json()["interactions_endpoint_url"].is_null());
+    assert_eq!(reply.json()["id"], h.application_id().to_string());
+    // Its own bucket: 5 per 5 s.
+    let reply = patch(Some(json!({}))).await;
+    assert_eq!(reply.header("x-ratelimit-remaining"), "0");
+    let reply = patch(Some(json!({}))).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+    let reply = h
+        .call(
+            Method::PATCH,
+            "/api/v10/applications/@me",
+            None,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }
