@@ -24,6 +24,14 @@ pub(crate) struct GatewayArgs {
         default_value = "https://discord.com/api/v10"
     )]
     api_base: String,
+    /// Where `/gateway/bot` is asked when `--api-base` has failed for
+    /// `--api-fallback-after-secs` (the operator points `--api-base` at the bot's REST proxy and
+    /// this at Discord, so that a proxy that is down does not keep the gateways from starting).
+    #[arg(long, env = "SHARDYARD_API_FALLBACK")]
+    api_fallback: Option<String>,
+    /// Seconds `--api-base` may fail before `--api-fallback` is asked.
+    #[arg(long, default_value_t = 15)]
+    api_fallback_after_secs: u64,
     /// NATS server URL.
     #[arg(long, env = "SHARDYARD_NATS_URL")]
     nats: String,
@@ -84,6 +92,8 @@ impl GatewayArgs {
         let Self {
             bot,
             api_base,
+            api_fallback,
+            api_fallback_after_secs,
             nats,
             total,
             shards,
@@ -142,6 +152,8 @@ impl GatewayArgs {
         let config = GatewayConfig {
             bot,
             api_base,
+            api_fallback,
+            api_fallback_after: std::time::Duration::from_secs(api_fallback_after_secs),
             nats_url: nats,
             total,
             shards,
@@ -280,14 +292,14 @@ mod tests {
 
     #[test]
     fn defaults_and_the_shard_range_form() -> anyhow::Result<()> {
+        let mut zstd = REQUIRED.to_vec();
+        zstd.extend(["--shards", "0..1", "--compression", "zstd-stream"]);
+        assert_eq!(config(&zstd)?.0.compression, Compression::ZstdStream);
         let mut args = REQUIRED.to_vec();
         args.extend(["--shards", "4..8"]);
         let (config, admin) = config(&args)?;
         assert_eq!(config.shards, 4..8);
         assert_eq!(config.compression, Compression::ZlibStream);
-        let mut zstd = REQUIRED.to_vec();
-        zstd.extend(["--shards", "0..1", "--compression", "zstd-stream"]);
-        assert_eq!(config(&zstd)?.0.compression, Compression::ZstdStream);
         assert_eq!(config.large_threshold, 50);
         assert_eq!(config.intents, "NON_PRIVILEGED".parse::<Intents>()?);
         assert_eq!(
@@ -310,7 +322,8 @@ mod tests {
         assert!(error(&["--shards", "8..4"]).contains("use A..B"));
         assert!(error(&["--shards", "0..4", "--large-threshold", "49"]).contains("49"));
         assert!(
-            error(&["--shards", "0..4", "--compression", "gzip"]).contains("zlib-stream, zstd-stream or none")
+            error(&["--shards", "0..4", "--compression", "gzip"])
+                .contains("zlib-stream, zstd-stream or none")
         );
         assert!(error(&["--shards", "0..4", "--presence", "{"]).contains("--presence is not JSON"));
     }

@@ -3,6 +3,7 @@
 mod cache;
 mod dev;
 mod gateway;
+mod interactions;
 mod operator;
 mod pause;
 mod plan;
@@ -32,6 +33,9 @@ enum Command {
     Rest(rest::RestArgs),
     /// Apply the bot's cache-relevant events, in order, to its cache in NATS KV.
     Cache(cache::CacheArgs),
+    /// Take Discord's interactions over HTTP (an Interactions Endpoint): verify, publish to the
+    /// bot's stream, answer with the worker's response within 3 s.
+    Interactions(interactions::InteractionsArgs),
     /// Run the example bot on the worker library: consume the bot's events, answer `!ping` and
     /// `/ping` through the REST proxy.
     Worker(worker::WorkerArgs),
@@ -80,6 +84,7 @@ fn main() -> anyhow::Result<()> {
         Command::Gateway(args) => gateway::run(args),
         Command::Rest(args) => rest::run(args),
         Command::Cache(args) => cache::run(args),
+        Command::Interactions(args) => interactions::run(args),
         Command::Worker(args) => worker::run(args),
         Command::Operator(args) => operator::run(args),
         Command::Plan(args) => plan::run(args),

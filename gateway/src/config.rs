@@ -36,8 +36,14 @@ impl std::str::FromStr for Compression {
 pub struct GatewayConfig {
     /// The bot's key, from which every NATS name is built.
     pub bot: BotKey,
-    /// Where `GET /gateway/bot` is asked (`…/api/v10`).
+    /// Where `GET /gateway/bot` is asked (`…/api/v10`): in a cluster, the bot's REST proxy.
     pub api_base: String,
+    /// Where it is asked instead once `api_base` has failed for `api_fallback_after` (Discord
+    /// itself, when `api_base` is the proxy): a REST proxy that is down must not keep the
+    /// gateways from starting.
+    pub api_fallback: Option<String>,
+    /// How long `api_base` may fail before `api_fallback` is asked.
+    pub api_fallback_after: Duration,
     /// NATS server URL.
     pub nats_url: String,
     /// The bot's shard count.

@@ -124,10 +124,19 @@ pub async fn run(
             url: config.api_base.clone(),
             source,
         })?;
-    // The REST proxy the operator points us at may still be starting: retry soon, then back off.
+    // The REST proxy the operator points us at may still be starting: retry soon, then back off;
+    // if it stays unreachable, ask the fallback (Discord itself) rather than never start.
     let mut backoff = Duration::from_millis(500);
+    let failing_since = tokio::time::Instant::now();
     let info = loop {
-        match discord::gateway_bot(&http, &config.api_base, &config.token).await {
+        let api_base = match &config.api_fallback {
+            Some(fallback) if failing_since.elapsed() >= config.api_fallback_after => {
+                tracing::warn!(%fallback, "asking for the gateway at the fallback: --api-base has failed since start");
+                fallback
+            }
+            _ => &config.api_base,
+        };
+        match discord::gateway_bot(&http, api_base, &config.token).await {
             Ok(info) => break info,
             Err(e) if e.is_retryable() => {
                 let wait = e.retry_after().unwrap_or(backoff);

@@ -9,6 +9,7 @@ pub mod command_reply;
 pub mod envelope;
 mod error_chain;
 pub mod intents;
+pub mod interaction_reply;
 pub mod names;
 pub mod opcode;
 pub mod shard;
@@ -19,6 +20,7 @@ pub use command_reply::CommandReply;
 pub use envelope::{Envelope, EnvelopeError, read_envelope};
 pub use error_chain::error_chain;
 pub use intents::{Intents, UnknownIntent};
+pub use interaction_reply::InteractionReply;
 pub use names::{BotKey, InvalidBotKey};
 pub use opcode::OpCode;
 pub use shard::{

@@ -20,7 +20,15 @@ pub mod headers {
     pub const RECEIVED_AT: &str = "Shardyard-Received-At";
     /// On dead letters: why handling failed.
     pub const ERROR: &str = "Shardyard-Error";
+    /// On interactions that came over HTTP (`shardyard interactions`): the NATS subject the
+    /// worker answers on while Discord's request is held open (see
+    /// [`crate::interaction_reply`]).
+    pub const REPLY_TO: &str = "Shardyard-Reply-To";
 }
+
+/// The token that stands where a shard id would in the subject of an event that came over
+/// HTTP rather than a gateway shard: `shardyard.<bot>.events.http.INTERACTION_CREATE`.
+pub const HTTP_EVENTS_TOKEN: &str = "http";
 
 /// HTTP headers of the REST proxy (`shardyard rest`) that its clients send or read. HTTP header
 /// names are case-insensitive; these are lower case, as `http::HeaderName` wants them.
@@ -171,6 +179,18 @@ impl BotKey {
         format!("{SUBJECT_ROOT}.{}.events.{shard}.", self.0)
     }
 
+    /// `shardyard.<bot>.events.http.<EVENT_TYPE>`: an event that came over HTTP (an
+    /// interaction sent to the bot's Interactions Endpoint), in the same stream as the
+    /// gateway's and matched by the same `events.*.<EVENT_TYPE>` filters.
+    #[must_use]
+    pub fn http_event_subject(&self, event_type: &str) -> String {
+        format!(
+            "{SUBJECT_ROOT}.{}.events.{HTTP_EVENTS_TOKEN}.{}",
+            self.0,
+            event_subject_token(event_type)
+        )
+    }
+
     /// Every event of the bot: `shardyard.<bot>.events.>`, the stream's subject.
     #[must_use]
     pub fn events_filter(&self) -> String {
@@ -288,6 +308,13 @@ pub fn is_subject_token(s: &str) -> bool {
 #[must_use]
 pub fn msg_id(session_id: &str, seq: u64) -> String {
     format!("{session_id}:{seq}")
+}
+
+/// `Nats-Msg-Id` of an interaction that came over HTTP: `interaction:<id>`. The same
+/// interaction published twice (a replayed request, two replicas) is stored once.
+#[must_use]
+pub fn interaction_msg_id(interaction_id: &str) -> String {
+    format!("interaction:{interaction_id}")
 }
 
 /// [`msg_id`] appended to `out`, for a header block built without allocating.
@@ -462,8 +489,8 @@ pub mod keys {
 #[cfg(test)]
 mod tests {
     use super::{
-        BotKey, active_generation_value, active_generations, is_subject_token, keys, msg_id,
-        parse_shard_header, shard_header,
+        BotKey, active_generation_value, active_generations, interaction_msg_id, is_subject_token,
+        keys, msg_id, parse_shard_header, shard_header,
     };
 
     #[test]
@@ -508,6 +535,12 @@ mod tests {
         assert_eq!(bot.identify_bucket(), "shardyard_mybot_identify");
         assert_eq!(bot.cache_bucket(), "shardyard_mybot_cache");
         assert_eq!(bot.control_bucket(), "shardyard_mybot_control");
+        // Interactions over HTTP: `http` in place of a shard, matched by the type filter.
+        assert_eq!(
+            bot.http_event_subject("INTERACTION_CREATE"),
+            "shardyard.mybot.events.http.INTERACTION_CREATE"
+        );
+        assert_eq!(interaction_msg_id("123"), "interaction:123");
     }
 
     #[test]

@@ -95,8 +95,7 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
             let pid = gateway.process().pid();
             let wire_before =
                 gateway_counter(&gateway, "shardyard_gateway_bytes_compressed_total").await?;
-            let (window, _) =
-                measure(&sim, pid, nats_pid, || gateway_published(&gateway)).await?;
+            let (window, _) = measure(&sim, pid, nats_pid, || gateway_published(&gateway)).await?;
             let wire = gateway_counter(&gateway, "shardyard_gateway_bytes_compressed_total")
                 .await?
                 - wire_before;
@@ -125,7 +124,10 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
         median(ratios.clone()),
         median(bytes[1].clone()) / median(bytes[0].clone())
     );
-    println!("  simulator violations: {}", sim.stats().await?["violations"]);
+    println!(
+        "  simulator violations: {}",
+        sim.stats().await?["violations"]
+    );
     Ok(())
 }
 
@@ -164,6 +166,9 @@ async fn memory(nats: &NatsServer) -> anyhow::Result<()> {
             (rss[1] as f64 - rss[0] as f64) / f64::from(shards - 1)
         );
     }
-    println!("  simulator violations: {}", sim.stats().await?["violations"]);
+    println!(
+        "  simulator violations: {}",
+        sim.stats().await?["violations"]
+    );
     Ok(())
 }

@@ -33,7 +33,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::json;
-use shardyard_tests::bench::receive::{gateway_counter, gateway_published, measure, sim_dispatched};
+use shardyard_tests::bench::receive::{
+    gateway_counter, gateway_published, measure, sim_dispatched,
+};
 use shardyard_tests::bench::{self, cpu_secs, env_or, release_dir, rss_kib};
 use shardyard_tests::{
     GatewayProcess, NatsServer, ProcessGuard, SimArgs, SimProcess, eventually, free_port,

@@ -17,7 +17,8 @@ pub struct GatewayProcess {
 
 impl GatewayProcess {
     /// Starts `shardyard gateway --bot BOT --api-base SIM --nats NATS --total TOTAL --shards A..B`
-    /// with the simulator's token, an admin port, and `extra` flags; waits until `/healthz`
+    /// with the simulator's token, an admin port, and `extra` flags (an `--api-base` among them
+    /// replaces the simulator's); waits until `/healthz`
     /// answers.
     ///
     /// # Errors
@@ -59,14 +60,12 @@ impl GatewayProcess {
         let mut command = Command::new(shardyard_bin()?);
         command
             .arg("gateway")
-            .args([
-                "--bot",
-                bot,
-                "--api-base",
-                &sim.api_base(),
-                "--nats",
-                &nats.url(),
-            ])
+            .args(["--bot", bot, "--nats", &nats.url()]);
+        // The simulator's API unless `extra` names another.
+        if !extra.contains(&"--api-base") {
+            command.args(["--api-base", &sim.api_base()]);
+        }
+        command
             .args([
                 "--total",
                 &total.to_string(),

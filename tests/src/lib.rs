@@ -25,6 +25,7 @@ mod gateway;
 pub mod ground_truth;
 pub mod hot_channel;
 pub mod images;
+pub mod interactions;
 pub mod kube_cluster;
 mod nats;
 pub mod netns;

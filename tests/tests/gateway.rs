@@ -199,6 +199,48 @@ async fn zstd_stream_delivers_every_dispatch_through_resumes_and_a_corrupt_frame
     Ok(())
 }
 
+/// The REST proxy that `--api-base` names is down: after `--api-fallback-after-secs` the gateway
+/// asks the fallback (Discord) and starts, instead of waiting for the proxy forever.
+#[tokio::test]
+async fn an_unreachable_api_base_falls_back_to_discord() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let sim = SimProcess::start(SimArgs {
+        guilds: 2,
+        ..SimArgs::default()
+    })
+    .await?;
+    let nowhere = format!("http://127.0.0.1:{}/api/v10", shardyard_tests::free_port());
+    let started = std::time::Instant::now();
+    let fallback = sim.api_base();
+    let gateway = GatewayProcess::start(
+        &sim,
+        &nats,
+        "fallback",
+        1,
+        0..1,
+        &[
+            "--api-base",
+            &nowhere,
+            "--api-fallback",
+            &fallback,
+            "--api-fallback-after-secs",
+            "2",
+        ],
+    )
+    .await?;
+    gateway.wait_ready(Duration::from_secs(30)).await?;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the proxy was tried first"
+    );
+    let log = gateway.log();
+    assert!(
+        log.contains("asking for the gateway at the fallback"),
+        "{log}"
+    );
+    Ok(())
+}
+
 /// `GET /gateway/bot`'s bucket spent by the bot's other pods: the gateway's 429 is waited out for
 /// as long as it says, then the gateway starts, without a request the bucket refuses.
 #[tokio::test]

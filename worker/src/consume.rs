@@ -163,6 +163,7 @@ pub(crate) async fn run(bot: Bot, shutdown: CancellationToken) -> Result<(), Wor
     let rest = crate::rest::client(&config);
     let shared = Arc::new(Shared {
         bot: config.bot.clone(),
+        nats: client.clone(),
         rest,
         gateway: GatewayCommands::with_total(
             client.clone(),

@@ -17,6 +17,8 @@ use crate::event::EventInfo;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) bot: BotKey,
+    /// The worker's NATS connection (answers to interactions that came over HTTP).
+    pub(crate) nats: async_nats::Client,
     pub(crate) rest: twilight_http::Client,
     pub(crate) gateway: GatewayCommands,
     pub(crate) cache: LazyCache,
@@ -99,6 +101,11 @@ impl Context {
     #[must_use]
     pub fn bot(&self) -> &BotKey {
         &self.shared.bot
+    }
+
+    /// The worker's NATS connection.
+    pub(crate) fn nats(&self) -> &async_nats::Client {
+        &self.shared.nats
     }
 
     /// The event's type, shard, sequence, message id, receive time and delivery count.

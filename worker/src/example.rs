@@ -13,7 +13,7 @@ use twilight_model::http::interaction::{
 };
 use twilight_model::id::Id;
 
-use crate::{Bot, BuildError, Context, HandlerError, StartContext, WorkerConfig};
+use crate::{Bot, BuildError, Context, HandlerError, StartContext, WorkerConfig, rest_error};
 
 /// The message the bot answers.
 pub const PING: &str = "!ping";
@@ -75,21 +75,6 @@ pub fn bot(config: WorkerConfig) -> Result<Bot, BuildError> {
         .build()
 }
 
-/// A REST failure as a hook's error: Discord refusing the request (a 4xx other than 429) will
-/// refuse it again, so it is fatal; anything else (the proxy or Discord unreachable, a 5xx, a
-/// timeout) is worth another try.
-fn rest_error(error: twilight_http::Error) -> HandlerError {
-    match error.kind() {
-        twilight_http::error::ErrorType::Response { status, .. }
-            if status.is_client_error() && status.get() != 429 =>
-        {
-            HandlerError::fatal(error)
-        }
-        twilight_http::error::ErrorType::Unauthorized => HandlerError::fatal(error),
-        _ => HandlerError::retry(error),
-    }
-}
-
 /// At start-up: the application's id from `GET /applications/@me`, then a bulk overwrite of its
 /// global commands with [`commands`]. Every replica does it at every start; the overwrite is
 /// idempotent (the same list keeps its ids). A failure is logged by the worker and does not
@@ -142,8 +127,9 @@ async fn on_message(ctx: Context, message: MessageCreate) -> Result<(), HandlerE
     Ok(())
 }
 
-/// A slash command: `/ping` → `pong`, any other command → that it is unknown. Interaction
-/// callbacks go to an endpoint without a global rate limit, and must arrive within 3 s.
+/// A slash command: `/ping` → `pong`, any other command → that it is unknown, within Discord's
+/// 3 s, whether the interaction came over the gateway or to the interactions endpoint
+/// ([`Context::respond`] picks the path).
 async fn on_interaction(ctx: Context, interaction: InteractionCreate) -> Result<(), HandlerError> {
     let Some(InteractionData::ApplicationCommand(command)) = &interaction.data else {
         return Ok(());
@@ -160,9 +146,6 @@ async fn on_interaction(ctx: Context, interaction: InteractionCreate) -> Result<
             ..InteractionResponseData::default()
         }),
     };
-    ctx.rest()
-        .interaction(interaction.application_id)
-        .create_response(interaction.id, &interaction.token, &response)
-        .await?;
+    ctx.respond(&interaction, &response).await?;
     Ok(())
 }

@@ -32,7 +32,8 @@ pub(super) fn objects(
             reason,
         })?;
     // `GET /gateway/bot` goes through the bot's REST proxy: a generation's pods start together,
-    // and the route's bucket (5 per 5 s) is shared with every other process of the bot.
+    // and the route's bucket (5 per 5 s) is shared with every other process of the bot. Discord
+    // itself is the fallback, so that a proxy that is down does not keep the gateways down.
     let api_base = format!(
         "{}/api/{}",
         rest_url(&context.name, &context.namespace),
@@ -42,6 +43,8 @@ pub(super) fn objects(
         "gateway".to_owned(),
         "--api-base".to_owned(),
         api_base,
+        "--api-fallback".to_owned(),
+        common.api_base.clone(),
         "--total".to_owned(),
         generation.total.to_string(),
         "--shards-per-pod".to_owned(),

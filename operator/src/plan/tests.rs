@@ -205,10 +205,15 @@ fn the_gateway_pod_gets_its_ordinal_generation_and_discord_settings() {
     assert_eq!(pod.termination_grace_period_seconds, Some(30));
     let gateway = &pod.containers[0];
     assert_eq!(args(gateway)[0], "gateway");
-    // The gateway asks Discord through the bot's REST proxy, in the version the bot names.
+    // The gateway asks Discord through the bot's REST proxy, in the version the bot names, and
+    // Discord itself when the proxy cannot be reached.
     assert_eq!(
         flag(gateway, "--api-base"),
         Some("http://mybot-rest.bots.svc:8080/api/v10")
+    );
+    assert_eq!(
+        flag(gateway, "--api-fallback"),
+        Some("http://sim.test:8450/api/v10")
     );
     assert_eq!(flag(gateway, "--total"), Some("3"));
     assert_eq!(flag(gateway, "--shards-per-pod"), Some("16"));
