@@ -22,6 +22,10 @@ use crate::verify::{SIGNATURE_HEADER, TIMESTAMP_HEADER, Verifier};
 /// The event type interactions are published as, as the gateway publishes them.
 pub const INTERACTION_CREATE: &str = "INTERACTION_CREATE";
 
+/// How long storing an interaction may take before Discord is told it failed (503): nothing is
+/// answered 200 before the interaction is in the stream, and Discord gives up at 3 s.
+const PUBLISH_WITHIN: Duration = Duration::from_millis(2_700);
+
 /// Everything a request needs.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
@@ -171,7 +175,6 @@ async fn interaction(
             "this interaction was received already",
         );
     };
-    let deadline = arrived + endpoint.answer_within;
     let mut message_headers = async_nats::HeaderMap::new();
     message_headers.insert(headers::MSG_ID, interaction_msg_id(&head.id));
     message_headers.insert(headers::EVENT, INTERACTION_CREATE);
@@ -180,7 +183,7 @@ async fn interaction(
         headers::REPLY_TO,
         format!("{}.{}", endpoint.reply_prefix, head.id),
     );
-    let published = tokio::time::timeout_at(deadline.into(), async {
+    let published = tokio::time::timeout_at((arrived + PUBLISH_WITHIN).into(), async {
         endpoint
             .js
             .publish_with_headers(endpoint.subject.clone(), message_headers, body)
@@ -221,7 +224,11 @@ async fn interaction(
         }
     }
 
+    // Stored: wait for the worker until the deadline (already past if storing was slow: then
+    // the deferral goes at once).
+    let deadline = arrived + endpoint.answer_within;
     let response = tokio::select! {
+        biased;
         answered = &mut answer => answered.ok(),
         () = tokio::time::sleep_until(deadline.into()) => {
             let (with, body) = deferral(head.kind);

@@ -303,3 +303,337 @@ async fn without_an_answer_in_time_each_type_is_deferred_as_discord_allows() -> 
     );
     Ok(())
 }
+
+/// A whole bot whose application sends interactions to `shardyard interactions`: the simulator
+/// (Discord), NATS, a gateway (it creates the stream), the REST proxy, the example bot, and the
+/// endpoint, set as the application's Interactions Endpoint URL through Discord's own check.
+struct HttpBot {
+    nats: NatsServer,
+    sim: shardyard_tests::SimProcess,
+    _gateway: shardyard_tests::GatewayProcess,
+    _rest: shardyard_tests::RestProcess,
+    worker: shardyard_tests::WorkerProcess,
+    endpoint: InteractionsProcess,
+    verify_key: String,
+    bot: BotKey,
+}
+
+impl HttpBot {
+    async fn start(name: &str, endpoint_flags: &[&str]) -> anyhow::Result<Self> {
+        use shardyard_tests::{GatewayProcess, RestProcess, SimArgs, SimProcess, WorkerProcess};
+        let nats = NatsServer::start().await?;
+        let sim = SimProcess::start(SimArgs {
+            guilds: 4,
+            ..SimArgs::default()
+        })
+        .await?;
+        let gateway = GatewayProcess::start(&sim, &nats, name, 1, 0..1, &[]).await?;
+        gateway.wait_ready(Duration::from_secs(30)).await?;
+        let rest = RestProcess::start(&sim, &[]).await?;
+        let worker = WorkerProcess::start_example(&nats, &rest, name, &[]).await?;
+        let application =
+            discord_api(&sim, reqwest::Method::GET, "/applications/@me", None).await?;
+        let verify_key = application["verify_key"]
+            .as_str()
+            .context("no verify_key")?
+            .to_owned();
+        let endpoint = InteractionsProcess::start(&nats, name, &verify_key, endpoint_flags).await?;
+        endpoint.wait_ready(Duration::from_secs(20)).await?;
+        let bot = Self {
+            nats,
+            sim,
+            _gateway: gateway,
+            _rest: rest,
+            worker,
+            endpoint,
+            verify_key,
+            bot: BotKey::local(name)?,
+        };
+        bot.point_discord_at_the_endpoint().await?;
+        Ok(bot)
+    }
+
+    /// `PATCH /applications/@me {"interactions_endpoint_url"}`: Discord checks the endpoint (a
+    /// PING, and one badly signed that must get 401) before it saves the URL.
+    async fn point_discord_at_the_endpoint(&self) -> anyhow::Result<()> {
+        let url = self.endpoint.url();
+        let application = discord_api(
+            &self.sim,
+            reqwest::Method::PATCH,
+            "/applications/@me",
+            Some(json!({"interactions_endpoint_url": url})),
+        )
+        .await
+        .with_context(|| self.endpoint.log_report())?;
+        anyhow::ensure!(
+            application["interactions_endpoint_url"] == json!(url),
+            "the URL was not saved: {application}"
+        );
+        Ok(())
+    }
+
+    /// Every answer the simulator recorded for interaction `id`.
+    async fn answers(&self, id: &serde_json::Value) -> anyhow::Result<Vec<serde_json::Value>> {
+        let all = self.sim.get_json("/_sim/rest/interactions").await?;
+        Ok(all
+            .as_array()
+            .map(|all| all.iter().filter(|c| &c["id"] == id).cloned().collect())
+            .unwrap_or_default())
+    }
+}
+
+/// A request to the simulator's REST API with the bot token; the JSON answer, or an error with
+/// the status and body.
+async fn discord_api(
+    sim: &shardyard_tests::SimProcess,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut request = reqwest::Client::new()
+        .request(method, format!("{}{path}", sim.api_base()))
+        .header("authorization", format!("Bot {}", sim.token()));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{path}: {status} {body}");
+    Ok(body)
+}
+
+#[tokio::test]
+async fn the_example_bot_answers_a_slash_command_through_the_endpoint_within_3_s()
+-> anyhow::Result<()> {
+    let bot = HttpBot::start("httpbot", &[]).await?;
+    let issued = bot
+        .sim
+        .post_json("/_sim/interactions", &json!({"name": "ping"}))
+        .await?;
+    assert_eq!(
+        issued["via"], "http",
+        "Discord sends it to the endpoint: {issued}"
+    );
+    let answer =
+        shardyard_tests::eventually(Duration::from_secs(10), "the endpoint's answer", || async {
+            bot.answers(&issued["id"])
+                .await?
+                .into_iter()
+                .find(|a| a["via"] == "endpoint")
+                .context("not answered yet")
+        })
+        .await
+        .with_context(|| bot.worker.log_report())?;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["type"], 4, "{answer}");
+    assert_eq!(answer["data"]["content"], "pong", "{answer}");
+    let response_ms = answer["response_ms"].as_u64().context("no response_ms")?;
+    assert!(response_ms < 3000, "answered in {response_ms} ms");
+    // The worker handled it as any interaction, and it is in the stream once, by its id.
+    assert_eq!(bot.worker.handled("INTERACTION_CREATE", "ok").await?, 1);
+    let js = bot.nats.jetstream().await?;
+    let message = js
+        .get_stream(bot.bot.stream())
+        .await?
+        .get_last_raw_message_by_subject(&bot.bot.http_event_subject("INTERACTION_CREATE"))
+        .await?;
+    assert_eq!(
+        message.headers.get(headers::MSG_ID).map(|v| v.to_string()),
+        Some(format!(
+            "interaction:{}",
+            issued["id"].as_str().unwrap_or_default()
+        ))
+    );
+    assert_eq!(bot.sim.stats().await?["violations"], json!([]));
+    assert!(!bot.endpoint.log_report().contains(bot.sim.token()));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_late_answer_follows_the_deferral_as_an_edit_of_the_original() -> anyhow::Result<()> {
+    // The endpoint defers at once: every answer of the example bot comes late.
+    let bot = HttpBot::start("slowbot", &["--answer-within-ms", "1"]).await?;
+    let issued = bot
+        .sim
+        .post_json("/_sim/interactions", &json!({"name": "ping"}))
+        .await?;
+    let answers = shardyard_tests::eventually(
+        Duration::from_secs(10),
+        "the deferral and the edit",
+        || async {
+            let answers = bot.answers(&issued["id"]).await?;
+            anyhow::ensure!(
+                answers.iter().any(|a| a["via"] == "edit_original"),
+                "no edit yet: {answers:?}"
+            );
+            Ok(answers)
+        },
+    )
+    .await
+    .with_context(|| bot.worker.log_report())?;
+    let deferral = answers
+        .iter()
+        .find(|a| a["via"] == "endpoint")
+        .context("no endpoint answer")?;
+    assert_eq!(
+        (deferral["status"].clone(), deferral["type"].clone()),
+        (json!(200), json!(5))
+    );
+    let edit = answers
+        .iter()
+        .find(|a| a["via"] == "edit_original")
+        .context("no edit")?;
+    assert_eq!(edit["status"], 200, "{edit}");
+    assert_eq!(edit["data"]["content"], "pong", "{edit}");
+    assert_eq!(
+        bot.endpoint
+            .metric("shardyard_interactions_deferred_total{type=\"command\"}")
+            .await?,
+        1.0
+    );
+    assert_eq!(
+        bot.endpoint
+            .metric("shardyard_interactions_late_answers_total")
+            .await?,
+        1.0
+    );
+    assert_eq!(bot.sim.stats().await?["violations"], json!([]));
+    Ok(())
+}
+
+/// Interactions go on while the endpoint is killed with `-9` and started again. Every
+/// interaction the endpoint answered 200 ends answered for good: a message, or a deferral
+/// followed by its edit (the worker's answer for a deferral whose endpoint died goes by
+/// callback, learns it was acknowledged, and edits). Those it held when it died were never
+/// answered 200 (Discord shows them as failed), and nothing answered 200 is missing from the
+/// stream.
+#[tokio::test]
+async fn killing_the_endpoint_mid_traffic_loses_no_interaction_answered_200() -> anyhow::Result<()>
+{
+    // Deferring at once makes every answer late. The worker is paused while the first ones are
+    // deferred and the endpoint is killed: their answers find no endpoint, and must still arrive.
+    let mut bot = HttpBot::start("killbot", &["--answer-within-ms", "1"]).await?;
+    let signal = |name: &str, pid: u32| {
+        std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+    };
+    let worker_pid = bot.worker.process().pid();
+    signal("-STOP", worker_pid)?;
+    let mut issued = Vec::new();
+    let mut orphaned = Vec::new();
+    for phase in ["paused worker", "endpoint down", "endpoint restarted"] {
+        for _ in 0..6 {
+            let interaction = bot
+                .sim
+                .post_json("/_sim/interactions", &json!({"name": "ping"}))
+                .await?;
+            issued.push(interaction["id"].clone());
+            if phase == "paused worker" {
+                orphaned.push(interaction["id"].clone());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        match phase {
+            "paused worker" => {
+                // Every one deferred (answered 200) before the endpoint dies.
+                for id in &orphaned {
+                    shardyard_tests::eventually(Duration::from_secs(5), "deferred", || async {
+                        anyhow::ensure!(
+                            bot.answers(id).await?.iter().any(|a| a["status"] == 200),
+                            "not yet"
+                        );
+                        Ok(())
+                    })
+                    .await?;
+                }
+                bot.endpoint.process().kill_9()?;
+                signal("-CONT", worker_pid)?;
+            }
+            "endpoint down" => {
+                // A new process on the same address, as a restarted pod behind its Service.
+                let port = bot.endpoint.port();
+                bot.endpoint = InteractionsProcess::start_at(
+                    &bot.nats,
+                    bot.bot.as_str(),
+                    &bot.verify_key,
+                    port,
+                    &["--answer-within-ms", "1"],
+                )
+                .await?;
+                bot.endpoint.wait_ready(Duration::from_secs(20)).await?;
+            }
+            _ => {}
+        }
+    }
+    let js = bot.nats.jetstream().await?;
+    let stream = js.get_stream(bot.bot.stream()).await?;
+    let mut answered_200 = 0;
+    for id in &issued {
+        let answers = shardyard_tests::eventually(
+            Duration::from_secs(15),
+            "every interaction answered 200 is answered for good",
+            || async {
+                let answers = bot.answers(id).await?;
+                let endpoint_200 = answers
+                    .iter()
+                    .any(|a| a["via"] == "endpoint" && a["status"] == 200);
+                let edited = answers
+                    .iter()
+                    .any(|a| a["via"] == "edit_original" && a["status"] == 200);
+                let failed = answers
+                    .iter()
+                    .any(|a| a["via"] == "endpoint" && a["status"] != 200);
+                anyhow::ensure!(
+                    failed || (endpoint_200 && edited),
+                    "interaction {id}: {answers:?}"
+                );
+                Ok(answers)
+            },
+        )
+        .await
+        .with_context(|| bot.worker.log_report())?;
+        if answers
+            .iter()
+            .any(|a| a["via"] == "endpoint" && a["status"] == 200)
+        {
+            answered_200 += 1;
+            let subject = bot.bot.http_event_subject("INTERACTION_CREATE");
+            let mut found = false;
+            let info = stream.clone().info().await?.state.messages;
+            for sequence in 1..=info {
+                if let Ok(message) = stream.get_raw_message(sequence).await
+                    && message.subject.as_str() == subject
+                    && message.headers.get(headers::MSG_ID).map(|v| v.to_string())
+                        == Some(format!("interaction:{}", id.as_str().unwrap_or_default()))
+                {
+                    found = true;
+                    break;
+                }
+            }
+            assert!(
+                found,
+                "interaction {id} was answered 200 but is not in the stream"
+            );
+        }
+    }
+    // Before the kill and after the restart the endpoint answered.
+    assert!(
+        answered_200 >= 12,
+        "{answered_200} of {} answered 200",
+        issued.len()
+    );
+    // The paused worker's answers went by callback, were told "already acknowledged", and
+    // became the edits checked above.
+    for id in &orphaned {
+        let answers = bot.answers(id).await?;
+        assert!(
+            answers
+                .iter()
+                .any(|a| a["via"] == "callback" && a["status"] == 400),
+            "interaction {id} was answered by callback after the endpoint died: {answers:?}"
+        );
+    }
+    Ok(())
+}

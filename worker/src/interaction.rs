@@ -34,6 +34,18 @@ const ENDPOINT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Discord's "Interaction has already been acknowledged".
 const ALREADY_ACKNOWLEDGED: u64 = 40060;
+/// Discord's "Unknown Message": an edit of the original response before Discord has taken the
+/// deferral the endpoint just sent.
+const UNKNOWN_MESSAGE: u64 = 10008;
+/// Waits between edits refused with [`UNKNOWN_MESSAGE`]: about 3 s in all, by when Discord has
+/// either taken the deferral or given the interaction up.
+const EDIT_RETRIES: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1_600),
+];
 
 /// How a response reached Discord.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,10 +95,10 @@ pub fn rest_error(error: twilight_http::Error) -> HandlerError {
     }
 }
 
-fn is_already_acknowledged(error: &twilight_http::Error) -> bool {
+fn has_code(error: &twilight_http::Error, code: u64) -> bool {
     matches!(
         error.kind(),
-        ErrorType::Response { error: ApiError::General(general), .. } if general.code == ALREADY_ACKNOWLEDGED
+        ErrorType::Response { error: ApiError::General(general), .. } if general.code == code
     )
 }
 
@@ -146,7 +158,7 @@ impl Context {
             .await;
         match created {
             Ok(_) => Ok(Responded::Callback),
-            Err(error) if is_already_acknowledged(&error) => {
+            Err(error) if has_code(&error, ALREADY_ACKNOWLEDGED) => {
                 self.after_deferral(interaction, response).await
             }
             Err(error) => Err(rest_error(error)),
@@ -167,16 +179,26 @@ impl Context {
                     application_id: interaction.application_id.get(),
                     interaction_token: &interaction.token,
                 };
-                let request = match &response.data {
-                    Some(data) => Request::builder(&route).json(data),
-                    None => Request::builder(&route).json(&serde_json::json!({})),
+                let empty = serde_json::json!({});
+                let mut retries = EDIT_RETRIES.iter();
+                loop {
+                    let request = match &response.data {
+                        Some(data) => Request::builder(&route).json(data),
+                        None => Request::builder(&route).json(&empty),
+                    }
+                    .build()
+                    .map_err(HandlerError::fatal)?;
+                    match self.rest().request::<Message>(request).await {
+                        Ok(_) => break,
+                        // The deferral is on its way to Discord: the endpoint told us of it as
+                        // it answered. Ask again shortly.
+                        Err(error) if has_code(&error, UNKNOWN_MESSAGE) => match retries.next() {
+                            Some(wait) => tokio::time::sleep(*wait).await,
+                            None => return Err(rest_error(error)),
+                        },
+                        Err(error) => return Err(rest_error(error)),
+                    }
                 }
-                .build()
-                .map_err(HandlerError::fatal)?;
-                self.rest()
-                    .request::<Message>(request)
-                    .await
-                    .map_err(rest_error)?;
                 Ok(Responded::EditedOriginal)
             }
             InteractionResponseType::DeferredChannelMessageWithSource
