@@ -551,6 +551,7 @@ impl shardyard_admin::Status for DevStatus {
             Some(Component::Rest),
             Some(Component::Cache),
             Some(Component::Worker),
+            Some(Component::Interactions),
             None,
         ] {
             for ready in [true, false] {

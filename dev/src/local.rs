@@ -41,6 +41,8 @@ pub enum Component {
     Cache,
     /// A worker.
     Worker,
+    /// The Interactions Endpoint (`spec.interactions`).
+    Interactions,
 }
 
 impl Component {
@@ -52,13 +54,20 @@ impl Component {
             Self::Rest => "rest",
             Self::Cache => "cache",
             Self::Worker => "worker",
+            Self::Interactions => "interactions",
         }
     }
 
     fn from_label(label: &str) -> Option<Self> {
-        [Self::Gateway, Self::Rest, Self::Cache, Self::Worker]
-            .into_iter()
-            .find(|c| c.label() == label)
+        [
+            Self::Gateway,
+            Self::Rest,
+            Self::Cache,
+            Self::Worker,
+            Self::Interactions,
+        ]
+        .into_iter()
+        .find(|c| c.label() == label)
     }
 }
 

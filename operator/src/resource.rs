@@ -80,6 +80,11 @@ pub struct DiscordBotSpec {
     /// The central cache.
     #[serde(default)]
     pub cache: CacheSpec,
+    /// Interactions over HTTP: `shardyard interactions` behind a Service of its own
+    /// (`<name>-interactions`), to be set as the application's Interactions Endpoint URL
+    /// (behind HTTPS). Without it, interactions arrive over the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interactions: Option<InteractionsSpec>,
     /// The event stream's and the dead-letter stream's limits.
     #[serde(default)]
     pub stream: StreamSpec,
@@ -372,6 +377,64 @@ impl Default for RestSpec {
 
 fn default_rest_replicas() -> i32 {
     2
+}
+
+/// The Interactions Endpoint.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InteractionsSpec {
+    /// The Secret key holding the application's public key (64 hex digits: "Public Key" in
+    /// Discord's developer portal).
+    pub public_key_secret: SecretRef,
+    /// Replicas behind the Service; each answers the requests it holds.
+    #[serde(default = "default_interactions_replicas")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: i32,
+    /// Milliseconds Discord's request waits for a worker's answer before the endpoint defers
+    /// (Discord allows 3,000).
+    #[serde(default = "default_answer_within_ms")]
+    #[schemars(range(min = 1, max = 2999))]
+    pub answer_within_ms: u32,
+    /// The Service's type: `ClusterIP` behind an Ingress (the default), `LoadBalancer` or
+    /// `NodePort`.
+    #[serde(default)]
+    pub service_type: InteractionsServiceType,
+    /// The endpoint container's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+fn default_interactions_replicas() -> i32 {
+    2
+}
+
+fn default_answer_within_ms() -> u32 {
+    2_500
+}
+
+/// How the Interactions Endpoint's Service is exposed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum InteractionsServiceType {
+    /// Inside the cluster, for an Ingress (which gives Discord the HTTPS it requires).
+    #[default]
+    ClusterIP,
+    /// A cloud load balancer.
+    LoadBalancer,
+    /// A port on every node.
+    NodePort,
+}
+
+impl InteractionsServiceType {
+    /// The Service's `spec.type`.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::LoadBalancer => "LoadBalancer",
+            Self::NodePort => "NodePort",
+        }
+    }
 }
 
 /// The central cache.

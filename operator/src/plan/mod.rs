@@ -233,6 +233,9 @@ pub fn plan(input: PlanInput<'_>) -> Result<Plan, PlanError> {
     if spec.cache.enabled {
         objects.extend(services::cache(&context, &common, spec)?);
     }
+    if let Some(interactions) = &spec.interactions {
+        objects.extend(services::interactions(&context, &common, interactions)?);
+    }
     let workers = workers::deployment(&context, &common, spec, total_shards)?;
     let scaled = workers.name();
     objects.push(workers);

@@ -12,6 +12,8 @@ use crate::resource::{DiscordBotSpec, SecretRef};
 pub(crate) const REST_PORT: u16 = 8080;
 /// The cache's read-only HTTP API.
 pub(super) const CACHE_PORT: u16 = 8470;
+/// Where the Interactions Endpoint takes Discord's requests (its Service answers on 80).
+pub(super) const INTERACTIONS_PORT: u16 = 8090;
 /// Every service's `/healthz`, `/readyz` and `/metrics`.
 pub(super) const ADMIN_PORT: u16 = 9090;
 /// Where a NATS CA Secret is mounted.

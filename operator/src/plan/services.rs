@@ -6,14 +6,18 @@ use serde_json::json;
 
 use super::gateway::typed;
 use super::names::{BOT_LABEL, Context};
-use super::pod::{ADMIN_PORT, CACHE_PORT, Common, REST_PORT, unversioned};
+use super::pod::{
+    ADMIN_PORT, CACHE_PORT, Common, INTERACTIONS_PORT, REST_PORT, secret_env, unversioned,
+};
 use super::{Child, PlanError};
-use crate::resource::DiscordBotSpec;
+use crate::resource::{DiscordBotSpec, InteractionsSpec};
 
 /// Seconds the proxy has to finish the requests it holds.
 const REST_GRACE_SECONDS: i64 = 40;
 /// Seconds the cache has to finish the event it applies.
 const CACHE_GRACE_SECONDS: i64 = 15;
+/// Seconds the endpoint has to answer the requests it holds (each within 3 s).
+const INTERACTIONS_GRACE_SECONDS: i64 = 10;
 
 pub(super) fn rest(
     context: &Context,
@@ -147,6 +151,71 @@ pub(super) fn cache(
         },
     });
     [deployment, service].into_iter().map(child).collect()
+}
+
+/// The Interactions Endpoint (`<name>-interactions`: Deployment, Service on port 80,
+/// PodDisruptionBudget). Discord must reach it, so no NetworkPolicy narrows who may.
+pub(super) fn interactions(
+    context: &Context,
+    common: &Common,
+    spec: &InteractionsSpec,
+) -> Result<Vec<Child>, PlanError> {
+    let name = context.object_name("interactions");
+    let selector = context.selector("interactions");
+    let labels = context.labels("interactions");
+    let args = vec![
+        "interactions".to_owned(),
+        "--listen".to_owned(),
+        format!("0.0.0.0:{INTERACTIONS_PORT}"),
+        "--answer-within-ms".to_owned(),
+        spec.answer_within_ms.to_string(),
+    ];
+    let env = vec![secret_env("SHARDYARD_PUBLIC_KEY", &spec.public_key_secret)];
+    let resources = spec
+        .resources
+        .as_ref()
+        .map(|r| serde_json::to_value(r).unwrap_or_default());
+    let container = common.container(
+        "interactions",
+        None,
+        args,
+        env,
+        &[("http", INTERACTIONS_PORT)],
+        resources,
+    );
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {
+            "replicas": spec.replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": common.pod_spec(container, INTERACTIONS_GRACE_SECONDS),
+            },
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": context.metadata(name.clone(), labels.clone()),
+        "spec": {
+            "type": spec.service_type.as_str(),
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    });
+    let budget = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": context.metadata(name, labels),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    });
+    [deployment, service, budget]
+        .into_iter()
+        .map(child)
+        .collect()
 }
 
 /// A planned object by its `kind` (the JSON is built in this module, so its kinds are known).

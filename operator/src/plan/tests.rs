@@ -561,6 +561,72 @@ fn the_cache_can_be_left_out_and_stream_limits_reach_the_gateway() {
 }
 
 #[test]
+fn interactions_over_http_get_an_endpoint_deployment_service_and_budget() {
+    let without = plan_of(&bot(MINIMAL), None, &[]).unwrap();
+    assert!(
+        !names(&without).iter().any(|n| n.contains("interactions")),
+        "none unless asked for: {:?}",
+        names(&without)
+    );
+    let manifest = with(
+        "interactions: {publicKeySecret: {name: app, key: publicKey}, replicas: 3, \
+         answerWithinMs: 2000, serviceType: LoadBalancer}",
+    );
+    let plan = plan_of(&bot(&manifest), None, &[]).unwrap();
+    let all = names(&plan);
+    for object in [
+        "Deployment/mybot-interactions",
+        "Service/mybot-interactions",
+        "PodDisruptionBudget/mybot-interactions",
+    ] {
+        assert!(all.iter().any(|n| n == object), "{object} in {all:?}");
+    }
+    let endpoint_deployment = deployment(&plan, "mybot-interactions");
+    assert_eq!(endpoint_deployment.spec.replicas, Some(3));
+    let endpoint = &containers(&endpoint_deployment.spec.template)[0];
+    assert_eq!(args(endpoint)[0], "interactions");
+    assert_eq!(flag(endpoint, "--listen"), Some("0.0.0.0:8090"));
+    assert_eq!(flag(endpoint, "--answer-within-ms"), Some("2000"));
+    // The public key from its Secret; the bot and NATS as every pod has them; never the token.
+    let key = env(endpoint, "SHARDYARD_PUBLIC_KEY").unwrap();
+    let from = key
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("app", "publicKey")
+    );
+    assert!(env(endpoint, "SHARDYARD_BOT").is_some());
+    assert!(env(endpoint, "SHARDYARD_NATS_URL").is_some());
+    assert!(env(endpoint, "SHARDYARD_TOKEN").is_none());
+    let service = plan
+        .objects
+        .iter()
+        .find_map(|o| match o {
+            Child::Service(s) if s.metadata.name.as_deref() == Some("mybot-interactions") => {
+                Some(&**s)
+            }
+            _ => None,
+        })
+        .unwrap();
+    let spec = service.spec.as_ref().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    let port = &spec.ports.as_ref().unwrap()[0];
+    assert_eq!(port.port, 80);
+    // Defaults: two replicas behind a ClusterIP, 2.5 s.
+    let defaults = with("interactions: {publicKeySecret: {name: app, key: publicKey}}");
+    let plan = plan_of(&bot(&defaults), None, &[]).unwrap();
+    let endpoint_deployment = deployment(&plan, "mybot-interactions");
+    assert_eq!(endpoint_deployment.spec.replicas, Some(2));
+    let endpoint = &containers(&endpoint_deployment.spec.template)[0];
+    assert_eq!(flag(endpoint, "--answer-within-ms"), Some("2500"));
+}
+
+#[test]
 fn what_the_schema_cannot_see_is_refused_with_its_field() {
     let no_namespace = bot(&MINIMAL.replace("  namespace: bots\n", ""));
     assert_eq!(
