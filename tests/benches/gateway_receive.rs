@@ -34,7 +34,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::json;
 use shardyard_tests::bench::receive::{
-    gateway_counter, gateway_published, measure, sim_dispatched,
+    gateway_counter, gateway_published, latencies_us, measure, percentile, sim_dispatched,
+    stream_last_seq,
 };
 use shardyard_tests::bench::{self, cpu_secs, env_or, release_dir, rss_kib};
 use shardyard_tests::{
@@ -323,69 +324,6 @@ async fn memory(nats: &NatsServer) -> anyhow::Result<()> {
     let violations = &sim.stats().await?["violations"];
     println!("  simulator violations: {violations}");
     Ok(())
-}
-
-/// The stream's last sequence number.
-async fn stream_last_seq(js: &async_nats::jetstream::Context, stream: &str) -> anyhow::Result<u64> {
-    Ok(js
-        .get_stream(stream)
-        .await?
-        .info()
-        .await?
-        .state
-        .last_sequence)
-}
-
-/// Receive → stored latency in µs of every message in `from..=to` of `stream`.
-async fn latencies_us(
-    js: &async_nats::jetstream::Context,
-    stream: &str,
-    from: u64,
-    to: u64,
-) -> anyhow::Result<Vec<i64>> {
-    use async_nats::jetstream::consumer::{self, DeliverPolicy};
-    use futures_util::StreamExt as _;
-    let consumer = js
-        .get_stream(stream)
-        .await?
-        .create_consumer(consumer::pull::Config {
-            deliver_policy: DeliverPolicy::ByStartSequence {
-                start_sequence: from,
-            },
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut out = Vec::new();
-    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
-        .await
-        .context("the stream stopped delivering")?
-    {
-        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
-        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
-        if info.stream_sequence > to {
-            break;
-        }
-        let received: i64 = message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(shardyard_protocol::names::headers::RECEIVED_AT))
-            .context("no received-at header")?
-            .as_str()
-            .parse()?;
-        let stored = i64::try_from(info.published.unix_timestamp_nanos() / 1000)?;
-        out.push(stored - received);
-        if info.stream_sequence == to {
-            break;
-        }
-    }
-    Ok(out)
-}
-
-fn percentile(sorted: &[i64], p: f64) -> i64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(i).copied().unwrap_or_default()
 }
 
 async fn load(nats: &NatsServer) -> anyhow::Result<()> {

@@ -129,3 +129,76 @@ where
         n1 - n0,
     ))
 }
+
+/// The stream's last sequence number.
+///
+/// # Errors
+/// When the stream cannot be read.
+pub async fn stream_last_seq(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+) -> anyhow::Result<u64> {
+    Ok(js
+        .get_stream(stream)
+        .await?
+        .info()
+        .await?
+        .state
+        .last_sequence)
+}
+
+/// Receive → stored latency in µs of every message in `from..=to` of `stream`: the stream's own
+/// timestamp minus the message's `Shardyard-Received-At`.
+///
+/// # Errors
+/// When the stream cannot be read or a message has no such header.
+pub async fn latencies_us(
+    js: &async_nats::jetstream::Context,
+    stream: &str,
+    from: u64,
+    to: u64,
+) -> anyhow::Result<Vec<i64>> {
+    use async_nats::jetstream::consumer::{self, DeliverPolicy};
+    use futures_util::StreamExt as _;
+    let consumer = js
+        .get_stream(stream)
+        .await?
+        .create_consumer(consumer::pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: from,
+            },
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    let mut out = Vec::new();
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(10), messages.next())
+        .await
+        .context("the stream stopped delivering")?
+    {
+        let message = message.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let info = message.info().map_err(|e| anyhow::anyhow!("{e}"))?;
+        if info.stream_sequence > to {
+            break;
+        }
+        let received: i64 = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(shardyard_protocol::names::headers::RECEIVED_AT))
+            .context("no received-at header")?
+            .as_str()
+            .parse()?;
+        let stored = i64::try_from(info.published.unix_timestamp_nanos() / 1000)?;
+        out.push(stored - received);
+        if info.stream_sequence == to {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub fn percentile(sorted: &[i64], p: f64) -> i64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(i).copied().unwrap_or_default()
+}
