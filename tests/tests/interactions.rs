@@ -243,6 +243,42 @@ async fn a_workers_answer_in_time_is_discords_response_and_a_replay_is_refused()
     Ok(())
 }
 
+/// Two replicas behind one Service: each holds its own requests and gets the answers to them.
+#[tokio::test]
+async fn replicas_each_answer_the_requests_they_hold() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let bot = BotKey::local("replicas")?;
+    let js = create_stream(&nats, &bot).await?;
+    let discord = DiscordSigner::from_seed(5);
+    let key = discord.public_key_hex();
+    let (first, second) = tokio::try_join!(
+        InteractionsProcess::start(&nats, bot.as_str(), &key, &[]),
+        InteractionsProcess::start(&nats, bot.as_str(), &key, &[]),
+    )?;
+    first.wait_ready(Duration::from_secs(10)).await?;
+    second.wait_ready(Duration::from_secs(10)).await?;
+    let consumer = interaction_consumer(&js, &bot).await?;
+    for (n, replica) in [(30_u64, &first), (31, &second), (32, &first), (33, &second)] {
+        let answer = json!({"type": 4, "data": {"content": format!("answer {n}")}});
+        let body = command(n);
+        let (http, (_, _, reply)) = tokio::try_join!(
+            replica.post_signed(&discord, &body),
+            answer_next(&nats, &consumer, answer.clone(), Duration::ZERO),
+        )?;
+        assert_eq!(http, (200, answer), "interaction {n}");
+        assert_eq!(reply, InteractionReply::Answered);
+    }
+    for replica in [&first, &second] {
+        assert_eq!(
+            replica
+                .metric("shardyard_interactions_requests_total{type=\"command\"}")
+                .await?,
+            2.0
+        );
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn without_an_answer_in_time_each_type_is_deferred_as_discord_allows() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
