@@ -8,8 +8,18 @@
 //! Without `--nats` it starts its own nats-server; without a token (or with `--sim`) it starts
 //! the simulator in Discord's place. Its state (the NATS store, the logs) lives in
 //! `--state-dir`.
+//!
+//! With `spec.interactions` it runs the Interactions Endpoint too. With the simulator, the
+//! simulated application stands for the bot's ([`interactions`]): its public key is the value
+//! of `spec.interactions.publicKeySecret`, and its Interactions Endpoint URL is pointed at the
+//! endpoint's local Service once a process is ready behind it (cleared when the manifest drops
+//! `spec.interactions`), so `POST /_sim/interactions` reaches the bot over HTTP as Discord's
+//! interactions would. With real Discord the key comes from dev's environment
+//! (`SHARDYARD_PUBLIC_KEY`), as every Secret other than the token's does; a process whose
+//! Secret or ConfigMap value is missing is not started, and dev says which variable to set.
 
 pub mod autoscaler;
+pub mod interactions;
 pub mod local;
 pub mod nats_server;
 pub mod observe;
@@ -329,6 +339,7 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
         state_file: (!use_sim).then(|| runner::state_file(&state_dir)),
         notices: say_tx,
         shutdown: services_shutdown.clone(),
+        simulator: use_sim,
     }) {
         Ok(runner) => runner,
         Err(reason) => {
@@ -372,7 +383,15 @@ pub async fn run(options: DevOptions, shutdown: CancellationToken) -> Result<(),
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
-            Some(notice) = notice_rx.recv() => view.notice(&describe(&notice)),
+            Some(notice) = notice_rx.recv() => {
+                if let Notice::Started { name, restarts, .. } = &notice
+                    && name == "sim"
+                    && *restarts > 0
+                {
+                    runner.simulator_restarted();
+                }
+                view.notice(&describe(&notice));
+            }
             Some(text) = say_rx.recv() => view.notice(&text),
             _ = watch.tick() => {
                 let now = std::fs::read(&options.file).unwrap_or_default();
@@ -517,6 +536,13 @@ impl shardyard_admin::Status for DevStatus {
         let snapshot = self.0.read().map_err(|_| "poisoned".to_owned())?;
         if let Some(blocked) = &snapshot.state.blocked {
             return Err(blocked.clone());
+        }
+        if !snapshot.state.held.is_empty() {
+            let held: Vec<&str> = snapshot.state.held.keys().map(String::as_str).collect();
+            return Err(format!(
+                "not started for want of a value: {}",
+                held.join(", ")
+            ));
         }
         let waiting: Vec<&str> = snapshot
             .processes

@@ -156,6 +156,31 @@ impl std::fmt::Debug for EnvValue {
     }
 }
 
+/// A Secret or ConfigMap key a container's variable comes from that dev has no value for.
+/// The kubelet does not start such a container (`CreateContainerConfigError`); neither does
+/// dev, and it says which variable to set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingValue {
+    /// The container's variable (and dev's own variable that stands for the key).
+    pub variable: String,
+    /// `Secret` or `ConfigMap`.
+    pub kind: &'static str,
+    /// The Secret's or ConfigMap's name.
+    pub name: String,
+    /// Its key.
+    pub key: String,
+}
+
+impl std::fmt::Display for MissingValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} (from {} {}, key {})",
+            self.variable, self.kind, self.name, self.key
+        )
+    }
+}
+
 /// A pod as a local process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessSpec {
@@ -181,6 +206,8 @@ pub struct ProcessSpec {
     pub ports: BTreeMap<String, SocketAddr>,
     /// How long it has after SIGTERM (`terminationGracePeriodSeconds`).
     pub grace: Duration,
+    /// Values it cannot start without that dev has none for: it is held back until it has.
+    pub missing: Vec<MissingValue>,
 }
 
 /// Local ports for container ports, kept for as long as the process name lives: a restarted
@@ -246,6 +273,9 @@ pub struct Locals<'a> {
     pub token: &'a Token,
     /// The token Secret: (name, key).
     pub token_secret: (&'a str, &'a str),
+    /// Other Secret keys dev stands in for, (name, key) → value: with the simulator, the
+    /// interactions public key Secret is the simulated application's `verify_key`.
+    pub secrets: &'a BTreeMap<(String, String), String>,
     /// `--worker-command`: runs in place of the worker container.
     pub worker_command: Option<&'a str>,
     /// Every Service port's local address: (service, port) → address.
@@ -407,7 +437,7 @@ pub fn process(
         }
     }
 
-    let env = environment(container, &name, ordinal, locals, &rewrites);
+    let (env, missing) = environment(container, &name, ordinal, locals, &rewrites);
     let lookup: HashMap<&str, &EnvValue> = env.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let expand_all = |items: &[String]| -> Vec<String> {
         items
@@ -459,6 +489,7 @@ pub fn process(
         env,
         ports: port_addrs,
         grace,
+        missing,
     })
 }
 
@@ -467,15 +498,17 @@ fn is_shardyard_image(image: &str) -> bool {
 }
 
 /// The container's environment as the kubelet resolves it, in order: each `$(VAR)` refers to a
-/// variable defined before it; then addresses mapped.
+/// variable defined before it; then addresses mapped. Also the Secret and ConfigMap keys it
+/// refers to (not `optional`) that have no value here.
 fn environment(
     container: &Container,
     pod_name: &str,
     ordinal: u32,
     locals: &Locals<'_>,
     rewrites: &[(String, String)],
-) -> Vec<(String, EnvValue)> {
+) -> (Vec<(String, EnvValue)>, Vec<MissingValue>) {
     let mut resolved: Vec<(String, EnvValue)> = Vec::new();
+    let mut missing = Vec::new();
     for EnvVar {
         name,
         value,
@@ -493,14 +526,33 @@ fn environment(
                 EnvValue::Plain(text)
             })
         } else if let Some(from) = value_from {
+            let mut unresolved = |kind: &'static str, from: &str, key: &str, optional| {
+                if optional != Some(true) {
+                    missing.push(MissingValue {
+                        variable: name.clone(),
+                        kind,
+                        name: from.to_owned(),
+                        key: key.to_owned(),
+                    });
+                }
+                None
+            };
             if let Some(secret) = &from.secret_key_ref {
+                let reference = (secret.name.clone(), secret.key.clone());
                 if (secret.name.as_str(), secret.key.as_str()) == locals.token_secret {
                     Some(EnvValue::Secret(locals.token.expose().to_owned()))
+                } else if let Some(value) = locals.secrets.get(&reference) {
+                    Some(EnvValue::Secret(value.clone()))
+                } else if let Some(value) = (locals.environment)(name) {
+                    Some(EnvValue::Secret(value))
                 } else {
-                    (locals.environment)(name).map(EnvValue::Secret)
+                    unresolved("Secret", &secret.name, &secret.key, secret.optional)
                 }
-            } else if from.config_map_key_ref.is_some() {
-                (locals.environment)(name).map(EnvValue::Plain)
+            } else if let Some(map) = &from.config_map_key_ref {
+                match (locals.environment)(name) {
+                    Some(value) => Some(EnvValue::Plain(value)),
+                    None => unresolved("ConfigMap", &map.name, &map.key, map.optional),
+                }
             } else if let Some(field) = &from.field_ref {
                 field_value(&field.field_path, pod_name, ordinal, locals).map(EnvValue::Plain)
             } else {
@@ -514,7 +566,7 @@ fn environment(
             resolved.push((name.clone(), value));
         }
     }
-    resolved
+    (resolved, missing)
 }
 
 /// A `fieldRef` of the downward API, as it reads for a local process.

@@ -30,7 +30,10 @@ use shardyard_operator::{DiscordBot, ShardCount};
 use shardyard_protocol::{BotKey, Token};
 
 use crate::autoscaler::{Autoscaler, HpaSpec};
-use crate::local::{Component, Locals, PortBook, ProcessSpec, local_plan, process};
+use crate::interactions::{SimApplication, Wanted, endpoint_url};
+use crate::local::{
+    Component, Locals, MissingValue, PortBook, ProcessSpec, ServiceSpec, local_plan, process,
+};
 use crate::service::Endpoints;
 use crate::supervisor::{Launch, Supervisor};
 
@@ -53,6 +56,8 @@ pub struct BotState {
     pub blocked: Option<String>,
     /// The autoscaler's last look: the queue depth.
     pub pending: Option<u64>,
+    /// Processes held back, as the kubelet holds a pod whose Secret key is missing: why.
+    pub held: BTreeMap<String, String>,
 }
 
 /// A gateway generation.
@@ -118,6 +123,12 @@ pub struct Runner {
     /// The last reconcile's outcome.
     pub state: BotState,
     notices: tokio::sync::mpsc::UnboundedSender<String>,
+    /// With the simulator: the application it plays, kept in step with `spec.interactions`.
+    sim_application: Option<SimApplication>,
+    /// What was said about each held-back workload.
+    held_said: BTreeMap<String, String>,
+    /// With real Discord: the endpoint URL last said.
+    endpoint_said: Option<String>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -152,6 +163,8 @@ pub struct RunnerConfig {
     pub notices: tokio::sync::mpsc::UnboundedSender<String>,
     /// Stops the local Services.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Whether Discord is dev's simulator (`api_base` is its, `token` its token).
+    pub simulator: bool,
 }
 
 impl Runner {
@@ -171,6 +184,7 @@ impl Runner {
             state_file,
             notices,
             shutdown,
+            simulator,
         } = config;
         let key = BotKey::namespaced(namespace(&bot), &name(&bot)).map_err(|e| e.to_string())?;
         let saved: Saved = state_file
@@ -178,6 +192,9 @@ impl Runner {
             .and_then(|f| std::fs::read(f).ok())
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
+        let http = discord::client().map_err(|e| shardyard_protocol::error_chain(&e))?;
+        let sim_application =
+            simulator.then(|| SimApplication::new(http.clone(), &api_base, token.clone()));
         Ok(Self {
             bot,
             key,
@@ -188,7 +205,7 @@ impl Runner {
             worker_command,
             state_file,
             js,
-            http: discord::client().map_err(|e| shardyard_protocol::error_chain(&e))?,
+            http,
             discord: None,
             discord_stale: true,
             active: saved.active.map(|g| Generation {
@@ -207,7 +224,18 @@ impl Runner {
             started: Instant::now(),
             state: BotState::default(),
             notices,
+            sim_application,
+            held_said: BTreeMap::new(),
+            endpoint_said: None,
         })
+    }
+
+    /// The simulator was started again: a new world, without the interactions endpoint URL
+    /// dev set.
+    pub fn simulator_restarted(&mut self) {
+        if let Some(application) = &mut self.sim_application {
+            application.forget();
+        }
     }
 
     fn say(&self, text: impl Into<String>) {
@@ -365,6 +393,20 @@ impl Runner {
             .iter()
             .map(|(k, (addr, _))| (k.clone(), *addr))
             .collect();
+        // With the simulator, the public key Secret is the simulated application's key.
+        let mut secrets = BTreeMap::new();
+        let mut key_problem = None;
+        if let (Some(interactions), Some(application)) =
+            (&self.bot.spec.interactions, &mut self.sim_application)
+        {
+            let reference = &interactions.public_key_secret;
+            match application.public_key().await {
+                Ok(key) => {
+                    secrets.insert((reference.name.clone(), reference.key.clone()), key);
+                }
+                Err(reason) => key_problem = Some(reason),
+            }
+        }
         let environment = |name: &str| std::env::var(name).ok();
         let namespace = namespace(&self.bot).to_owned();
         let locals = Locals {
@@ -372,6 +414,7 @@ impl Runner {
             binary: &self.binary,
             token: &self.token,
             token_secret: (&token_secret.0, &token_secret.1),
+            secrets: &secrets,
             worker_command: self.worker_command.as_deref(),
             services: &service_addrs,
             environment: &environment,
@@ -401,6 +444,9 @@ impl Runner {
         }
         self.ports.retain(|name| desired.contains_key(name));
         self.desired = desired;
+        self.hold_back(key_problem.as_deref());
+        // Before the processes change: a URL is cleared before its endpoint stops.
+        self.sync_interactions(&local.services).await;
         self.converge(supervisor).await;
         self.update_endpoints(supervisor);
         self.state.active = self.active.map(|g| GenerationState {
@@ -414,6 +460,91 @@ impl Runner {
             ready_shards: r.ready_shards,
         });
         Ok(())
+    }
+
+    /// Records the processes that cannot start for want of a value, and says so once per
+    /// workload (again only when the reason changes).
+    fn hold_back(&mut self, key_problem: Option<&str>) {
+        let mut held = BTreeMap::new();
+        let mut by_workload: BTreeMap<String, String> = BTreeMap::new();
+        for spec in self.desired.values().filter(|s| !s.missing.is_empty()) {
+            let why = self.why_held(&spec.missing, key_problem);
+            held.insert(spec.name.clone(), why.clone());
+            by_workload.insert(spec.workload.clone(), why);
+        }
+        for (workload, why) in &by_workload {
+            if self.held_said.get(workload) != Some(why) {
+                self.say(format!("{workload} is not started: {why}"));
+            }
+        }
+        self.held_said = by_workload;
+        self.state.held = held;
+    }
+
+    fn why_held(&self, missing: &[MissingValue], key_problem: Option<&str>) -> String {
+        let public_key = self
+            .bot
+            .spec
+            .interactions
+            .as_ref()
+            .map(|i| &i.public_key_secret);
+        if let (Some(reason), Some(secret)) = (key_problem, public_key)
+            && missing
+                .iter()
+                .any(|m| m.kind == "Secret" && m.name == secret.name && m.key == secret.key)
+        {
+            return format!(
+                "it waits for the simulated application's public key, which stands for Secret \
+                 {} (key {}): {reason}; asked again each second",
+                secret.name, secret.key
+            );
+        }
+        let values: Vec<String> = missing.iter().map(ToString::to_string).collect();
+        let variables: Vec<&str> = missing.iter().map(|m| m.variable.as_str()).collect();
+        format!(
+            "{} has no value here (dev reads Secrets and ConfigMaps other than the token's from \
+             its own environment, by the variable's name): set {} in dev's environment and start \
+             it again",
+            values.join(", "),
+            variables.join(", ")
+        )
+    }
+
+    /// What the simulator should do with interactions: the plan's Interactions Service, once a
+    /// ready process is behind it.
+    fn interactions_wanted(&self, services: &[ServiceSpec]) -> Wanted {
+        if self.bot.spec.interactions.is_none() {
+            return Wanted::Gateway;
+        }
+        services
+            .iter()
+            .filter(|s| s.component == Component::Interactions)
+            .flat_map(|s| s.ports.iter().map(|(port, _)| (s.name.clone(), *port)))
+            .find_map(|key| self.services.get(&key))
+            .filter(|(_, endpoints)| !endpoints.get().is_empty())
+            .map_or(Wanted::NotReady, |(addr, _)| {
+                Wanted::Endpoint(endpoint_url(*addr))
+            })
+    }
+
+    /// Points the simulated application at the endpoint, or clears it; with real Discord says
+    /// once where the endpoint answers.
+    async fn sync_interactions(&mut self, services: &[ServiceSpec]) {
+        let wanted = self.interactions_wanted(services);
+        if let Some(application) = &mut self.sim_application {
+            for text in application.sync(&wanted).await {
+                self.say(text);
+            }
+        } else if let Wanted::Endpoint(url) = wanted
+            && self.endpoint_said.as_ref() != Some(&url)
+        {
+            self.say(format!(
+                "interactions: the endpoint answers at {url}; Discord sends interactions only to \
+                 an HTTPS URL it can reach: put a tunnel in front of it and set that URL as the \
+                 Interactions Endpoint URL in the developer portal"
+            ));
+            self.endpoint_said = Some(url);
+        }
     }
 
     fn report_step(&self, step: &Step) {
@@ -522,7 +653,8 @@ impl Runner {
         if !gone.is_empty() {
             supervisor.stop_in_background(&gone);
         }
-        for spec in self.desired.values() {
+        // A process short of a value is not started (it is in `state.held`).
+        for spec in self.desired.values().filter(|s| s.missing.is_empty()) {
             if supervisor.launch(&spec.name).is_none() && !supervisor.stopping(&spec.name) {
                 supervisor.start(launch(spec));
             }
@@ -532,6 +664,9 @@ impl Runner {
         for spec in self.desired.values() {
             by_workload.entry(&spec.workload).or_default().push(spec);
         }
+        // A workload with a held-back process waits, as a rollout does whose new pod cannot
+        // start: the ones that run keep running.
+        by_workload.retain(|_, specs| specs.iter().all(|s| s.missing.is_empty()));
         for (workload, mut specs) in by_workload {
             let settled = specs.iter().all(|s| {
                 !supervisor.stopping(&s.name)

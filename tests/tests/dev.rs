@@ -671,3 +671,88 @@ async fn with_real_discord_a_second_run_on_the_same_state_resumes_the_saved_sess
     assert_eq!(discord.stats().await?["violations"], json!([]));
     Ok(())
 }
+
+/// `spec.interactions` for [`manifest`]: one endpoint, its public key from a Secret that the
+/// simulated application's key stands for.
+const INTERACTIONS: &str =
+    "  interactions: {publicKeySecret: {name: devbot-public-key, key: key}, replicas: 1}\n";
+
+#[tokio::test]
+async fn with_spec_interactions_the_simulator_sends_interactions_to_the_endpoint_dev_runs()
+-> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let dev = DevRun::start(
+        &manifest(1, INTERACTIONS),
+        &["--nats", &nats.url()],
+        &[
+            ("SHARDYARD_DEV_GUILDS", "20"),
+            ("SHARDYARD_DEV_EVENTS_PER_SECOND", "10"),
+        ],
+    )
+    .await?;
+    let status = dev.wait_ready(Duration::from_secs(60)).await?;
+    assert_eq!(
+        names(&status, "interactions"),
+        ["devbot-interactions-0"],
+        "{status:#}"
+    );
+    let service = status["services"]["devbot-interactions:80"]
+        .as_str()
+        .with_context(|| format!("no interactions Service: {status:#}"))?;
+    let url = format!("{service}/interactions");
+    // dev points the simulated application at the endpoint's Service, through Discord's check.
+    let pointed = format!("interactions: the simulator sends them to {url}");
+    eventually(Duration::from_secs(15), "the URL is set", || async {
+        anyhow::ensure!(dev.output().contains(&pointed), "not yet");
+        Ok(())
+    })
+    .await
+    .with_context(|| dev.report())?;
+
+    let issued = dev
+        .sim()
+        .post_json("/_sim/interactions", &json!({"name": "ping"}))
+        .await?;
+    assert_eq!(issued["via"], "http", "{issued}");
+    let answer = eventually(Duration::from_secs(10), "the endpoint's answer", || async {
+        let all = dev.sim().get_json("/_sim/rest/interactions").await?;
+        all.as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["id"] == issued["id"] && a["via"] == "endpoint")
+            .cloned()
+            .context("not answered yet")
+    })
+    .await
+    .with_context(|| dev.report())?;
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["type"], 4, "{answer}");
+    assert_eq!(answer["data"]["content"], "pong", "{answer}");
+    let response_ms = answer["response_ms"].as_u64().context("no response_ms")?;
+    assert!(response_ms < 3000, "answered in {response_ms} ms");
+
+    // Without spec.interactions the URL is cleared: interactions come over the gateway again.
+    dev.edit(&manifest(1, ""))?;
+    eventually(Duration::from_secs(10), "the URL is cleared", || async {
+        anyhow::ensure!(
+            dev.output()
+                .contains("the simulator sends them over the gateway again"),
+            "not yet"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| dev.report())?;
+    let issued = dev
+        .sim()
+        .post_json("/_sim/interactions", &json!({"name": "ping"}))
+        .await?;
+    assert_eq!(issued["via"], "gateway", "{issued}");
+
+    assert_eq!(dev.sim().stats().await?["violations"], json!([]));
+    assert!(
+        !dev.output().contains("shardyard-dev-token"),
+        "the token is in dev's output"
+    );
+    Ok(())
+}

@@ -66,12 +66,17 @@ fn services() -> BTreeMap<(String, u16), SocketAddr> {
 fn with_locals<T>(worker_command: Option<&str>, f: impl FnOnce(&Locals<'_>) -> T) -> T {
     let token = Token::new("secret-token-value");
     let services = services();
+    let secrets = BTreeMap::from([(
+        ("mybot-public-key".to_owned(), "key".to_owned()),
+        "ab".repeat(32),
+    )]);
     let environment = |name: &str| (name == "MY_API_KEY").then(|| "from-dev-env".to_owned());
     let locals = Locals {
         namespace: "default",
         binary: Path::new("/bin/shardyard"),
         token: &token,
         token_secret: ("mybot-token", "token"),
+        secrets: &secrets,
         worker_command,
         services: &services,
         environment: &environment,
@@ -283,4 +288,99 @@ fn addresses_are_mapped_only_where_they_are_whole() {
         ),
         "http://notmybot-rest:8080 0.0.0.0:90901 127.0.0.1:2"
     );
+}
+
+const INTERACTIONS: &str =
+    "  interactions: {publicKeySecret: {name: mybot-public-key, key: key}, replicas: 1}\n";
+
+#[test]
+fn the_interactions_endpoint_gets_the_public_key_dev_stands_in_for_and_a_local_listen_port() {
+    let local = planned(&format!("{MANIFEST}{INTERACTIONS}"));
+    let workload = local
+        .workloads
+        .iter()
+        .find(|w| w.component == Component::Interactions)
+        .expect("the endpoint's Deployment");
+    assert_eq!(
+        (workload.name.as_str(), workload.replicas),
+        ("mybot-interactions", Some(1))
+    );
+    let service = local
+        .services
+        .iter()
+        .find(|s| s.component == Component::Interactions)
+        .expect("the endpoint's Service");
+    assert_eq!(service.name, "mybot-interactions");
+    assert_eq!(service.ports, [(80, "http".to_owned())]);
+
+    let mut ports = book();
+    let spec = with_locals(None, |locals| process(workload, 0, locals, &mut ports)).unwrap();
+    assert_eq!(
+        env(&spec, "SHARDYARD_PUBLIC_KEY"),
+        Some("ab".repeat(32).as_str())
+    );
+    assert!(spec.missing.is_empty(), "{:?}", spec.missing);
+    let at = |flag: &str| {
+        spec.args
+            .iter()
+            .position(|a| a == flag)
+            .map(|i| spec.args[i + 1].clone())
+    };
+    assert_eq!(at("--listen"), Some(spec.ports["http"].to_string()));
+}
+
+#[test]
+fn a_secret_without_a_value_here_is_reported_missing_unless_optional() {
+    let manifest = format!(
+        "{MANIFEST}{INTERACTIONS}  workers:\n    template:\n      spec:\n        containers:\n          - name: bot\n            \
+         env:\n              - {{name: MAYBE, valueFrom: {{secretKeyRef: {{name: keys, key: maybe, optional: true}}}}}}\n              \
+         - {{name: SETTING, valueFrom: {{configMapKeyRef: {{name: settings, key: one}}}}}}\n"
+    );
+    let local = planned(&manifest);
+    let token = Token::new("secret-token-value");
+    let services = services();
+    let no_secrets = BTreeMap::new();
+    let environment = |_: &str| None;
+    let locals = Locals {
+        namespace: "default",
+        binary: Path::new("/bin/shardyard"),
+        token: &token,
+        token_secret: ("mybot-token", "token"),
+        secrets: &no_secrets,
+        worker_command: None,
+        services: &services,
+        environment: &environment,
+    };
+    let mut ports = book();
+    let of = |component| {
+        local
+            .workloads
+            .iter()
+            .find(|w| w.component == component)
+            .unwrap()
+    };
+    let endpoint = process(of(Component::Interactions), 0, &locals, &mut ports).unwrap();
+    assert_eq!(
+        endpoint.missing,
+        [MissingValue {
+            variable: "SHARDYARD_PUBLIC_KEY".to_owned(),
+            kind: "Secret",
+            name: "mybot-public-key".to_owned(),
+            key: "key".to_owned(),
+        }]
+    );
+    assert_eq!(
+        endpoint.missing[0].to_string(),
+        "SHARDYARD_PUBLIC_KEY (from Secret mybot-public-key, key key)"
+    );
+    assert_eq!(env(&endpoint, "SHARDYARD_PUBLIC_KEY"), None);
+    // The token's Secret is never missing; an optional key is left out, as the kubelet does.
+    let worker = process(of(Component::Worker), 0, &locals, &mut ports).unwrap();
+    let missing: Vec<_> = worker
+        .missing
+        .iter()
+        .map(|m| (m.variable.as_str(), m.kind))
+        .collect();
+    assert_eq!(missing, [("SETTING", "ConfigMap")]);
+    assert_eq!(env(&worker, "MAYBE"), None);
 }
