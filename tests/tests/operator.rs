@@ -535,3 +535,71 @@ async fn two_operators_elect_one_leader_and_killing_it_hands_over() -> anyhow::R
     drop(leader);
     Ok(())
 }
+
+/// `spec.interactions` on the real control plane: the endpoint's Deployment (its public key
+/// from the named Secret), its Service of the chosen type on port 80 and its budget appear; a
+/// spec without it has them pruned.
+#[tokio::test]
+async fn spec_interactions_adds_the_endpoint_and_removing_it_prunes_it() -> anyhow::Result<()> {
+    let bed = Bed::start().await?;
+    let operator = bed.operator("op-a").await?;
+    bed.secret("ixbot", bed.sim.token()).await?;
+    bed.apply(&bed.manifest(
+        "ixbot",
+        "  interactions: {publicKeySecret: {name: ixbot-app, key: publicKey}, serviceType: NodePort}\n",
+    ))
+    .await?;
+    bed.condition("ixbot", "Ready", "True", "Applied", &operator)
+        .await?;
+    let found = children(&bed.client, "ixbot").await?;
+    for object in [
+        "Deployment/ixbot-interactions",
+        "Service/ixbot-interactions",
+        "PodDisruptionBudget/ixbot-interactions",
+    ] {
+        assert!(found.contains_key(object), "{object} in {found:?}");
+    }
+    let services: Api<Service> = Api::namespaced(bed.client.clone(), "default");
+    let service = services.get("ixbot-interactions").await?;
+    let spec = service.spec.context("a Service spec")?;
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    let port = &spec.ports.context("ports")?[0];
+    assert_eq!(port.port, 80);
+    assert!(
+        port.node_port.is_some(),
+        "the API server gave it a node port"
+    );
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), "default");
+    let endpoint = deployments.get("ixbot-interactions").await?;
+    let container = &endpoint
+        .spec
+        .template
+        .spec
+        .context("a pod spec")?
+        .containers[0];
+    let key = container
+        .env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "SHARDYARD_PUBLIC_KEY")
+        .and_then(|e| e.value_from.as_ref()?.secret_key_ref.clone())
+        .context("the public key from its Secret")?;
+    assert_eq!(
+        (key.name.as_str(), key.key.as_str()),
+        ("ixbot-app", "publicKey")
+    );
+
+    // Without spec.interactions, the operator prunes what it had applied for it.
+    bed.apply(&bed.manifest("ixbot", "")).await?;
+    eventually(Duration::from_secs(60), "the endpoint pruned", || async {
+        let found = children(&bed.client, "ixbot").await?;
+        anyhow::ensure!(
+            !found.keys().any(|k| k.ends_with("/ixbot-interactions")),
+            "still there: {found:?}"
+        );
+        Ok(())
+    })
+    .await
+    .with_context(|| operator.log_report())?;
+    Ok(())
+}

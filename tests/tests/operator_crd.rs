@@ -77,7 +77,7 @@ async fn a_minimal_bot_is_defaulted_by_the_api_server_as_by_the_types() -> anyho
 async fn bad_bots_are_refused_with_what_to_fix() -> anyhow::Result<()> {
     let cluster = cluster_with_crd().await?;
     let long_name = "b".repeat(41);
-    let cases: [(&str, String, &str); 13] = [
+    let cases: [(&str, String, &str); 16] = [
         (
             "shards 0",
             MINIMAL.replace("  tokenSecret:", "  shards: 0\n  tokenSecret:"),
@@ -160,6 +160,27 @@ async fn bad_bots_are_refused_with_what_to_fix() -> anyhow::Result<()> {
                 "  autoscaling: {provider: keda, keda: {trigger: nats-jetstream}}\n  tokenSecret:",
             ),
             "autoscaling.keda.natsMonitoringEndpoint is required with the nats-jetstream trigger",
+        ),
+        (
+            "interactions answered too late",
+            MINIMAL.replace(
+                "  tokenSecret:",
+                "  interactions: {publicKeySecret: {name: app, key: pk}, answerWithinMs: 3000}\n  tokenSecret:",
+            ),
+            "spec.interactions.answerWithinMs: Invalid value: 3000: spec.interactions.answerWithinMs in body should be less than or equal to 2999",
+        ),
+        (
+            "interactions without a public key",
+            MINIMAL.replace("  tokenSecret:", "  interactions: {replicas: 2}\n  tokenSecret:"),
+            "spec.interactions.publicKeySecret: Required value",
+        ),
+        (
+            "interactions behind an unknown service type",
+            MINIMAL.replace(
+                "  tokenSecret:",
+                "  interactions: {publicKeySecret: {name: app, key: pk}, serviceType: Ingress}\n  tokenSecret:",
+            ),
+            r#"spec.interactions.serviceType: Unsupported value: "Ingress""#,
         ),
     ];
     for (what, manifest, message) in cases {
