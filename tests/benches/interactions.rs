@@ -23,14 +23,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream;
 use futures_util::StreamExt as _;
 use serde_json::json;
 use shardyard_protocol::BotKey;
 use shardyard_protocol::names::headers;
 use shardyard_tests::bench::receive::{latencies_us, percentile, stream_last_seq};
 use shardyard_tests::bench::{self, cpu_secs, env_or};
-use shardyard_tests::interactions::{DiscordSigner, InteractionsProcess};
+use shardyard_tests::interactions::{DiscordSigner, InteractionsProcess, create_event_stream};
 use shardyard_tests::{GatewayProcess, NatsServer, SimArgs, SimProcess};
 
 fn main() -> anyhow::Result<()> {
@@ -58,14 +57,7 @@ async fn endpoint(nats: &NatsServer) -> anyhow::Result<i64> {
     let concurrency: usize = env_or("BENCH_CONCURRENCY", 64);
     let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
     let bot = BotKey::local("bench-interactions")?;
-    let js = nats.jetstream().await?;
-    js.create_stream(jetstream::stream::Config {
-        name: bot.stream(),
-        subjects: vec![bot.events_filter()],
-        duplicate_window: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
+    let js = create_event_stream(nats, &bot).await?;
     let discord = DiscordSigner::from_seed(9);
     let mut endpoint =
         InteractionsProcess::start(nats, bot.as_str(), &discord.public_key_hex(), &[]).await?;

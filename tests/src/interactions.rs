@@ -53,6 +53,26 @@ impl DiscordSigner {
     }
 }
 
+/// The bot's event stream as the operator (or a gateway) creates it, for tests that run the
+/// endpoint without either.
+///
+/// # Errors
+/// When JetStream refuses.
+pub async fn create_event_stream(
+    nats: &NatsServer,
+    bot: &shardyard_protocol::BotKey,
+) -> anyhow::Result<async_nats::jetstream::Context> {
+    let js = nats.jetstream().await?;
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: bot.stream(),
+        subjects: vec![bot.events_filter()],
+        duplicate_window: Duration::from_secs(300),
+        ..Default::default()
+    })
+    .await?;
+    Ok(js)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

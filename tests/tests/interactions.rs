@@ -11,20 +11,7 @@ use serde_json::json;
 use shardyard_protocol::names::headers;
 use shardyard_protocol::{BotKey, InteractionReply};
 use shardyard_tests::NatsServer;
-use shardyard_tests::interactions::{DiscordSigner, InteractionsProcess};
-
-/// The bot's stream, as the operator (or a gateway) creates it.
-async fn create_stream(nats: &NatsServer, bot: &BotKey) -> anyhow::Result<jetstream::Context> {
-    let js = nats.jetstream().await?;
-    js.create_stream(jetstream::stream::Config {
-        name: bot.stream(),
-        subjects: vec![bot.events_filter()],
-        duplicate_window: Duration::from_secs(300),
-        ..Default::default()
-    })
-    .await?;
-    Ok(js)
-}
+use shardyard_tests::interactions::{DiscordSigner, InteractionsProcess, create_event_stream};
 
 async fn stored(js: &jetstream::Context, bot: &BotKey) -> anyhow::Result<u64> {
     Ok(js
@@ -55,7 +42,7 @@ async fn unsigned_tampered_stale_and_foreign_requests_are_refused_and_nothing_is
 -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let bot = BotKey::local("refusals")?;
-    let js = create_stream(&nats, &bot).await?;
+    let js = create_event_stream(&nats, &bot).await?;
     let discord = DiscordSigner::from_seed(1);
     let endpoint = InteractionsProcess::start(
         &nats,
@@ -198,7 +185,7 @@ async fn a_workers_answer_in_time_is_discords_response_and_a_replay_is_refused()
 -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let bot = BotKey::local("answers")?;
-    let js = create_stream(&nats, &bot).await?;
+    let js = create_event_stream(&nats, &bot).await?;
     let discord = DiscordSigner::from_seed(3);
     let endpoint =
         InteractionsProcess::start(&nats, bot.as_str(), &discord.public_key_hex(), &[]).await?;
@@ -248,7 +235,7 @@ async fn a_workers_answer_in_time_is_discords_response_and_a_replay_is_refused()
 async fn replicas_each_answer_the_requests_they_hold() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let bot = BotKey::local("replicas")?;
-    let js = create_stream(&nats, &bot).await?;
+    let js = create_event_stream(&nats, &bot).await?;
     let discord = DiscordSigner::from_seed(5);
     let key = discord.public_key_hex();
     let (first, second) = tokio::try_join!(
@@ -283,7 +270,7 @@ async fn replicas_each_answer_the_requests_they_hold() -> anyhow::Result<()> {
 async fn without_an_answer_in_time_each_type_is_deferred_as_discord_allows() -> anyhow::Result<()> {
     let nats = NatsServer::start().await?;
     let bot = BotKey::local("deferrals")?;
-    let js = create_stream(&nats, &bot).await?;
+    let js = create_event_stream(&nats, &bot).await?;
     let discord = DiscordSigner::from_seed(4);
     let endpoint = InteractionsProcess::start(
         &nats,

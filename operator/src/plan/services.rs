@@ -19,14 +19,78 @@ const CACHE_GRACE_SECONDS: i64 = 15;
 /// Seconds the endpoint has to answer the requests it holds (each within 3 s).
 const INTERACTIONS_GRACE_SECONDS: i64 = 10;
 
+/// The names one Deployment-backed component's objects share, and the objects they have in
+/// common.
+struct Component<'a> {
+    context: &'a Context,
+    name: String,
+    selector: std::collections::BTreeMap<String, String>,
+    labels: std::collections::BTreeMap<String, String>,
+}
+
+impl<'a> Component<'a> {
+    fn new(context: &'a Context, component: &str) -> Self {
+        Self {
+            context,
+            name: context.object_name(component),
+            selector: context.selector(component),
+            labels: context.labels(component),
+        }
+    }
+
+    fn metadata(&self) -> serde_json::Value {
+        json!(
+            self.context
+                .metadata(self.name.clone(), self.labels.clone())
+        )
+    }
+
+    /// Its Deployment of `replicas` pods running `pod_spec`.
+    fn deployment(&self, replicas: i32, pod_spec: serde_json::Value) -> serde_json::Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": self.metadata(),
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": self.selector},
+                "template": {
+                    "metadata": {"labels": self.labels},
+                    "spec": pod_spec,
+                },
+            },
+        })
+    }
+
+    /// Its Service: `port` to the pods' `http` port, with `extra` fields in its spec.
+    fn service(&self, port: u16, extra: serde_json::Value) -> serde_json::Value {
+        let mut spec = json!({
+            "selector": self.selector,
+            "ports": [{"name": "http", "port": port, "targetPort": "http"}],
+        });
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": self.metadata(), "spec": spec})
+    }
+
+    /// Its PodDisruptionBudget: one pod at a time.
+    fn budget(&self) -> serde_json::Value {
+        json!({
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": self.metadata(),
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": self.selector}},
+        })
+    }
+}
+
 pub(super) fn rest(
     context: &Context,
     common: &Common,
     spec: &DiscordBotSpec,
 ) -> Result<Vec<Child>, PlanError> {
-    let name = context.object_name("rest");
-    let selector = context.selector("rest");
-    let labels = context.labels("rest");
+    let parts = Component::new(context, "rest");
     let args = vec![
         "rest".to_owned(),
         "--listen".to_owned(),
@@ -48,42 +112,20 @@ pub(super) fn rest(
         .as_ref()
         .map(|r| serde_json::to_value(r).unwrap_or_default());
     let container = common.container("rest", None, args, env, &[("http", REST_PORT)], resources);
-    let deployment = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {
-            "replicas": spec.rest.replicas,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": common.pod_spec(container, REST_GRACE_SECONDS),
-            },
-        },
-    });
-    let service = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {
-            "selector": selector,
-            "ports": [{"name": "http", "port": REST_PORT, "targetPort": "http"}],
-        },
-    });
-    let budget = json!({
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-    });
+    let deployment = parts.deployment(
+        spec.rest.replicas,
+        common.pod_spec(container, REST_GRACE_SECONDS),
+    );
+    let service = parts.service(REST_PORT, json!({}));
+    let budget = parts.budget();
     // The proxy adds the bot token to what it forwards: only the bot's own pods may call it.
     // Its admin port (metrics) stays open to the cluster.
     let policy = json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": context.metadata(name, labels),
+        "metadata": parts.metadata(),
         "spec": {
-            "podSelector": {"matchLabels": selector},
+            "podSelector": {"matchLabels": parts.selector},
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
@@ -105,9 +147,7 @@ pub(super) fn cache(
     common: &Common,
     spec: &DiscordBotSpec,
 ) -> Result<Vec<Child>, PlanError> {
-    let name = context.object_name("cache");
-    let selector = context.selector("cache");
-    let labels = context.labels("cache");
+    let parts = Component::new(context, "cache");
     let args = vec![
         "cache".to_owned(),
         "--listen".to_owned(),
@@ -126,30 +166,10 @@ pub(super) fn cache(
         &[("http", CACHE_PORT)],
         resources,
     );
-    let deployment = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {
-            // One applier: events are applied in stream order by one consumer.
-            "replicas": 1,
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": common.pod_spec(container, CACHE_GRACE_SECONDS),
-            },
-        },
-    });
-    let service = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": context.metadata(name, labels),
-        "spec": {
-            "selector": selector,
-            "ports": [{"name": "http", "port": CACHE_PORT, "targetPort": "http"}],
-        },
-    });
+    let mut deployment = parts.deployment(1, common.pod_spec(container, CACHE_GRACE_SECONDS));
+    // One applier: events are applied in stream order by one consumer.
+    deployment["spec"]["strategy"] = json!({"type": "Recreate"});
+    let service = parts.service(CACHE_PORT, json!({}));
     [deployment, service].into_iter().map(child).collect()
 }
 
@@ -160,9 +180,7 @@ pub(super) fn interactions(
     common: &Common,
     spec: &InteractionsSpec,
 ) -> Result<Vec<Child>, PlanError> {
-    let name = context.object_name("interactions");
-    let selector = context.selector("interactions");
-    let labels = context.labels("interactions");
+    let parts = Component::new(context, "interactions");
     let args = vec![
         "interactions".to_owned(),
         "--listen".to_owned(),
@@ -183,35 +201,12 @@ pub(super) fn interactions(
         &[("http", INTERACTIONS_PORT)],
         resources,
     );
-    let deployment = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {
-            "replicas": spec.replicas,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": common.pod_spec(container, INTERACTIONS_GRACE_SECONDS),
-            },
-        },
-    });
-    let service = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": context.metadata(name.clone(), labels.clone()),
-        "spec": {
-            "type": spec.service_type.as_str(),
-            "selector": selector,
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
-        },
-    });
-    let budget = json!({
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": context.metadata(name, labels),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-    });
+    let deployment = parts.deployment(
+        spec.replicas,
+        common.pod_spec(container, INTERACTIONS_GRACE_SECONDS),
+    );
+    let service = parts.service(80, json!({"type": spec.service_type.as_str()}));
+    let budget = parts.budget();
     [deployment, service, budget]
         .into_iter()
         .map(child)
