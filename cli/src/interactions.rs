@@ -39,6 +39,10 @@ pub(crate) struct InteractionsArgs {
     /// The largest request body accepted, in bytes (413 above).
     #[arg(long, env = "SHARDYARD_INTERACTIONS_MAX_BODY", default_value_t = 4 << 20)]
     max_body_bytes: usize,
+    /// Seconds requests are still taken after SIGTERM, while not ready (a Service's endpoints
+    /// take a moment to drop a terminating pod).
+    #[arg(long, env = "SHARDYARD_INTERACTIONS_DRAIN", default_value_t = 5)]
+    drain_secs: u64,
     /// Threads; 1 (the default) is a current-thread runtime.
     #[arg(long, env = "SHARDYARD_INTERACTIONS_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
@@ -50,6 +54,7 @@ impl InteractionsArgs {
         config.answer_within = Duration::from_millis(self.answer_within_ms);
         config.timestamp_window = Duration::from_secs(self.timestamp_window);
         config.max_body_bytes = self.max_body_bytes;
+        config.drain = Duration::from_secs(self.drain_secs);
         (config, self.admin_addr, self.threads)
     }
 }
@@ -62,7 +67,7 @@ pub(crate) fn run(args: InteractionsArgs) -> anyhow::Result<()> {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             crate::signal::shutdown_signal().await;
-            tracing::info!("shutting down: answering the interactions held, taking no more");
+            tracing::info!("shutting down: draining, then answering the interactions held");
             stop.cancel();
         });
         shardyard_interactions::run(config, admin_addr, shutdown)

@@ -50,10 +50,14 @@ pub struct InteractionsConfig {
     pub timestamp_window: Duration,
     /// The largest body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// After the shutdown signal, how long requests are still taken while `/readyz` says not
+    /// ready: a Service's endpoints take a moment to drop a terminating pod.
+    pub drain: Duration,
 }
 
 impl InteractionsConfig {
-    /// The defaults: answer within 2.5 s, timestamps within 60 s, bodies up to 4 MiB.
+    /// The defaults: answer within 2.5 s, timestamps within 60 s, bodies up to 4 MiB, a 5 s
+    /// drain.
     #[must_use]
     pub fn new(bot: BotKey, nats_url: String, listen: SocketAddr, public_key: String) -> Self {
         Self {
@@ -64,6 +68,7 @@ impl InteractionsConfig {
             answer_within: Duration::from_millis(2_500),
             timestamp_window: Duration::from_secs(60),
             max_body_bytes: 4 << 20,
+            drain: Duration::from_secs(5),
         }
     }
 }
@@ -106,8 +111,9 @@ pub enum InteractionsError {
     },
 }
 
-/// Runs the endpoint until `shutdown`; then it stops taking requests, answers the ones it holds
-/// (each within its deadline) and returns.
+/// Runs the endpoint until `shutdown`; then it says it is not ready, goes on taking requests for
+/// `drain` (while the Service's endpoints drop the pod), stops taking them, answers the ones it
+/// holds (each within its deadline) and returns.
 ///
 /// # Errors
 /// [`InteractionsError`].
@@ -194,10 +200,16 @@ pub async fn run(
     tracing::info!(listen = %config.listen, bot = %config.bot, "taking Discord's interactions on POST /interactions");
     let stopping = status.clone();
     let stop = shutdown.clone();
+    let drain = config.drain;
     let served = axum::serve(listener, endpoint::router(endpoint, config.max_body_bytes))
         .with_graceful_shutdown(async move {
             stop.cancelled().await;
             stopping.stopping.store(true, Ordering::Relaxed);
+            tracing::info!(
+                ?drain,
+                "not ready; taking requests for the drain, then stopping"
+            );
+            tokio::time::sleep(drain).await;
         })
         .await;
     replies_stop.cancel();

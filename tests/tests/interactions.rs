@@ -230,6 +230,42 @@ async fn a_workers_answer_in_time_is_discords_response_and_a_replay_is_refused()
     Ok(())
 }
 
+/// SIGTERM: `/readyz` says not ready at once, requests are still answered for the drain (a
+/// Service's endpoints lag behind a terminating pod), then the process exits.
+#[tokio::test]
+async fn after_sigterm_requests_are_taken_for_the_drain_then_it_exits() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let bot = BotKey::local("drain")?;
+    create_event_stream(&nats, &bot).await?;
+    let discord = DiscordSigner::from_seed(6);
+    let mut endpoint = InteractionsProcess::start(
+        &nats,
+        bot.as_str(),
+        &discord.public_key_hex(),
+        &["--drain-secs", "2"],
+    )
+    .await?;
+    endpoint.wait_ready(Duration::from_secs(10)).await?;
+    let ping = br#"{"id":"1","application_id":"100","type":1,"token":"t","version":1}"#;
+    endpoint.process().sigterm()?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        endpoint.admin_get("/readyz").await.is_err(),
+        "not ready once terminating"
+    );
+    assert_eq!(
+        endpoint.post_signed(&discord, ping).await?,
+        (200, json!({"type": 1})),
+        "still answering during the drain"
+    );
+    let status = endpoint
+        .process()
+        .wait_exit(Duration::from_secs(10))
+        .await?;
+    assert!(status.success(), "{status}");
+    Ok(())
+}
+
 /// Two replicas behind one Service: each holds its own requests and gets the answers to them.
 #[tokio::test]
 async fn replicas_each_answer_the_requests_they_hold() -> anyhow::Result<()> {
