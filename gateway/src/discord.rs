@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use shardyard_protocol::Token;
+use shardyard_protocol::names::proxy_headers;
 
 /// `GET /gateway/bot`'s answer.
 #[derive(Debug, Clone, Deserialize)]
@@ -103,7 +104,7 @@ pub async fn gateway_bot(
     let response = client
         .get(&url)
         .header("Authorization", token.authorization())
-        .header("X-Shardyard-Max-Wait", PROXY_MAX_WAIT_SECONDS)
+        .header(proxy_headers::MAX_WAIT, PROXY_MAX_WAIT_SECONDS)
         .send()
         .await
         .map_err(|source| DiscordError::Request {

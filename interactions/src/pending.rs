@@ -3,7 +3,7 @@
 //! comes too late (the request was deferred), so that a response arriving just as the deadline
 //! passes goes one way only.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,15 +21,40 @@ enum State {
     /// Discord's request is held open; the response goes to the handler through `answer`.
     Waiting(oneshot::Sender<Bytes>),
     /// The worker answered in time.
-    Answered { at: Instant },
+    Answered,
     /// The handler answered Discord with this deferral before the worker did.
-    Deferred { with: u8, at: Instant },
+    Deferred { with: u8 },
 }
 
 /// The table of interactions one endpoint process holds.
 #[derive(Default)]
 pub struct Pending {
-    table: Mutex<HashMap<String, State>>,
+    table: Mutex<Table>,
+}
+
+/// The entries, and the settled ones in the order they settled: forgetting the oldest pops the
+/// front instead of scanning the table on every request.
+#[derive(Default)]
+struct Table {
+    entries: HashMap<String, State>,
+    settled: VecDeque<(Instant, String)>,
+}
+
+impl Table {
+    /// Marks `id` settled in `state` at `now`, and forgets what is older than [`REMEMBER`] or
+    /// beyond [`MAX_SETTLED`].
+    fn settle(&mut self, id: &str, state: State, now: Instant) {
+        self.entries.insert(id.to_owned(), state);
+        self.settled.push_back((now, id.to_owned()));
+        while let Some((at, _)) = self.settled.front() {
+            if now.duration_since(*at) < REMEMBER && self.settled.len() <= MAX_SETTLED {
+                break;
+            }
+            if let Some((_, old)) = self.settled.pop_front() {
+                self.entries.remove(&old);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Pending {
@@ -47,7 +72,7 @@ impl Pending {
     /// Entries held (waiting and remembered).
     #[must_use]
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     /// Whether nothing is held.
@@ -59,13 +84,11 @@ impl Pending {
     /// Interactions whose Discord request is held open now.
     #[must_use]
     pub fn waiting(&self) -> usize {
-        self.lock()
-            .values()
-            .filter(|s| matches!(s, State::Waiting(_)))
-            .count()
+        let table = self.lock();
+        table.entries.len() - table.settled.len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, State>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -73,19 +96,19 @@ impl Pending {
     /// request).
     pub fn wait(&self, id: &str) -> Option<Answer> {
         let mut table = self.lock();
-        if table.contains_key(id) {
+        if table.entries.contains_key(id) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
-        table.insert(id.to_owned(), State::Waiting(tx));
+        table.entries.insert(id.to_owned(), State::Waiting(tx));
         Some(rx)
     }
 
     /// The handler gives up on `id` without answering Discord (the publish failed): forgotten.
     pub fn abandon(&self, id: &str) {
         let mut table = self.lock();
-        if matches!(table.get(id), Some(State::Waiting(_))) {
-            table.remove(id);
+        if matches!(table.entries.get(id), Some(State::Waiting(_))) {
+            table.entries.remove(id);
         }
     }
 
@@ -94,10 +117,9 @@ impl Pending {
     pub fn defer(&self, id: &str, with: u8) -> bool {
         let now = Instant::now();
         let mut table = self.lock();
-        match table.get(id) {
+        match table.entries.get(id) {
             Some(State::Waiting(_)) => {
-                table.insert(id.to_owned(), State::Deferred { with, at: now });
-                sweep(&mut table, now);
+                table.settle(id, State::Deferred { with }, now);
                 true
             }
             _ => false,
@@ -108,13 +130,12 @@ impl Pending {
     pub fn respond(&self, id: &str, response: Bytes) -> InteractionReply {
         let now = Instant::now();
         let mut table = self.lock();
-        match table.remove(id) {
+        match table.entries.remove(id) {
             Some(State::Waiting(tx)) => {
                 // The handler may have just gone (Discord hung up): the response is lost with
                 // the request, as it would be with Discord's own timeout.
                 let delivered = tx.send(response).is_ok();
-                table.insert(id.to_owned(), State::Answered { at: now });
-                sweep(&mut table, now);
+                table.settle(id, State::Answered, now);
                 if delivered {
                     InteractionReply::Answered
                 } else {
@@ -123,14 +144,16 @@ impl Pending {
                     }
                 }
             }
-            Some(State::Deferred { with, at }) => {
-                table.insert(id.to_owned(), State::Deferred { with, at });
+            Some(State::Deferred { with }) => {
+                table
+                    .entries
+                    .insert(id.to_owned(), State::Deferred { with });
                 InteractionReply::Deferred {
                     deferred_with: with,
                 }
             }
-            Some(answered @ State::Answered { .. }) => {
-                table.insert(id.to_owned(), answered);
+            Some(State::Answered) => {
+                table.entries.insert(id.to_owned(), State::Answered);
                 InteractionReply::Refused {
                     reason: "the interaction was already answered".into(),
                 }
@@ -138,25 +161,6 @@ impl Pending {
             None => InteractionReply::Refused {
                 reason: "this endpoint does not know the interaction".into(),
             },
-        }
-    }
-}
-
-/// Forgets settled entries older than [`REMEMBER`], and the oldest beyond [`MAX_SETTLED`].
-fn sweep(table: &mut HashMap<String, State>, now: Instant) {
-    let settled_at = |s: &State| match s {
-        State::Waiting(_) => None,
-        State::Answered { at } | State::Deferred { at, .. } => Some(*at),
-    };
-    table.retain(|_, s| settled_at(s).is_none_or(|at| now.duration_since(at) < REMEMBER));
-    if table.len() > MAX_SETTLED {
-        let mut ages: Vec<(Instant, String)> = table
-            .iter()
-            .filter_map(|(id, s)| Some((settled_at(s)?, id.clone())))
-            .collect();
-        ages.sort_unstable();
-        for (_, id) in ages.into_iter().take(table.len() - MAX_SETTLED) {
-            table.remove(&id);
         }
     }
 }
@@ -214,6 +218,27 @@ mod tests {
         // The handler's deadline fires just after: it must use the answer, not defer.
         assert!(!pending.defer("3", 5));
         assert!(answer.try_recv().is_ok());
+    }
+
+    #[test]
+    fn the_oldest_settled_are_forgotten_beyond_the_cap() {
+        let pending = Pending::default();
+        for id in 0..super::MAX_SETTLED + 10 {
+            let id = id.to_string();
+            let _answer = pending.wait(&id).unwrap();
+            assert!(pending.defer(&id, 5));
+        }
+        let _held = pending.wait("held").unwrap();
+        assert_eq!(pending.len(), super::MAX_SETTLED + 1);
+        assert_eq!(pending.waiting(), 1);
+        assert!(matches!(
+            pending.respond("0", Bytes::new()),
+            InteractionReply::Refused { .. }
+        ));
+        assert_eq!(
+            pending.respond(&(super::MAX_SETTLED + 9).to_string(), Bytes::new()),
+            InteractionReply::Deferred { deferred_with: 5 }
+        );
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! What `/readyz` and `/metrics` of `shardyard interactions` report. Every label value comes
 //! from a fixed set.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use shardyard_admin::Status;
-use shardyard_admin::prom::{Counter, Gauge, Histogram, LabeledCounters};
+use shardyard_admin::prom::{self, Counter, Histogram, LabeledCounters};
 
 use crate::pending::Pending;
 
@@ -30,8 +31,6 @@ pub struct EndpointStatus {
     pub answer_latency: Histogram,
     /// From Discord's request to the interaction stored in the stream.
     pub publish_latency: Histogram,
-    /// Discord's requests held open now.
-    pub waiting: Gauge,
     /// Whether NATS is connected.
     pub nats_connected: AtomicBool,
     /// Whether the bot's stream exists (checked at start and after publish failures).
@@ -50,7 +49,6 @@ impl EndpointStatus {
             late_answers: Counter::default(),
             answer_latency: Histogram::new(ANSWER_BUCKETS),
             publish_latency: Histogram::new(ANSWER_BUCKETS),
-            waiting: Gauge::default(),
             nats_connected: AtomicBool::new(false),
             stream_exists: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
@@ -107,12 +105,16 @@ impl Status for EndpointStatus {
             "shardyard_interactions_publish_seconds",
             "From Discord's request to the interaction stored in the stream (signature check included).",
         );
-        self.waiting
-            .set(i64::try_from(self.pending.waiting()).unwrap_or(i64::MAX));
-        self.waiting.render(
+        prom::header(
             out,
             "shardyard_interactions_waiting",
+            "gauge",
             "Discord's requests held open for a worker's answer.",
+        );
+        let _ = writeln!(
+            out,
+            "shardyard_interactions_waiting {}",
+            self.pending.waiting()
         );
     }
 }
