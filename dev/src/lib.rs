@@ -23,6 +23,7 @@ pub mod interactions;
 pub mod local;
 pub mod nats_server;
 pub mod observe;
+pub mod ports;
 pub mod runner;
 pub mod service;
 pub mod supervisor;

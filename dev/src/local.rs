@@ -226,13 +226,11 @@ impl std::fmt::Debug for PortBook {
 }
 
 impl PortBook {
-    /// A book that takes free ports of 127.0.0.1 from the kernel.
+    /// A book of free ports of 127.0.0.1 that no outgoing connection takes while a process is
+    /// down between restarts ([`crate::ports::unclaimed_port`]).
     #[must_use]
     pub fn free_ports() -> Self {
-        Self::with(|| {
-            let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-            Ok(listener.local_addr()?.port())
-        })
+        Self::with(crate::ports::unclaimed_port)
     }
 
     /// A book with its own allocator (tests).

@@ -61,14 +61,7 @@ pub fn find() -> Option<PathBuf> {
 /// [`NatsServerError`].
 pub fn prepare(state_dir: &Path) -> Result<NatsServer, NatsServerError> {
     let binary = find().ok_or(NatsServerError::NotFound)?;
-    let free = || -> Result<u16, NatsServerError> {
-        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(NatsServerError::Ports)?;
-        Ok(listener
-            .local_addr()
-            .map_err(NatsServerError::Ports)?
-            .port())
-    };
+    let free = || crate::ports::unclaimed_port().map_err(NatsServerError::Ports);
     let (port, monitor_port) = (free()?, free()?);
     let store = state_dir.join("nats");
     let config_path = state_dir.join("nats-server.conf");

@@ -196,11 +196,10 @@ impl DevRun {
         if let Ok(entries) = std::fs::read_dir(self.state_dir().join("logs")) {
             for entry in entries.flatten() {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let lines: Vec<&str> = text.lines().collect();
                 report.push_str(&format!(
-                    "\n--- {} (last 30 lines) ---\n{}",
+                    "\n--- {} (last 30 lines, no backtrace frames) ---\n{}",
                     entry.path().display(),
-                    lines[lines.len().saturating_sub(30)..].join("\n")
+                    crate::process::tail(&text, 30)
                 ));
             }
         }

@@ -1,7 +1,6 @@
 //! Free TCP ports on 127.0.0.1.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, TcpListener};
 use std::sync::{Mutex, PoisonError};
 
 /// Ports this test process has already handed out; never handed out twice, so two servers
@@ -11,9 +10,11 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
 ///
-/// Binds `127.0.0.1:0`, reads the port the kernel chose and closes the socket. Another process
-/// can still take the port before the caller binds it; the servers started by this crate retry
-/// with a new port when that happens. Within one process a port is never returned twice.
+/// Chosen outside the kernel's ephemeral range ([`shardyard_dev::ports::unclaimed_port`]), so no
+/// outgoing connection takes it as its source port, also while a server is down to be restarted
+/// on it. Another server can still take it before the caller binds it; the servers started by
+/// this crate retry with a new port when that happens. Within one process a port is never
+/// returned twice.
 ///
 /// # Panics
 ///
@@ -21,9 +22,8 @@ static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
 pub fn free_port() -> u16 {
     let mut last_error = None;
     for _ in 0..100 {
-        match TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()) {
-            Ok(addr) => {
-                let port = addr.port();
+        match shardyard_dev::ports::unclaimed_port() {
+            Ok(port) => {
                 let mut guard = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
                 if guard.get_or_insert_with(HashSet::new).insert(port) {
                     return port;

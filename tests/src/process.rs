@@ -334,14 +334,32 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
 }
 
 /// The last `lines` lines of `text`.
+/// The last `lines` lines of a log, without backtrace frames: a process that exits with an error
+/// under `RUST_BACKTRACE` prints dozens of frames after the one line that says what went wrong,
+/// and a short tail would show only the frames.
 pub(crate) fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text
+        .lines()
+        .filter(|line| !is_backtrace_frame(line))
+        .collect();
     let start = all.len().saturating_sub(lines);
     let mut out = String::new();
     for line in &all[start..] {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// `  12: std::rt::lang_start` and its `             at /rustc/…` line.
+fn is_backtrace_frame(line: &str) -> bool {
+    let trimmed = line.trim_start();
+    if trimmed.len() == line.len() {
+        return false;
+    }
+    trimmed.starts_with("at ")
+        || trimmed.split_once(": ").is_some_and(|(number, _)| {
+            !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 pub(crate) fn log_file_path(name: &str) -> anyhow::Result<(Option<TempDir>, PathBuf)> {
@@ -450,5 +468,16 @@ mod tests {
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
         assert_eq!(tail("a\nb", 5), "a\nb\n");
         assert_eq!(tail("", 3), "");
+    }
+
+    #[test]
+    fn tail_leaves_out_backtrace_frames() {
+        let log = "Error: binding the HTTP API on 127.0.0.1:34915\n\nCaused by:\n    \
+                   Address already in use (os error 98)\n\nStack backtrace:\n   \
+                   0: anyhow::error::<impl anyhow::Error>::msg\n             \
+                   at /rustc/abc/library/std/src/rt.rs:206:18\n  41: _start\n";
+        let tail = tail(log, 4);
+        assert!(tail.contains("Address already in use"), "{tail}");
+        assert!(!tail.contains("_start"), "{tail}");
     }
 }
