@@ -62,6 +62,9 @@ pub struct GatewayConfig {
     pub presence: Option<serde_json::Value>,
     /// Unacknowledged JetStream publishes allowed per shard before the shard stops reading.
     pub publish_window: usize,
+    /// How long the publishing connection gathers publishes before writing them together
+    /// ([`crate::nats_link::NatsLink::start`]); zero writes at once.
+    pub publish_linger: Duration,
     /// The shard generation this process belongs to; `None` always publishes.
     pub generation: Option<u64>,
     /// The event stream's limits, used when this process creates the stream.

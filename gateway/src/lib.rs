@@ -173,7 +173,11 @@ pub async fn run(
         })?;
     let js = async_nats::jetstream::new(nats.clone());
     // Dispatches go over a connection of their own (see `nats_link` for why).
-    let link = nats_link::NatsLink::start(&config.nats_url, "shardyard-gateway-publish")?;
+    let link = nats_link::NatsLink::start(
+        &config.nats_url,
+        "shardyard-gateway-publish",
+        config.publish_linger,
+    )?;
     let _close_link = link.close_on_drop();
     let _ = status.link.set(link.clone());
     let publisher =

@@ -133,11 +133,15 @@ pub async fn run(
                 None
             }
         };
+    status.acked_seq.store(
+        session.as_ref().map_or(0, |s| s.acked_seq),
+        Ordering::Release,
+    );
     let (save_tx, save_rx) = watch::channel(session.as_ref().map(Session::to_saved));
     let saver = tokio::spawn(saver(
         ctx.sessions.clone(),
         total,
-        shard,
+        status.clone(),
         save_rx,
         ctx.shutdown.clone(),
     ));
@@ -264,23 +268,30 @@ pub async fn run(
 
 /// Keeps the shard's session in KV: after every change (at most once a second) and every
 /// 15 s regardless, so a quiet shard's record stays fresh; `None` clears it.
+///
+/// The session comes from `rx`, which changes only when the session does; its sequence is
+/// read from `status.acked_seq`, which the shard moves with every acknowledgement. (A watch
+/// send per batch of acknowledgements woke every waiter slot of the channel each time: a few
+/// percent of the receive path, for a value read once a second.) The shard sets
+/// `acked_seq` before it replaces the session, and this reads the session first, so a
+/// sequence is never saved with a session newer than it.
 async fn saver(
     store: SessionStore,
     total: u32,
-    shard: u32,
+    status: Arc<ShardStatus>,
     mut rx: watch::Receiver<Option<SavedSession>>,
     shutdown: CancellationToken,
 ) {
     const REFRESH: Duration = Duration::from_secs(15);
+    const PAUSE: Duration = Duration::from_secs(1);
+    let shard = status.id;
     loop {
         let current = rx.borrow_and_update().clone();
+        let seq = status.acked_seq.load(Ordering::Acquire);
         let result = match &current {
             Some(saved) => {
-                let stamped = SavedSession::now(
-                    saved.session_id.clone(),
-                    saved.seq,
-                    saved.resume_url.clone(),
-                );
+                let stamped =
+                    SavedSession::now(saved.session_id.clone(), seq, saved.resume_url.clone());
                 store.save(total, shard, &stamped).await
             }
             None => store.clear(total, shard).await,
@@ -288,14 +299,20 @@ async fn saver(
         if let Err(e) = result {
             tracing::warn!(shard, error = %e, "saving the session to KV failed");
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            changed = rx.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(REFRESH) => {}
+        let refresh_at = tokio::time::Instant::now() + REFRESH;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PAUSE) => {}
+            }
+            let changed = match rx.has_changed() {
+                Ok(changed) => changed,
+                Err(_) => return,
+            };
+            let moved = current.is_some() && status.acked_seq.load(Ordering::Acquire) != seq;
+            if changed || moved || tokio::time::Instant::now() >= refresh_at {
+                break;
+            }
         }
     }
 }
@@ -488,15 +505,8 @@ async fn connection(
                     }
                     next = window.try_next();
                 }
+                // The saver reads the sequence from `status.acked_seq` (see `saver`).
                 status.window.store(window.len() as u64, Ordering::Relaxed);
-                if let Some(s) = session.as_ref() {
-                    let acked = s.acked_seq;
-                    save.send_modify(|saved| {
-                        if let Some(saved) = saved {
-                            saved.seq = acked;
-                        }
-                    });
-                }
             }
             Step::Command(request) => {
                 // `None`: the requester gave up already (it was told `unavailable`).
@@ -591,6 +601,9 @@ async fn connection(
                                         resume_url: ready.resume_gateway_url,
                                         acked_seq: 0,
                                     };
+                                    // Before the session: the saver must not pair the
+                                    // old session's sequence with the new one.
+                                    status.acked_seq.store(0, Ordering::Release);
                                     save.send_replace(Some(new.to_saved()));
                                     *session = Some(new);
                                 }
@@ -785,7 +798,7 @@ async fn drain(window: &mut PublishWindow, session: &mut Option<Session>, status
 fn record_ack(session: &mut Option<Session>, status: &ShardStatus, seq: u64, ack: Ack) {
     if let Some(s) = session.as_mut() {
         s.acked_seq = s.acked_seq.max(seq);
-        status.acked_seq.store(s.acked_seq, Ordering::Relaxed);
+        status.acked_seq.store(s.acked_seq, Ordering::Release);
     }
     match ack {
         Ack::Published => status.published.fetch_add(1, Ordering::Relaxed),

@@ -17,7 +17,7 @@ use std::time::Duration;
 use shardyard_protocol::names::{self, headers};
 use tokio::time::{Instant, Sleep};
 
-use crate::nats_link::{NatsLink, Shared, wire};
+use crate::nats_link::{FLUSH_BYTES, NatsLink, Shared, wire};
 
 /// How long JetStream may take to acknowledge a publish before it counts as failed (the shard
 /// then resumes from the last acknowledged event).
@@ -327,7 +327,7 @@ impl PublishWindow {
         }
         let id = state.next_id;
         state.next_id += 1;
-        let was_idle = state.out.is_empty();
+        let before = state.out.len();
         wire::write_hpub(
             &mut state.out,
             [&self.subject_prefix, names::event_subject_token(event)],
@@ -338,8 +338,15 @@ impl PublishWindow {
         window
             .pending
             .push_back(Pending::new(id, seq, received, None));
+        let after = state.out.len();
+        // The first publish of a batch starts the writer's linger; one framed after the linger
+        // is over, or crossing FLUSH_BYTES, ends it (`nats_link::write_loop`).
+        let since = *state.out_since.get_or_insert(received);
+        let wake = before == 0
+            || (before < FLUSH_BYTES && after >= FLUSH_BYTES)
+            || self.link.linger_over(since, received);
         drop(guard);
-        if was_idle {
+        if wake {
             self.link.wake_writer();
         }
         Ok(())
@@ -457,6 +464,9 @@ pub(crate) mod tests {
     use crate::nats_link::NatsLink;
     use crate::publisher::Publisher;
 
+    /// The gateway's default: these tests see publishes gathered as in production.
+    const LINGER: Duration = Duration::from_millis(2);
+
     async fn acked(window: &mut PublishWindow) -> anyhow::Result<(u64, Ack)> {
         let Acked { seq, ack, .. } =
             tokio::time::timeout(Duration::from_secs(10), window.next()).await?;
@@ -470,7 +480,7 @@ pub(crate) mod tests {
         total: u32,
     ) -> anyhow::Result<(Publisher, async_nats::jetstream::Context)> {
         let js = server.jetstream().await?;
-        let link = NatsLink::start(&server.url(), "window-test")?;
+        let link = NatsLink::start(&server.url(), "window-test", LINGER)?;
         let up = tokio::time::timeout(
             Duration::from_secs(10),
             link.wait_up(&CancellationToken::new()),
@@ -736,12 +746,12 @@ pub(crate) mod tests {
         command.args(["--user", "gw", "--pass", "s3cret"]);
         let _server = shardyard_tests::ProcessGuard::spawn("nats-server-auth", command)?;
         let never = CancellationToken::new();
-        let good = NatsLink::start(&format!("nats://gw:s3cret@127.0.0.1:{port}"), "t")?;
+        let good = NatsLink::start(&format!("nats://gw:s3cret@127.0.0.1:{port}"), "t", LINGER)?;
         assert!(
             tokio::time::timeout(Duration::from_secs(10), good.wait_up(&never)).await?,
             "the right password connects"
         );
-        let bad = NatsLink::start(&format!("nats://gw:wrong@127.0.0.1:{port}"), "t")?;
+        let bad = NatsLink::start(&format!("nats://gw:wrong@127.0.0.1:{port}"), "t", LINGER)?;
         assert!(
             tokio::time::timeout(Duration::from_secs(2), bad.wait_up(&never))
                 .await

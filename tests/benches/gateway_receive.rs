@@ -23,7 +23,8 @@
 //! It builds the release binaries itself (`cargo build --release -p shardyard -p
 //! shardyard-tests --bins`) and runs again with `SHARDYARD_BIN` pointing at the release
 //! `shardyard`. Knobs (environment): `BENCH_SHARDS` (16), `BENCH_RATE` events/s (10000),
-//! `BENCH_WINDOW_SECS` (10), `BENCH_ROUNDS` (2), `BENCH_MEMORY_SHARDS` (1000),
+//! `BENCH_WINDOW_SECS` (10), `BENCH_ROUNDS` (5), `BENCH_GATEWAY_ARGS` (extra flags for the
+//! publishing gateway), `BENCH_MEMORY_SHARDS` (1000),
 //! `BENCH_LOAD_RATES` (`5000,20000,50000`), `BENCH_SKIP_CPU`, `BENCH_SKIP_MEMORY`,
 //! `BENCH_SKIP_LOAD`.
 
@@ -138,7 +139,7 @@ impl Twilight {
 
 async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
     let shards: u32 = env_or("BENCH_SHARDS", 16);
-    let rounds: u32 = env_or("BENCH_ROUNDS", 2);
+    let rounds: u32 = env_or("BENCH_ROUNDS", 5);
     let nats_pid = nats.pid().context("nats-server not running")?;
     let sim = SimProcess::start(SimArgs {
         token: TOKEN.to_owned(),
@@ -160,7 +161,14 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
         "CPU per event: {shards} shards, zlib-stream, {} events/s asked of the simulator",
         env_or("BENCH_RATE", 10_000.0)
     );
-    let mut ratios = Vec::new();
+    // Extra flags for the publishing gateway (`BENCH_GATEWAY_ARGS="--publish-linger-ms 0"`), to
+    // compare settings in one run.
+    let extra_args = std::env::var("BENCH_GATEWAY_ARGS").unwrap_or_default();
+    let extra: Vec<&str> = extra_args.split_whitespace().collect();
+    if !extra.is_empty() {
+        println!("  the publishing gateway runs with {extra:?}");
+    }
+    let mut figures = Rounds::default();
     for round in 1..=rounds {
         // One identify per bucket per 5 s: leave the simulator's buckets time between receivers.
         // A new bot key per gateway run: none resumes a session an earlier run saved in KV.
@@ -171,7 +179,7 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
             &format!("bench-cpu-{round}"),
             shards,
             0..shards,
-            &[],
+            &extra,
         )
         .await?;
         gateway.wait_ready(Duration::from_secs(60)).await?;
@@ -179,11 +187,10 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
         let pid = gateway.process().pid();
         let (ours, nats_cpu) = measure(&sim, pid, nats_pid, || gateway_published(&gateway)).await?;
         drop(gateway);
+        let nats_us = nats_cpu * 1e6 / ours.events as f64;
         println!("  round {round} shardyard gateway: {}", ours.describe());
         println!(
-            "  round {round}   (nats-server meanwhile: {:.2} s CPU = {:.2} µs/event, not counted)",
-            nats_cpu,
-            nats_cpu * 1e6 / ours.events as f64
+            "  round {round}   nats-server meanwhile: {nats_cpu:.2} s CPU = {nats_us:.2} µs/stored event"
         );
 
         // The same gateway with nothing to publish: its generation is not the active one, so
@@ -231,18 +238,66 @@ async fn cpu(nats: &NatsServer) -> anyhow::Result<()> {
         .await?;
         drop(twilight);
         println!("  round {round} twilight-gateway:  {}", theirs.describe());
-        let ratio = ours.us_per_event() / theirs.us_per_event();
-        println!("  round {round} ratio shardyard / twilight: {ratio:.2}× (goal ≤ 0.8×)");
+        let round = Round {
+            publishing: ours.us_per_event(),
+            receive_only: quiet.us_per_event(),
+            twilight: theirs.us_per_event(),
+            nats: nats_us,
+        };
         println!(
-            "  round {round} ratio shardyard receive only / twilight: {:.2}×",
-            quiet.us_per_event() / theirs.us_per_event()
+            "  round {} ratios: publishing ÷ twilight {:.2}× (goal ≤ 1.2×), receive only ÷ twilight {:.2}× (goal ≤ 1.0×); gateway + nats-server {:.1} µs/event (goal ≤ 25)",
+            figures.0.len() + 1,
+            round.publishing / round.twilight,
+            round.receive_only / round.twilight,
+            round.publishing + round.nats,
         );
-        ratios.push(ratio);
+        figures.0.push(round);
     }
     let violations = &sim.stats().await?["violations"];
     println!("  simulator violations: {violations}");
-    println!("  ratios: {ratios:.2?}");
+    figures.summarize();
     Ok(())
+}
+
+/// One round's CPU per event, µs.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    publishing: f64,
+    receive_only: f64,
+    twilight: f64,
+    /// nats-server's, per event the publishing gateway stored.
+    nats: f64,
+}
+
+/// Every round's figures.
+#[derive(Debug, Default)]
+struct Rounds(Vec<Round>);
+
+impl Rounds {
+    /// Medians over the rounds: of each figure, and of each round's ratios (a ratio is taken
+    /// within its round, where the machine was the same for both).
+    fn summarize(&self) {
+        let median = |f: &dyn Fn(&Round) -> f64| {
+            let mut values: Vec<f64> = self.0.iter().map(f).collect();
+            values.sort_by(f64::total_cmp);
+            values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        println!("  medians over {} rounds:", self.0.len());
+        println!(
+            "    gateway publishing {:.2} µs, receive only {:.2} µs, twilight {:.2} µs, nats-server {:.2} µs per stored event",
+            median(&|r| r.publishing),
+            median(&|r| r.receive_only),
+            median(&|r| r.twilight),
+            median(&|r| r.nats)
+        );
+        println!(
+            "    publishing ÷ twilight {:.2}× (goal ≤ 1.2×), receive only ÷ twilight {:.2}× (goal ≤ 1.0×), nats-server {:.2} µs (goal ≤ 12), gateway + nats-server {:.2} µs (goal ≤ 25)",
+            median(&|r| r.publishing / r.twilight),
+            median(&|r| r.receive_only / r.twilight),
+            median(&|r| r.nats),
+            median(&|r| r.publishing + r.nats)
+        );
+    }
 }
 
 async fn memory(nats: &NatsServer) -> anyhow::Result<()> {

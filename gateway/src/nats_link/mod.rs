@@ -40,6 +40,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 /// A write buffer that grew past this (a burst) is not kept for the next batch.
 const KEEP_BUFFER: usize = 1024 * 1024;
+/// Framed bytes that are written at once, without waiting out the linger.
+pub(crate) const FLUSH_BYTES: usize = 64 * 1024;
 
 /// Why a connection attempt failed or a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +109,8 @@ pub enum LinkError {
 pub(crate) struct Shared {
     state: Mutex<State>,
     wake_writer: Notify,
+    /// How long the writer gathers publishes before writing them (see [`NatsLink::start`]).
+    linger: Duration,
     up: watch::Sender<bool>,
     /// `_INBOX.<nuid>.`; a publish's reply subject is this, its window's slot, `.`, its id.
     pub(crate) inbox: String,
@@ -121,6 +125,9 @@ pub(crate) struct State {
     pub(crate) epoch: u64,
     /// Framed publishes (and PINGs/PONGs) not yet written.
     pub(crate) out: BytesMut,
+    /// When the oldest publish in `out` was received (`None` while `out` holds none): the
+    /// linger counts from it.
+    pub(crate) out_since: Option<tokio::time::Instant>,
     /// The id of the next publish, unique for the life of the link.
     pub(crate) next_id: u64,
     /// The server's `max_payload` (headers and payload together).
@@ -143,12 +150,23 @@ impl Shared {
         self.wake_writer.notify_one();
     }
 
+    /// Whether a batch whose first publish was received at `since` has lingered long enough
+    /// to be written at `now`.
+    pub(crate) fn linger_over(
+        &self,
+        since: tokio::time::Instant,
+        now: tokio::time::Instant,
+    ) -> bool {
+        now.saturating_duration_since(since) >= self.linger
+    }
+
     /// The connection is gone: what was not written is dropped, and every publish in flight
     /// fails (its shard resumes from its last acknowledged event).
     fn lose_connection(&self) {
         let mut state = self.lock();
         state.up = false;
         state.out.clear();
+        state.out_since = None;
         for window in state.windows.iter_mut().flatten() {
             window.fail_in_flight();
         }
@@ -168,9 +186,16 @@ impl NatsLink {
     /// Starts connecting to `urls` (comma-separated `nats://[user:pass@|token@]host[:port]`) in
     /// the background; `name` is the connection's name on the server.
     ///
+    /// `linger`: once a publish is framed, the writer waits this long for more before writing
+    /// (unless [`FLUSH_BYTES`] gather first), so the shards' publishes reach the server in one
+    /// write instead of one each. nats-server's cost per stored message is mostly its reading
+    /// and answering per write: at ~7,000 events/s, one publish per write costs it about twice
+    /// what batches of a millisecond or two do (`BENCHMARKS.md`, "Event pipeline cost"). Zero
+    /// writes at once.
+    ///
     /// # Errors
     /// [`AddressError`] when the URLs cannot be used.
-    pub fn start(urls: &str, name: &str) -> Result<Self, AddressError> {
+    pub fn start(urls: &str, name: &str, linger: Duration) -> Result<Self, AddressError> {
         let addrs = address::parse_list(urls)?;
         let (up, _) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -178,6 +203,7 @@ impl NatsLink {
                 up: false,
                 epoch: 0,
                 out: BytesMut::with_capacity(64 * 1024),
+                out_since: None,
                 next_id: 0,
                 max_payload: 1024 * 1024,
                 pings_outstanding: 0,
@@ -185,6 +211,7 @@ impl NatsLink {
                 windows: Vec::new(),
             }),
             wake_writer: Notify::new(),
+            linger,
             up,
             inbox: format!(
                 "_INBOX.{:016x}{:08x}.",
@@ -258,6 +285,7 @@ async fn supervise(
                     state.up = true;
                     state.epoch += 1;
                     state.out.clear();
+                    state.out_since = None;
                     state.max_payload = connection.max_payload;
                     state.pings_outstanding = 0;
                     state.refusals = 0;
@@ -573,17 +601,40 @@ fn handle(shared: &Shared, op: ServerOp) {
     }
 }
 
-/// Writes whatever the windows framed, one batch per wake-up.
+/// Writes whatever the windows framed. A batch's first publish wakes it; it then waits for the
+/// batch to gather (see [`Shared::linger_over`]) and writes it in one go.
+///
+/// What ends the wait is a publish framed once the linger is over: at a few thousand events/s
+/// one comes within a fraction of a millisecond, so the runtime is already awake and no timer
+/// fires. A timer at twice the linger writes the batch when traffic is too sparse for that.
+/// (A timer at the linger itself fired for nearly every batch: a wake-up of the runtime each,
+/// which cost the gateway more CPU per event than the fewer writes saved it.)
 async fn write_loop(shared: &Shared, addr: &ServerAddr, mut write: Writer) -> LinkError {
     let mut batch = BytesMut::with_capacity(64 * 1024);
     loop {
         shared.wake_writer.notified().await;
+        loop {
+            let (gathered, since) = {
+                let state = shared.lock();
+                (state.out.len() >= FLUSH_BYTES, state.out_since)
+            };
+            // `None`: only PINGs or PONGs wait, and they go at once.
+            let Some(since) = since else { break };
+            if gathered || shared.linger_over(since, tokio::time::Instant::now()) {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(since + shared.linger * 2) => break,
+                () = shared.wake_writer.notified() => {}
+            }
+        }
         {
             let mut state = shared.lock();
             if state.out.is_empty() {
                 continue;
             }
             std::mem::swap(&mut state.out, &mut batch);
+            state.out_since = None;
         }
         // A TLS stream may hold the last record back until flushed; for TCP it is a no-op.
         let written = async {
