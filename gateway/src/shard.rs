@@ -571,7 +571,6 @@ async fn connection(
                     continue;
                 };
                 let received = Instant::now();
-                let received_at = unix_micros();
                 let envelope = match read_envelope(payload) {
                     Ok(envelope) => envelope,
                     Err(e) => {
@@ -622,12 +621,21 @@ async fn connection(
                         status.count_event(event);
                         if !ctx.generation.is_active() {
                             // Another generation publishes this one; in order, it counts as done.
-                            window.suppress(seq, received);
+                            // With nothing in flight ahead of it (`in_flight` is the window as
+                            // this turn found it, and only this branch ran since), it is done
+                            // now: the window would hand it straight back.
+                            if in_flight == 0 {
+                                record_ack(session, status, seq, Ack::Suppressed);
+                            } else {
+                                window.suppress(seq, received);
+                            }
                             continue;
                         }
+                        // The wall clock only for the header: a suppressed dispatch needs none.
+                        let received_at = unix_micros();
                         match window.publish(&s.id, seq, event, received, received_at, data) {
                             Ok(()) => {
-                                status.window.store(window.len() as u64, Ordering::Relaxed);
+                                status.window.store(in_flight as u64 + 1, Ordering::Relaxed);
                             }
                             Err(e @ SendError::TooLarge { .. }) => {
                                 // No resume can ever publish it: retrying would stop the shard
