@@ -763,4 +763,105 @@ pub(crate) mod tests {
         good.close();
         Ok(())
     }
+
+    /// A relay between the link and the real server that counts the link's writes carrying
+    /// publishes (a loopback write of a few KiB arrives as one read).
+    async fn counting_relay(
+        server: &shardyard_tests::NatsServer,
+    ) -> anyhow::Result<(String, std::sync::Arc<std::sync::atomic::AtomicUsize>)> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("nats://{}", listener.local_addr()?);
+        let target = format!("127.0.0.1:{}", server.port());
+        let writes = std::sync::Arc::new(AtomicUsize::new(0));
+        let counted = writes.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = upstream.into_split();
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 256 * 1024];
+                    while let Ok(n) = client_read.read(&mut buf).await {
+                        if n == 0 || server_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        if memchr::memmem::find(&buf[..n], b"HPUB").is_some() {
+                            counted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+                });
+            }
+        });
+        Ok((url, writes))
+    }
+
+    #[tokio::test]
+    async fn publishes_within_the_linger_go_in_one_write_and_without_it_one_each()
+    -> anyhow::Result<()> {
+        use std::sync::atomic::Ordering;
+        let server = shardyard_tests::NatsServer::start().await?;
+        let js = server.jetstream().await?;
+        let never = CancellationToken::new();
+        let events: u64 = 20;
+        for (gathers, linger) in [(true, Duration::from_millis(300)), (false, Duration::ZERO)] {
+            let (url, writes) = counting_relay(&server).await?;
+            let link = NatsLink::start(&url, "linger-test", linger)?;
+            anyhow::ensure!(
+                tokio::time::timeout(Duration::from_secs(10), link.wait_up(&never)).await?,
+                "the link did not come up"
+            );
+            let bot = format!("lingerbot{}", linger.as_millis());
+            let publisher = Publisher::new(js.clone(), link.clone(), BotKey::local(&bot)?, 2);
+            publisher.ensure_stream().await?;
+            let mut windows = [publisher.window(0, 64), publisher.window(1, 64)];
+            let started = Instant::now();
+            for seq in 1..=events {
+                let window = &mut windows[usize::try_from(seq % 2)?];
+                window.publish("sess", seq, "MESSAGE_CREATE", Instant::now(), 1, b"{}")?;
+                // Publishes apart in time, as events arrive: the writer gets to run between.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            for window in &mut windows {
+                for _ in 0..events / 2 {
+                    assert_eq!(acked(window).await?.1, Ack::Published);
+                }
+            }
+            let took = started.elapsed();
+            let writes = writes.load(Ordering::Relaxed);
+            if gathers {
+                assert!(
+                    writes <= 2,
+                    "{events} publishes within the linger took {writes} writes"
+                );
+                // No publish came after the linger: the timer at twice it wrote them.
+                assert!(
+                    took >= linger && took < Duration::from_secs(3),
+                    "acknowledged after {took:?}"
+                );
+            } else {
+                assert!(
+                    writes >= usize::try_from(events)? / 2,
+                    "without a linger each publish is written at once: {writes} writes"
+                );
+            }
+            let stored = js
+                .get_stream(BotKey::local(&bot)?.stream())
+                .await?
+                .info()
+                .await?
+                .state
+                .messages;
+            assert_eq!(stored, events);
+            link.close();
+        }
+        Ok(())
+    }
 }
