@@ -9,7 +9,9 @@
 //!    `shardyard_gateway_published_total`, twilight's own count), checked against the
 //!    simulator's `dispatched`. A third receiver is the gateway with nothing to publish (its
 //!    `--generation` inactive): the receive path alone, counted by
-//!    `shardyard_gateway_suppressed_total`.
+//!    `shardyard_gateway_suppressed_total`. nats-server's CPU over the publishing window, per
+//!    event stored, is the pipeline's other half. Each round prints its figures and ratios; the
+//!    end prints the medians over the rounds.
 //! 2. Memory: VmRSS of each holding 1,000 idle shards once all are READY, minus the same
 //!    process holding 1 shard of the same 1,000.
 //! 3. Load: the gateway alone at rising simulator rates: events/s acknowledged by JetStream
