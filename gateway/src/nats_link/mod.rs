@@ -186,12 +186,12 @@ impl NatsLink {
     /// Starts connecting to `urls` (comma-separated `nats://[user:pass@|token@]host[:port]`) in
     /// the background; `name` is the connection's name on the server.
     ///
-    /// `linger`: once a publish is framed, the writer waits this long for more before writing
-    /// (unless [`FLUSH_BYTES`] gather first), so the shards' publishes reach the server in one
-    /// write instead of one each. nats-server's cost per stored message is mostly its reading
-    /// and answering per write: at ~7,000 events/s, one publish per write costs it about twice
-    /// what batches of a millisecond or two do (`BENCHMARKS.md`, "Event pipeline cost"). Zero
-    /// writes at once.
+    /// `linger`: how long a batch of publishes gathers before it is written (see `write_loop`:
+    /// the first publish framed after it, [`FLUSH_BYTES`], or a timer at twice it), so the
+    /// shards' publishes reach the server in one write instead of one each. nats-server's cost
+    /// per stored message is mostly per write: one publish per write cost it about three times
+    /// what 14 do (`BENCHMARKS.md`, "Gateway (receive path)", the 2026-12-07 run). Zero writes
+    /// each publish at once.
     ///
     /// # Errors
     /// [`AddressError`] when the URLs cannot be used.
