@@ -333,7 +333,6 @@ fn proc_stat(pid: u32) -> Option<(char, u32)> {
     Some((state, pgrp))
 }
 
-/// The last `lines` lines of `text`.
 /// The last `lines` lines of a log, without backtrace frames: a process that exits with an error
 /// under `RUST_BACKTRACE` prints dozens of frames after the one line that says what went wrong,
 /// and a short tail would show only the frames.
