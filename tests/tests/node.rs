@@ -60,6 +60,20 @@ async fn get_me_through(cluster: &KubeCluster, name: &str) -> anyhow::Result<Val
     Ok(me)
 }
 
+/// The first `GET /users/@me` through the proxy `name`, tried until the upstream it names can be
+/// reached. A pod is ready before the cluster can route to its peers: kube-proxy programs a
+/// Service, and CoreDNS serves a headless Service's per-pod names, from the EndpointSlice on
+/// their own schedules, and until then the proxy answers 502 (seen in CI). A request that failed
+/// that way reached no simulator, so it changes no count the tests compare.
+async fn first_get_me_through(cluster: &KubeCluster, name: &str) -> anyhow::Result<Value> {
+    eventually(
+        Duration::from_secs(30),
+        "the proxy reaches its upstream",
+        || get_me_through(cluster, name),
+    )
+    .await
+}
+
 /// `/_sim/stats` of the simulator behind `target` (`svc/NAME`, `pod/NAME`), port `port`.
 async fn sim_stats(cluster: &KubeCluster, target: &str, port: u16) -> anyhow::Result<Value> {
     let forward = cluster.port_forward("default", target, port).await?;
@@ -101,7 +115,7 @@ async fn a_pod_reaches_another_deployments_service_by_name() -> anyhow::Result<(
     cluster.wait_rollout("default", "deployment/sim").await?;
     cluster.wait_rollout("default", "deployment/rest").await?;
 
-    let me = get_me_through(&cluster, "rest").await?;
+    let me = first_get_me_through(&cluster, "rest").await?;
     assert_eq!(me["bot"], json!(true), "{me}");
     // The simulator answered it: its own record says so.
     let stats = sim_stats(&cluster, "svc/sim", 80).await?;
@@ -185,7 +199,7 @@ spec:
         );
     }
 
-    let me = get_me_through(&cluster, "rest").await?;
+    let me = first_get_me_through(&cluster, "rest").await?;
     assert_eq!(me["bot"], json!(true), "{me}");
     assert_eq!(
         users_me_requests(&sim_stats(&cluster, "pod/sims-1", 8080).await?),
@@ -307,13 +321,7 @@ spec:
     })
     .await?;
 
-    // kube-proxy programs the Service from the EndpointSlice on its own schedule: until it has,
-    // the Service has no backend and the proxy answers 502 (seen once in CI). A request that
-    // fails that way reached no pod, so it changes neither count.
-    eventually(Duration::from_secs(30), "the Service has a backend", || {
-        get_me_through(&cluster, "rest")
-    })
-    .await?;
+    first_get_me_through(&cluster, "rest").await?;
     let before = users_me_requests(&sim_stats(&cluster, "deployment/ready", 8080).await?);
     // kube-proxy sends the Service's traffic to the ready pod alone.
     for _ in 0..5 {
