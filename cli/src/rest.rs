@@ -22,7 +22,8 @@ pub(crate) struct RestArgs {
     #[arg(long, env = "SHARDYARD_REST_UPSTREAM", default_value = DEFAULT_UPSTREAM)]
     upstream: String,
     /// NATS server URL: replicas of the bot find each other there and share its rate limits
-    /// (each token's limits are kept by one replica; the others forward to it). Needs `--bot`.
+    /// (each token's limits are kept by one replica; the others ask it for permits). Needs
+    /// `--bot`.
     #[arg(long, env = "SHARDYARD_NATS_URL")]
     nats: Option<String>,
     /// The bot's key (`namespace_name` under Kubernetes, the manifest name locally): replicas
@@ -34,6 +35,11 @@ pub(crate) struct RestArgs {
     /// host reaches NATS from (a pod's IP).
     #[arg(long, env = "SHARDYARD_REST_ADVERTISE")]
     advertise: Option<String>,
+    /// With `--nats`: this replica's id among the bot's replicas, which decides the tokens it
+    /// keeps. It must be unique while the replica lives (a pod's name is). Default:
+    /// `$HOSTNAME-<pid>-<random>`.
+    #[arg(long, env = "SHARDYARD_REST_REPLICA_ID", value_parser = replica_id)]
+    replica_id: Option<String>,
     /// Serve `/healthz`, `/readyz` and `/metrics` here.
     #[arg(long, env = "SHARDYARD_ADMIN_ADDR")]
     admin_addr: Option<SocketAddr>,
@@ -97,6 +103,7 @@ impl RestArgs {
             nats,
             bot,
             advertise,
+            replica_id,
             admin_addr,
             token_file,
             global_per_second,
@@ -144,7 +151,7 @@ impl RestArgs {
                 Some(ClusterConfig {
                     nats_url,
                     bot,
-                    id: ClusterConfig::random_id(),
+                    id: replica_id.unwrap_or_else(ClusterConfig::random_id),
                     url,
                 })
             }
@@ -152,6 +159,19 @@ impl RestArgs {
             (None, _) => None,
         };
         Ok(config)
+    }
+}
+
+/// A replica id: 1 to 128 characters of letters, digits, `-`, `_` and `.`.
+fn replica_id(id: &str) -> Result<String, String> {
+    let fits = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if fits {
+        Ok(id.to_owned())
+    } else {
+        Err("1 to 128 letters, digits, '-', '_' or '.'".to_owned())
     }
 }
 

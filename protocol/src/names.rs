@@ -274,6 +274,14 @@ impl BotKey {
     pub fn rest_members_subject(&self) -> String {
         format!("{SUBJECT_ROOT}.{}.rest.members", self.0)
     }
+
+    /// Where REST proxy replicas report the rate-limit window of each answer they had from
+    /// Discord (`shardyard.<bot>.rest.windows`), so that a replica that takes a token over
+    /// knows what the previous owner spent.
+    #[must_use]
+    pub fn rest_windows_subject(&self) -> String {
+        format!("{SUBJECT_ROOT}.{}.rest.windows", self.0)
+    }
 }
 
 impl fmt::Display for BotKey {
@@ -596,6 +604,10 @@ mod tests {
         assert_eq!(
             bot.rest_members_subject(),
             "shardyard.prod_mybot.rest.members"
+        );
+        assert_eq!(
+            bot.rest_windows_subject(),
+            "shardyard.prod_mybot.rest.windows"
         );
         assert!(bot.rest_members_subject().split('.').all(is_subject_token));
     }

@@ -26,7 +26,7 @@ pub struct Announcement {
 pub struct Member {
     /// Its id.
     pub id: String,
-    /// Where it takes forwarded requests.
+    /// Where it lends permits (`http://host:port` of its listener).
     pub url: String,
 }
 

@@ -9,6 +9,7 @@
 
 pub mod membership;
 pub mod rendezvous;
+pub mod windows;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,13 +24,16 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub use membership::{Announcement, Member, Members};
+pub use windows::{WindowReport, Windows};
 
-use crate::ratelimit::lock;
+use crate::ratelimit::{KnownWindow, ResponseMeta, Route, lock};
 
 /// How often a replica announces itself.
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A replica not heard from for this long is gone.
 pub const MEMBER_TTL: Duration = Duration::from_secs(3);
+/// Window reports waiting to be published; past it, reports are dropped (NATS is away).
+const REPORT_QUEUE: usize = 4096;
 /// How long a replica listens for its peers before it serves (it would otherwise take every
 /// token for itself for a moment).
 pub const WARM_UP: Duration = Duration::from_millis(1_500);
@@ -98,6 +102,10 @@ pub struct Cluster {
     heard_self: Mutex<Instant>,
     /// Shutting down: it owns nothing any more, and what waits in its queues moves on.
     leaving: AtomicBool,
+    /// What every replica heard of each token's bucket windows.
+    windows: Mutex<Windows>,
+    /// Window reports for the publishing task.
+    reports: tokio::sync::mpsc::Sender<WindowReport>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -135,6 +143,16 @@ impl Cluster {
             .subscribe(subject.clone())
             .await
             .map_err(ClusterError::Subscribe)?;
+        let windows = nats
+            .subscribe(bot.rest_windows_subject())
+            .await
+            .map_err(ClusterError::Subscribe)?;
+        let (reports, pending_reports) = tokio::sync::mpsc::channel(REPORT_QUEUE);
+        tokio::spawn(publish_reports(
+            nats.clone(),
+            bot.rest_windows_subject(),
+            pending_reports,
+        ));
         let me = Member { id, url };
         let cluster = Arc::new(Self {
             bot,
@@ -144,7 +162,10 @@ impl Cluster {
             owned: Mutex::new(HashSet::new()),
             heard_self: Mutex::new(Instant::now()),
             leaving: AtomicBool::new(false),
+            windows: Mutex::new(Windows::default()),
+            reports,
         });
+        tokio::spawn(Arc::clone(&cluster).hear_windows(windows));
         tokio::spawn(Arc::clone(&cluster).announce(subject, subscription, shutdown));
         tokio::time::sleep(WARM_UP).await;
         tracing::info!(
@@ -226,6 +247,32 @@ impl Cluster {
             gone: true,
         };
         self.publish(&gone).await;
+    }
+
+    /// Tells every replica the window of an answer this replica had from Discord for a request
+    /// of `route` under the token `key`. Never waits: with NATS away, reports are dropped.
+    pub fn report_window(&self, key: u64, route: &Route, meta: &ResponseMeta) {
+        if let Some(report) = WindowReport::of(key, route, meta) {
+            let _ = self.reports.try_send(report);
+        }
+    }
+
+    /// The windows of `key`'s buckets heard from any replica that have not reset yet.
+    #[must_use]
+    pub fn known_windows(&self, key: u64) -> Vec<KnownWindow> {
+        lock(&self.windows).known(key, Instant::now())
+    }
+
+    /// Takes in the window reports of every replica (its own included).
+    async fn hear_windows(self: Arc<Self>, mut subscription: async_nats::Subscriber) {
+        while let Some(message) = subscription.next().await {
+            match serde_json::from_slice::<WindowReport>(&message.payload) {
+                Ok(report) => {
+                    lock(&self.windows).hear(report, Instant::now());
+                }
+                Err(_) => tracing::warn!("an unreadable report on the windows subject"),
+            }
+        }
     }
 
     /// Prometheus lines about the cluster.
@@ -364,6 +411,22 @@ impl Cluster {
                 "REST replicas changed"
             );
             self.changed();
+        }
+    }
+}
+
+/// Publishes window reports in the order they were made.
+async fn publish_reports(
+    nats: async_nats::Client,
+    subject: String,
+    mut reports: tokio::sync::mpsc::Receiver<WindowReport>,
+) {
+    while let Some(report) = reports.recv().await {
+        let Ok(payload) = serde_json::to_vec(&report) else {
+            continue;
+        };
+        if let Err(error) = nats.publish(subject.clone(), payload.into()).await {
+            tracing::debug!(%error, "cannot report a window on NATS");
         }
     }
 }

@@ -72,19 +72,6 @@ pub(crate) fn upstream_request(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// The headers of a client's request as they go to the replica owning its token: hop-by-hop
-/// headers, `Host` and `Content-Length` removed, and an `X-Shardyard-Forwarded` the client set;
-/// everything else (`Authorization`, `X-Shardyard-Max-Wait`, …) goes as it came, for the owner
-/// to treat exactly as this replica would have.
-pub(crate) fn relay_request(mut headers: HeaderMap) -> HeaderMap {
-    strip_hop_by_hop(&mut headers);
-    for name in [header::HOST, header::CONTENT_LENGTH, header::EXPECT] {
-        headers.remove(name);
-    }
-    headers.remove(FORWARDED);
-    headers
-}
-
 /// The headers of upstream's answer as they go to the client: hop-by-hop headers and
 /// `Content-Length` (set again from the body) removed.
 pub(crate) fn client_response(mut headers: HeaderMap) -> HeaderMap {
@@ -139,26 +126,6 @@ mod tests {
         assert_eq!(names, ["content-type", "user-agent", "x-audit-log-reason"]);
         assert_eq!(headers["content-type"], "multipart/form-data; boundary=xyz");
         assert_eq!(headers["x-audit-log-reason"], "spam%20cleanup");
-    }
-
-    #[test]
-    fn relayed_requests_keep_what_the_owner_needs() {
-        let headers = relay_request(map(&[
-            ("Connection", "keep-alive"),
-            ("Host", "proxy.internal:8080"),
-            ("Content-Length", "12"),
-            ("Expect", "100-continue"),
-            ("Authorization", "Bot abc"),
-            ("X-Shardyard-Max-Wait", "3"),
-            ("X-Shardyard-Forwarded", "spoofed"),
-            ("Content-Type", "application/json"),
-        ]));
-        let mut names: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
-        names.sort_unstable();
-        assert_eq!(
-            names,
-            ["authorization", "content-type", "x-shardyard-max-wait"]
-        );
     }
 
     #[test]

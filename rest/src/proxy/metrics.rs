@@ -30,6 +30,7 @@ pub(crate) struct Metrics {
     local: Mutex<HashMap<&'static str, u64>>,
     pub(crate) in_flight: Gauge,
     held_refusals: Counter,
+    permits: Mutex<HashMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -70,6 +71,12 @@ impl Metrics {
     /// An answer the proxy made itself, by kind.
     pub(crate) fn local(&self, kind: &'static str) {
         *lock(&self.local).entry(kind).or_default() += 1;
+    }
+
+    /// A permit exchange between replicas, by outcome: `lent` (by an owner), `borrowed`,
+    /// `refused`, `moved`, `owner_lost` (by the replica that asked).
+    pub(crate) fn permit(&self, outcome: &'static str) {
+        *lock(&self.permits).entry(outcome).or_default() += 1;
     }
 
     /// A refusal held before it was answered (a client re-sending at once is paced by it).
@@ -152,6 +159,13 @@ impl Metrics {
             o,
             "shardyard_rest_held_refusals_total",
             "Refusals with a retry-after held (up to --refusal-hold) before they were answered.",
+        );
+        counters(
+            o,
+            "shardyard_rest_cluster_permits_total",
+            "Permits between replicas, by outcome: lent (by the token's owner), borrowed, refused, moved, owner_lost (by the replica that asked).",
+            "outcome",
+            &lock(&self.permits),
         );
 
         header(

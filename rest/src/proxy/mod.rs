@@ -7,6 +7,7 @@
 mod answer;
 pub mod headers;
 mod metrics;
+mod permits;
 mod serve;
 mod upstream;
 
@@ -27,12 +28,13 @@ use shardyard_protocol::{Token, error_chain};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::cluster::{Cluster, ClusterConfig, ClusterError, Member, Owner};
+use crate::cluster::{Cluster, ClusterConfig, ClusterError, Owner};
 use crate::ratelimit::{
     self, Completion, Method, RateLimiter, ResponseMeta, Route, RouteKind, TokenFingerprint, lock,
 };
 use answer::Local;
 use metrics::Metrics;
+use permits::{Asked, Borrowed, Lent};
 pub use upstream::BaseError;
 use upstream::{HttpClient, UpstreamBase};
 
@@ -147,16 +149,17 @@ struct Proxy {
     ready: AtomicBool,
     /// The other replicas (`--nats`).
     cluster: Option<Arc<Cluster>>,
-    /// The client for requests forwarded to their token's owner.
+    /// The client for permits asked of their token's owner.
     relay: HttpClient,
+    /// Permits lent to other replicas, waiting for their reports.
+    lent: Lent,
 }
 
-/// What forwarding a request to its owner came to.
-enum Relay {
-    /// The owner's answer, for the client.
-    Answer(Response),
-    /// Ask who owns the token again (after `backoff`) and send it there.
-    Again { backoff: Option<Duration> },
+/// Leave to send one request upstream: from this replica's engine, or lent by the token's
+/// owner.
+enum Grant {
+    Own(ratelimit::Permit),
+    Borrowed(Borrowed),
 }
 
 /// Runs the proxy until `shutdown` is cancelled, then lets in-flight requests finish.
@@ -195,6 +198,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
         ready: AtomicBool::new(false),
         cluster,
         relay,
+        lent: Lent::default(),
     });
 
     if let Some(addr) = config.admin_addr {
@@ -203,6 +207,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
             .map_err(|source| ProxyError::Bind { addr, source })?;
     }
     tokio::spawn(wake_every_second(shutdown.clone()));
+    tokio::spawn(permits::sweep_lent(Arc::clone(&proxy), shutdown.clone()));
     proxy.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.listen,
@@ -258,6 +263,12 @@ impl shardyard_admin::Status for Proxy {
         );
         if let Some(cluster) = &self.cluster {
             out.push_str(&cluster.render_metrics());
+            out.push_str(&format!(
+                "# HELP shardyard_rest_cluster_permits_lent Permits this replica lent to others and has no report of yet.\n\
+                 # TYPE shardyard_rest_cluster_permits_lent gauge\n\
+                 shardyard_rest_cluster_permits_lent {}\n",
+                self.lent.len()
+            ));
         }
     }
 }
@@ -320,7 +331,13 @@ async fn handle(proxy: Arc<Proxy>, request: Request<Incoming>) -> Response {
     let (parts, body) = request.into_parts();
     let method_label = Method::parse(parts.method.as_str()).map_or("other", Method::as_str);
     let mut tally = Tally::new(&proxy.metrics, method_label);
-    let response = match proxy.forward(parts, body, &mut tally.route).await {
+    let answer = if parts.uri.path().starts_with(permits::PATH) {
+        tally.route = Some("permits".to_owned());
+        proxy.serve_permits(parts, body).await
+    } else {
+        proxy.forward(parts, body, &mut tally.route).await
+    };
+    let response = match answer {
         Ok(response) => response,
         Err(local) => {
             proxy.metrics.local(local.kind);
@@ -392,16 +409,12 @@ impl Proxy {
                 })?
         };
 
+        // Sent by a replica of an earlier version, which forwarded whole requests to the
+        // token's owner: this replica sends it as the owner, or says the token moved.
         let forwarded = parts.headers.contains_key(headers::FORWARDED);
-        let relay_headers = self
-            .cluster
-            .as_ref()
-            .map(|_| headers::relay_request(parts.headers.clone()))
-            .unwrap_or_default();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or(raw_path, |pq| pq.as_str());
+        // The client's own token, which the owner limits the request under; without one the
+        // owner uses the token it was configured with, as this replica would.
+        let client_authorization = parts.headers.get(header::AUTHORIZATION).cloned();
         let token_key = Cluster::token_key(&key);
 
         // The path and query were parsed as a URI already: joined to the base they are one.
@@ -420,39 +433,42 @@ impl Proxy {
         let idempotent = matches!(route.method(), Method::Get | Method::Put | Method::Delete);
         let mut hops = 0u32;
         'owner: loop {
-            if let Some(cluster) = &self.cluster {
-                match cluster.owner(token_key) {
+            // Who keeps the token's limits: `None` for this replica (or no replicas at all).
+            let owner = match &self.cluster {
+                Some(cluster) => match cluster.owner(token_key) {
                     Owner::Me => {
-                        if cluster.claim(token_key) {
-                            self.engine.take_over(&key, TAKEOVER_PAUSE);
-                            tracing::info!(
-                                token = %self.engine.fingerprint(&key),
-                                "this replica keeps a token's limits from now on"
-                            );
-                        }
+                        self.claim(cluster, &key, token_key);
+                        None
                     }
                     // The sender's view differs from this one for a moment: it asks again.
                     Owner::Peer(_) if forwarded => return Err(Local::moved()),
-                    Owner::Peer(peer) => {
+                    Owner::Peer(peer) => Some((cluster, peer)),
+                },
+                None => None,
+            };
+            let mut failures = 0u32;
+            let mut rate_limited = 0u32;
+            loop {
+                let grant = match &owner {
+                    Some((cluster, peer)) => {
                         if hops >= MAX_RELAY_HOPS {
                             return Err(Local::unsettled());
                         }
-                        hops += 1;
-                        let relayed = self
-                            .relay(
+                        let asked = self
+                            .ask_permit(
                                 cluster,
-                                &peer,
-                                &method,
-                                path_and_query,
-                                relay_headers.clone(),
-                                body.clone(),
+                                peer,
+                                &route,
+                                raw_path,
+                                client_authorization.as_ref(),
                                 max_wait,
-                                idempotent,
                             )
                             .await?;
-                        match relayed {
-                            Relay::Answer(response) => return Ok(response),
-                            Relay::Again { backoff } => {
+                        match asked {
+                            Asked::Granted(borrowed) => Grant::Borrowed(borrowed),
+                            Asked::Answer(response) => return Ok(response),
+                            Asked::Again { backoff } => {
+                                hops += 1;
                                 if let Some(backoff) = backoff {
                                     let doubling = 2u32.saturating_pow(hops.saturating_sub(1));
                                     tokio::time::sleep(backoff * doubling).await;
@@ -461,32 +477,31 @@ impl Proxy {
                             }
                         }
                     }
-                }
-            }
-            let mut failures = 0u32;
-            let mut rate_limited = 0u32;
-            loop {
-                let acquire = self.engine.acquire(&key, &route, max_wait);
-                let acquired = match &self.cluster {
-                    // The token may move to another replica while its requests wait here: they
-                    // follow it (a forwarded one goes back to its sender, which asks again).
-                    Some(cluster) => tokio::select! {
-                        acquired = acquire => acquired,
-                        () = cluster.moved_away(token_key) => {
-                            if forwarded {
-                                return Err(Local::moved());
+                    None => {
+                        let acquire = self.engine.acquire(&key, &route, max_wait);
+                        let acquired = match &self.cluster {
+                            // The token may move to another replica while its requests wait
+                            // here: they follow it (a forwarded one goes back to its sender,
+                            // which asks again).
+                            Some(cluster) => tokio::select! {
+                                acquired = acquire => acquired,
+                                () = cluster.moved_away(token_key) => {
+                                    if forwarded {
+                                        return Err(Local::moved());
+                                    }
+                                    continue 'owner;
+                                }
+                            },
+                            None => acquire.await,
+                        };
+                        match acquired {
+                            Ok(permit) => Grant::Own(permit),
+                            Err(refusal) => {
+                                return Err(self
+                                    .held(Local::from_refusal(&refusal), arrived, max_wait)
+                                    .await);
                             }
-                            continue 'owner;
                         }
-                    },
-                    None => acquire.await,
-                };
-                let permit = match acquired {
-                    Ok(permit) => permit,
-                    Err(refusal) => {
-                        return Err(self
-                            .held(Local::from_refusal(&refusal), arrived, max_wait)
-                            .await);
                     }
                 };
 
@@ -504,7 +519,7 @@ impl Proxy {
                 .await;
                 let (status, upstream_headers, bytes) = match outcome {
                     Err(_elapsed) => {
-                        drop(permit);
+                        self.unanswered(grant);
                         self.metrics.upstream_error("timeout");
                         tracing::warn!(route = %route, "upstream timed out");
                         return Err(Local::new(
@@ -517,7 +532,7 @@ impl Proxy {
                         ));
                     }
                     Ok(Err(error)) => {
-                        drop(permit);
+                        self.unanswered(grant);
                         self.metrics.upstream_error("connect");
                         // hyper-util's errors name no URL, which may hold a webhook token.
                         let cause = error_chain(&*error);
@@ -545,8 +560,18 @@ impl Proxy {
                     &bytes,
                     unix_now(),
                 );
+                if let Some(cluster) = &self.cluster {
+                    cluster.report_window(token_key, &route, &meta);
+                }
+                let completion = match grant {
+                    Grant::Own(permit) => permit.complete(&meta),
+                    Grant::Borrowed(borrowed) => {
+                        self.report(borrowed, status, &upstream_headers, &bytes);
+                        ratelimit::completion_of(&meta, self.config.limits.fallback_retry_after)
+                    }
+                };
                 match self.upstream_answer(
-                    permit.complete(&meta),
+                    completion,
                     status,
                     upstream_headers,
                     bytes,
@@ -562,6 +587,29 @@ impl Proxy {
                     Err(local) => return Err(local),
                 }
             }
+        }
+    }
+
+    /// Starts keeping `key`'s limits if this replica did not until now, with what the
+    /// replicas heard of its buckets' windows.
+    fn claim(&self, cluster: &Cluster, key: &Token, token_key: u64) {
+        if cluster.claim(token_key) {
+            let known = cluster.known_windows(token_key);
+            self.engine.take_over_with(key, TAKEOVER_PAUSE, &known);
+            tracing::info!(
+                token = %self.engine.fingerprint(key),
+                windows = known.len(),
+                "this replica keeps a token's limits from now on"
+            );
+        }
+    }
+
+    /// A request sent under `grant` got no answer: the slot is freed (not refunded: the
+    /// request may have reached Discord).
+    fn unanswered(&self, grant: Grant) {
+        match grant {
+            Grant::Own(permit) => drop(permit),
+            Grant::Borrowed(borrowed) => self.give_back(borrowed),
         }
     }
 
@@ -587,91 +635,6 @@ impl Proxy {
             local.retry_after = Some(retry_after.saturating_sub(hold));
         }
         local
-    }
-
-    /// Forwards a request to `peer`, its token's owner, and brings back the answer. An owner
-    /// that cannot be reached leaves the view (and the request goes to the next owner); one
-    /// lost after the request went out costs the request unless it is idempotent.
-    #[allow(clippy::too_many_arguments)]
-    async fn relay(
-        &self,
-        cluster: &Cluster,
-        peer: &Member,
-        method: &axum::http::Method,
-        path_and_query: &str,
-        mut headers: HeaderMap,
-        body: Bytes,
-        max_wait: Option<Duration>,
-        idempotent: bool,
-    ) -> Result<Relay, Local> {
-        let me = cluster.me();
-        if let Ok(value) = HeaderValue::from_str(&me.id) {
-            headers.insert(headers::FORWARDED, value);
-        }
-        // The owner may hold the request for its whole wait budget, then send it upstream
-        // (with retries): a deadline only against an owner that never answers.
-        let deadline = max_wait
-            .or(self.config.limits.default_max_wait)
-            .map(|budget| {
-                budget
-                    + self.config.upstream_timeout * (self.config.upstream_retries + 2)
-                    + Duration::from_secs(10)
-            });
-        let uri = format!("{}{path_and_query}", peer.url).parse::<axum::http::Uri>();
-        let exchange = async {
-            let uri = uri.map_err(|e| -> upstream::SendError { Box::new(e) })?;
-            let (head, body) = self
-                .relay
-                .send(method.clone(), uri, headers, body)
-                .await?
-                .into_parts();
-            let bytes = upstream::read_body(body).await?;
-            Ok::<_, upstream::SendError>((head.status, head.headers, bytes))
-        };
-        let outcome = match deadline {
-            Some(deadline) => tokio::time::timeout(deadline, exchange).await,
-            None => Ok(exchange.await),
-        };
-        match outcome {
-            Err(_elapsed) => Err(Local::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "replica_timeout",
-                "shardyard: the replica keeping this token's limits did not answer in time",
-            )),
-            Ok(Err(error)) => {
-                let connect = upstream::never_sent(&error);
-                tracing::warn!(
-                    replica = %peer.id,
-                    error = %error_chain(&*error),
-                    "forwarding to a REST replica failed"
-                );
-                cluster.unreachable(peer).await;
-                if connect || idempotent {
-                    Ok(Relay::Again { backoff: None })
-                } else {
-                    Err(Local::new(
-                        StatusCode::BAD_GATEWAY,
-                        "replica_lost",
-                        "shardyard: the replica keeping this token's limits was lost while it \
-                         had the request (not retried: the method is not idempotent)",
-                    ))
-                }
-            }
-            Ok(Ok((status, headers, bytes))) => {
-                let moved = headers
-                    .get(headers::ERROR)
-                    .is_some_and(|kind| kind == Local::MOVED);
-                if moved {
-                    return Ok(Relay::Again {
-                        backoff: Some(MOVED_BACKOFF),
-                    });
-                }
-                let mut response = Response::new(Body::from(bytes));
-                *response.status_mut() = status;
-                *response.headers_mut() = headers::client_response(headers);
-                Ok(Relay::Answer(response))
-            }
-        }
     }
 
     /// Decides what an upstream answer becomes: a retry (429s; 5xx of idempotent methods),

@@ -163,6 +163,23 @@ impl BucketState {
         }
     }
 
+    /// Takes on what another keeper of the bucket last heard from Discord: `remaining` of
+    /// `limit` until `reset_at`. Several reports of one bucket (routes sharing it) keep the
+    /// fewest remaining and the latest reset.
+    pub(crate) fn assume(&mut self, limit: u32, remaining: u32, reset_at: Instant, now: Instant) {
+        let limit = limit.max(1);
+        if let Mode::Known { .. } = self.mode {
+            self.remaining = self.remaining.min(remaining);
+            self.reset_at = Some(self.reset_at.map_or(reset_at, |r| r.max(reset_at)));
+        } else {
+            self.remaining = remaining.min(limit);
+            self.reset_at = Some(reset_at);
+            self.generation += 1;
+        }
+        self.mode = Mode::Known { limit };
+        self.window = self.window.max(reset_at.saturating_duration_since(now));
+    }
+
     /// Blocks the bucket until `until` (a 429).
     pub(crate) fn block(&mut self, until: Instant) {
         self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));

@@ -348,6 +348,29 @@ impl Default for RateLimiter {
     }
 }
 
+/// Requests a previous keeper of a token may have had out in one bucket whose answers nobody
+/// heard: the one in flight (buckets are sequential in the proxy), and one more for an answer
+/// whose report was still in the keeper's buffers when it died.
+pub const TAKEOVER_MARGIN: u32 = 2;
+
+/// What a keeper of a token last heard of one of its buckets' windows from Discord, handed to
+/// the next keeper ([`RateLimiter::take_over_with`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownWindow {
+    /// The route's [`Route::bucket_key`] (method and template).
+    pub route: String,
+    /// The route's top-level resource.
+    pub major: Major,
+    /// `X-RateLimit-Bucket`, if the answer named one.
+    pub hash: Option<String>,
+    /// `X-RateLimit-Limit`.
+    pub limit: u32,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: u32,
+    /// When the window resets, on this process's clock.
+    pub reset_at: Instant,
+}
+
 /// Leave to send one request. Send it, then give the answer to [`Permit::complete`]; dropping
 /// the permit instead frees its slot so the queue moves on.
 pub struct Permit {
@@ -425,9 +448,43 @@ impl RateLimiter {
     /// the previous keeper's last requests have left Discord's sliding second before this
     /// engine sends. Routes' learned bucket hashes are kept; they do not change.
     pub fn take_over(&self, token: &Token, pause: Duration) {
+        self.take_over_with(token, pause, &[]);
+    }
+
+    /// Starts `token` afresh as [`RateLimiter::take_over`] does, but with what the previous
+    /// keeper last heard from Discord: each window in `known` that has not reset yet becomes
+    /// its bucket's state, less [`TAKEOVER_MARGIN`] for requests the previous keeper may have
+    /// had out whose answers nobody heard. A bucket the previous keeper had spent is then
+    /// waited out instead of probed with a request Discord would answer 429.
+    pub fn take_over_with(&self, token: &Token, pause: Duration, known: &[KnownWindow]) {
+        let now = Instant::now();
         let state = self.inner.token_state(self.fingerprint(token));
-        lock(&state.table).buckets.clear();
-        lock(&state.global.state).pause(Instant::now() + pause);
+        {
+            let mut table = lock(&state.table);
+            table.buckets.clear();
+            for window in known.iter().filter(|w| w.reset_at > now) {
+                let hash: Option<Arc<str>> = window.hash.as_deref().map(Arc::from);
+                let id = match &hash {
+                    Some(hash) => {
+                        table.routes.insert(window.route.clone(), Arc::clone(hash));
+                        BucketId::Learned(Arc::clone(hash), window.major)
+                    }
+                    None => BucketId::Route(window.route.clone(), window.major),
+                };
+                let sequential = table.sequential;
+                let bucket = table
+                    .buckets
+                    .entry(id)
+                    .or_insert_with(|| Arc::new(Bucket::new(hash, sequential)));
+                lock(&bucket.state).assume(
+                    window.limit,
+                    window.remaining.saturating_sub(TAKEOVER_MARGIN),
+                    window.reset_at,
+                    now,
+                );
+            }
+        }
+        lock(&state.global.state).pause(now + pause);
         state.global.wake();
     }
 
@@ -802,10 +859,7 @@ impl Permit {
         }
 
         let retry = scope.map(|scope| {
-            let after = response
-                .retry_after
-                .or(response.reset_after)
-                .unwrap_or(inner.config.fallback_retry_after);
+            let after = wait_of_429(response, inner.config.fallback_retry_after);
             *lock(&inner.stats)
                 .rate_limited
                 .entry(scope.as_str())
@@ -874,6 +928,30 @@ impl Permit {
             Some((scope, after)) => Completion::RetryAfter { after, scope },
         }
     }
+}
+
+/// What an answer means for its request, as [`Permit::complete`] says it, without a permit: a
+/// replica that sent a request under another replica's permit decides with it (the permit's
+/// keeper learns from the same answer). `fallback` is [`Config::fallback_retry_after`].
+#[must_use]
+pub fn completion_of(response: &ResponseMeta, fallback: Duration) -> Completion {
+    if response.status == 429 {
+        Completion::RetryAfter {
+            after: wait_of_429(response, fallback),
+            scope: scope_of_429(response),
+        }
+    } else {
+        Completion::Done
+    }
+}
+
+/// How long a 429 says to wait: the body's `retry_after`, else the window's reset, else
+/// `fallback`.
+fn wait_of_429(response: &ResponseMeta, fallback: Duration) -> Duration {
+    response
+        .retry_after
+        .or(response.reset_after)
+        .unwrap_or(fallback)
 }
 
 /// Whose limit a 429 was about. Without `X-RateLimit-Scope`: `global` if it says so; a 429

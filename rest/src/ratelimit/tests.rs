@@ -1008,3 +1008,70 @@ async fn a_token_taken_over_pauses_and_relearns_its_buckets() {
     first.complete(&ok("b1", 5, 3, 5.0));
     second.await.unwrap().unwrap();
 }
+
+/// The window of `channel`'s messages bucket as another keeper last heard it.
+fn known(channel: u64, remaining: u32, reset_in: Duration) -> super::KnownWindow {
+    super::KnownWindow {
+        route: messages(channel).bucket_key(),
+        major: messages(channel).major(),
+        hash: Some("b1".to_owned()),
+        limit: 5,
+        remaining,
+        reset_at: Instant::now() + reset_in,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_waits_out_a_window_the_previous_keeper_spent() {
+    let limiter = RateLimiter::new(unbudgeted());
+    let token = token();
+    let start = Instant::now();
+    // Spent by the previous keeper, resetting in 4 s: without this, the first request would
+    // go alone at once and meet Discord's 429.
+    limiter.take_over_with(
+        &token,
+        Duration::from_millis(1_500),
+        &[known(1, 0, Duration::from_secs(4))],
+    );
+    let first = limiter.acquire(&token, &messages(1), None).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(4));
+    first.complete(&ok("b1", 5, 4, 5.0));
+    // The route's hash was learned with the window: another channel of it is its own bucket.
+    let other = limiter.acquire(&token, &messages(2), None).await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(4),
+        "another channel does not wait"
+    );
+    drop(other);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_takeover_keeps_a_margin_for_answers_nobody_heard() {
+    let limiter = RateLimiter::new(Config {
+        sequential_buckets: false,
+        ..unbudgeted()
+    });
+    let token = token();
+    let start = Instant::now();
+    // Two routes sharing the bucket, reported with different counts: the fewest wins.
+    let mut shared = known(1, 4, Duration::from_secs(3));
+    shared.route = route("PATCH", "/channels/1/messages/5").bucket_key();
+    limiter.take_over_with(
+        &token,
+        Duration::ZERO,
+        &[known(1, 3, Duration::from_secs(3)), shared],
+    );
+    // 3 remaining, less the margin of 2: one goes now, the next waits for the reset.
+    let mut permits = Vec::new();
+    permits.push(limiter.acquire(&token, &messages(1), None).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    permits.push(limiter.acquire(&token, &messages(1), None).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    // A window already over is not taken on: its bucket starts unknown.
+    limiter.take_over_with(&token, Duration::ZERO, &[known(1, 0, Duration::ZERO)]);
+    drop(permits);
+    let again = limiter.acquire(&token, &messages(1), None).await.unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(3));
+    drop(again);
+}
