@@ -282,6 +282,13 @@ impl BotKey {
     pub fn rest_windows_subject(&self) -> String {
         format!("{SUBJECT_ROOT}.{}.rest.windows", self.0)
     }
+
+    /// Where a REST proxy replica that joins asks the others for every window they know
+    /// (`shardyard.<bot>.rest.windows.sync`); they answer on its reply subject.
+    #[must_use]
+    pub fn rest_windows_sync_subject(&self) -> String {
+        format!("{SUBJECT_ROOT}.{}.rest.windows.sync", self.0)
+    }
 }
 
 impl fmt::Display for BotKey {
@@ -608,6 +615,10 @@ mod tests {
         assert_eq!(
             bot.rest_windows_subject(),
             "shardyard.prod_mybot.rest.windows"
+        );
+        assert_eq!(
+            bot.rest_windows_sync_subject(),
+            "shardyard.prod_mybot.rest.windows.sync"
         );
         assert!(bot.rest_members_subject().split('.').all(is_subject_token));
     }

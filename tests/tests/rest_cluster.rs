@@ -406,7 +406,19 @@ struct Outcome {
     latency: Duration,
 }
 
-/// A replica id among `taken` that `winner` beats for the token, or loses to.
+/// The test's messages stored in the hot channel.
+async fn hot_posts(sim: &SimProcess, hot: u64) -> anyhow::Result<usize> {
+    Ok(sim
+        .get_json(&format!("/_sim/channels/{hot}/messages"))
+        .await?
+        .as_array()
+        .context("messages")?
+        .iter()
+        .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with("hot-")))
+        .count())
+}
+
+/// An id that wins the token from the replicas `taken`.
 fn ids_where_the_last_wins(taken: &[&str]) -> String {
     let key = shardyard_rest::cluster::Cluster::token_key(&shardyard_protocol::Token::new(TOKEN));
     (0..)
@@ -544,6 +556,20 @@ async fn mixed_load_across(disruption: Disruption) -> anyhow::Result<()> {
         },
     )
     .await?;
+    // Right after a burst of hot POSTs has spent the bucket's window (5 in 5 s, from its first
+    // request), so that a takeover that knew nothing of it would send into it.
+    let spent = eventually(Duration::from_secs(30), "a spent hot window", || async {
+        let posts = hot_posts(&sim, hot).await?;
+        anyhow::ensure!(posts > 0 && posts % 5 == 0, "{posts} hot POSTs");
+        Ok(posts)
+    })
+    .await?;
+    eventually(Duration::from_secs(30), "the next burst", || async {
+        let posts = hot_posts(&sim, hot).await?;
+        anyhow::ensure!(posts >= spent + 5, "{posts} hot POSTs");
+        Ok(())
+    })
+    .await?;
     let disrupted = std::time::Instant::now();
     let new_owner = match disruption {
         Disruption::Kill => {
@@ -646,14 +672,7 @@ async fn mixed_load_across(disruption: Disruption) -> anyhow::Result<()> {
     assert_no_violation(&stats);
     rest_busiest_second_within(&stats, 50)?;
     // The hot channel holds every answered POST, and at most the ones the gone replica had out.
-    let stored = sim
-        .get_json(&format!("/_sim/channels/{hot}/messages"))
-        .await?
-        .as_array()
-        .context("messages")?
-        .iter()
-        .filter(|m| m["content"].as_str().is_some_and(|c| c.starts_with("hot-")))
-        .count();
+    let stored = hot_posts(&sim, hot).await?;
     assert!(
         stored >= posted && stored <= posted + post_failures,
         "{stored} messages stored for {posted} answered and {post_failures} failed"

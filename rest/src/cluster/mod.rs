@@ -32,6 +32,8 @@ use crate::ratelimit::{KnownWindow, ResponseMeta, Route, lock};
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A replica not heard from for this long is gone.
 pub const MEMBER_TTL: Duration = Duration::from_secs(3);
+/// Windows per message answering a sync request (about 200 bytes each).
+const SYNC_CHUNK: usize = 1000;
 /// Window reports waiting to be published; past it, reports are dropped (NATS is away).
 const REPORT_QUEUE: usize = 4096;
 /// How long a replica listens for its peers before it serves (it would otherwise take every
@@ -165,9 +167,15 @@ impl Cluster {
             windows: Mutex::new(Windows::default()),
             reports,
         });
+        let syncs = cluster
+            .nats
+            .subscribe(cluster.bot.rest_windows_sync_subject())
+            .await
+            .map_err(ClusterError::Subscribe)?;
         tokio::spawn(Arc::clone(&cluster).hear_windows(windows));
+        tokio::spawn(Arc::clone(&cluster).answer_syncs(syncs));
         tokio::spawn(Arc::clone(&cluster).announce(subject, subscription, shutdown));
-        tokio::time::sleep(WARM_UP).await;
+        cluster.sync_windows().await;
         tracing::info!(
             members = lock(&cluster.members).list().len(),
             "joined the REST replicas"
@@ -261,6 +269,69 @@ impl Cluster {
     #[must_use]
     pub fn known_windows(&self, key: u64) -> Vec<KnownWindow> {
         lock(&self.windows).known(key, Instant::now())
+    }
+
+    /// Listens for [`WARM_UP`], taking in the windows the other replicas answer a sync request
+    /// with: a replica that has just started knows nothing of what was spent before, and may
+    /// become a token's owner at once.
+    async fn sync_windows(&self) {
+        let deadline = Instant::now() + WARM_UP;
+        let inbox = self.nats.new_inbox();
+        let answers = match self.nats.subscribe(inbox.clone()).await {
+            Ok(answers) => Some(answers),
+            Err(error) => {
+                tracing::warn!(%error, "cannot ask the other replicas for their windows");
+                None
+            }
+        };
+        if let Some(mut answers) = answers {
+            let asked = self
+                .nats
+                .publish_with_reply(
+                    self.bot.rest_windows_sync_subject(),
+                    inbox,
+                    Vec::new().into(),
+                )
+                .await;
+            if asked.is_ok() {
+                let mut heard = 0usize;
+                while let Ok(Some(message)) =
+                    tokio::time::timeout_at(deadline, answers.next()).await
+                {
+                    let Ok(reports) = serde_json::from_slice::<Vec<WindowReport>>(&message.payload)
+                    else {
+                        continue;
+                    };
+                    let now = Instant::now();
+                    let mut windows = lock(&self.windows);
+                    for report in reports {
+                        heard += usize::from(windows.hear(report, now));
+                    }
+                }
+                tracing::debug!(windows = heard, "took in the other replicas' windows");
+            }
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+
+    /// Answers every sync request with the windows this replica knows, in chunks that fit a
+    /// NATS message.
+    async fn answer_syncs(self: Arc<Self>, mut requests: async_nats::Subscriber) {
+        while let Some(request) = requests.next().await {
+            let Some(reply) = request.reply else {
+                continue;
+            };
+            let reports = lock(&self.windows).export(Instant::now());
+            for chunk in reports.chunks(SYNC_CHUNK) {
+                let Ok(payload) = serde_json::to_vec(chunk) else {
+                    continue;
+                };
+                if let Err(error) = self.nats.publish(reply.clone(), payload.into()).await {
+                    tracing::debug!(%error, "cannot answer a windows sync");
+                    break;
+                }
+            }
+        }
     }
 
     /// Takes in the window reports of every replica (its own included).

@@ -178,6 +178,34 @@ impl Windows {
             .collect()
     }
 
+    /// Every window that has not reset by `now`, as reports (for a replica that joins).
+    #[must_use]
+    pub fn export(&self, now: Instant) -> Vec<WindowReport> {
+        let mut reports = Vec::new();
+        for (token, buckets) in &self.tokens {
+            for ((route, major), heard) in buckets {
+                let Some(major) = major_to_wire(*major) else {
+                    continue;
+                };
+                if heard.reset_at <= now {
+                    continue;
+                }
+                let left = heard.reset_at - now;
+                reports.push(WindowReport {
+                    token: *token,
+                    route: route.clone(),
+                    major,
+                    hash: heard.hash.clone(),
+                    limit: heard.limit,
+                    remaining: heard.remaining,
+                    reset_after_ms: u64::try_from(left.as_micros().div_ceil(1000))
+                        .unwrap_or(u64::MAX),
+                });
+            }
+        }
+        reports
+    }
+
     /// Windows kept.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -274,8 +302,18 @@ mod tests {
         assert_eq!(known[0].reset_at, now + Duration::from_secs(5));
         assert_eq!(known[0].major, Major::Channel(1));
 
+        // A replica that joins gets the same window, counted from when it hears it.
+        let exported = windows.export(now + Duration::from_secs(1));
+        assert_eq!(exported.len(), 1);
+        assert_eq!(exported[0].reset_after_ms, 4_000);
+        assert_eq!(exported[0].remaining, 2);
+        let mut joiner = Windows::default();
+        assert!(joiner.hear(exported[0].clone(), now + Duration::from_secs(1)));
+        assert_eq!(joiner.known(7, now), windows.known(7, now));
+
         let later = now + Duration::from_secs(6);
         assert!(windows.known(7, later).is_empty(), "the window is over");
+        assert!(windows.export(later).is_empty());
         assert!(windows.hear(
             report("POST /channels/{c}/messages", "c:1", 4, 5_000),
             later
