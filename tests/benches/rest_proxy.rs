@@ -34,7 +34,9 @@
 //! channels), `BENCH_RATE` (1000), `BENCH_WINDOW_SECS` (10), `BENCH_CONCURRENCY` (`16,64`),
 //! `BENCH_THROUGHPUT_GUILDS` (3000), `BENCH_SKIP_LATENCY`, `BENCH_SKIP_THROUGHPUT`,
 //! `BENCH_HOLD_SECS` (keep the pinned proxy
-//! under load this much longer after its window, e.g. for `perf record -p`).
+//! under load this much longer after its window, e.g. for `perf record -p`), `BENCH_CLUSTER`
+//! (the latency phase through two replicas sharing limits over NATS instead: direct, through
+//! the token's owner and through a replica borrowing permits from it; needs `NATS_SERVER_BIN`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -71,7 +73,11 @@ async fn run() -> anyhow::Result<()> {
     let client = client()?;
     if std::env::var_os("BENCH_SKIP_LATENCY").is_none() {
         let (sim, channels) = start_sim(&client, env_or("BENCH_GUILDS", 1000)).await?;
-        latency(&client, &sim, &channels).await?;
+        if std::env::var_os("BENCH_CLUSTER").is_some() {
+            cluster_latency(&client, &sim, &channels).await?;
+        } else {
+            latency(&client, &sim, &channels).await?;
+        }
         report(&sim).await?;
     }
     if std::env::var_os("BENCH_SKIP_THROUGHPUT").is_none() {
@@ -211,6 +217,11 @@ struct Proxy {
 
 impl Proxy {
     async fn start(sim: &SimProcess, pinned: bool) -> anyhow::Result<Self> {
+        Self::start_with(sim, pinned, &[]).await
+    }
+
+    /// With `extra` flags (`--nats …` for a replica).
+    async fn start_with(sim: &SimProcess, pinned: bool, extra: &[&str]) -> anyhow::Result<Self> {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let bin = shardyard_tests::shardyard_bin()?;
@@ -233,6 +244,7 @@ impl Proxy {
                 "--threads",
                 &env_or("BENCH_PROXY_THREADS", 1_u16).to_string(),
             ])
+            .args(extra)
             .env("SHARDYARD_TOKEN", TOKEN)
             .env("RUST_LOG", "warn");
         let process = ProcessGuard::spawn(format!("rest:{}", addr.port()), command)?;
@@ -351,8 +363,6 @@ async fn latency(
     sim: &SimProcess,
     channels: &[u64],
 ) -> anyhow::Result<()> {
-    let rate: f64 = env_or("BENCH_RATE", 1000.0);
-    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
     let proxy = Proxy::start(sim, false).await?;
     let relay_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
     let mut relay_command = Command::new(bench::release_dir().join("tcp-relay"));
@@ -361,34 +371,111 @@ async fn latency(
     let sim_base = sim.api_base();
     let relay_base = format!("http://{relay_addr}/api/v10");
     let proxy_base = proxy.api_base();
-    let bases = [sim_base.as_str(), relay_base.as_str(), proxy_base.as_str()];
     eventually(Duration::from_secs(10), "tcp-relay answers", || async {
         let ok = get(client, &format!("{relay_base}/channels/{}", channels[0])).await?;
         anyhow::ensure!(ok, "not 200 through the relay");
         Ok(())
     })
     .await?;
+    compare(
+        client,
+        channels,
+        [&sim_base, &relay_base, &proxy_base],
+        ["direct", "tcp relay", "proxy"],
+        &[&proxy],
+    )
+    .await?;
+    println!("  (goal: the proxy adds under 200 µs at p99)");
+    Ok(())
+}
+
+/// Two replicas sharing the bench token's limits through NATS: the token's owner, and a
+/// replica that borrows a permit from it for every request (`BENCH_CLUSTER`).
+async fn cluster_latency(
+    client: &reqwest::Client,
+    sim: &SimProcess,
+    channels: &[u64],
+) -> anyhow::Result<()> {
+    let nats = shardyard_tests::NatsServer::start().await?;
+    let url = nats.url();
+    // Ids chosen so that the first keeps the client token's limits.
+    let key = shardyard_rest::cluster::Cluster::token_key(&shardyard_protocol::Token::new(AUTH));
+    let ids = ["bench-a", "bench-b"];
+    let owner_id = *shardyard_rest::cluster::rendezvous::owner(&ids, key).context("an owner")?;
+    let other_id = *ids.iter().find(|id| **id != owner_id).context("another")?;
+    let mut replicas = Vec::new();
+    for id in [owner_id, other_id] {
+        replicas.push(
+            Proxy::start_with(
+                sim,
+                false,
+                &["--nats", &url, "--bot", "bench", "--replica-id", id],
+            )
+            .await?,
+        );
+    }
+    let sim_base = sim.api_base();
+    let owner_base = replicas[0].api_base();
+    let other_base = replicas[1].api_base();
+    compare(
+        client,
+        channels,
+        [&sim_base, &owner_base, &other_base],
+        ["direct", "owner", "non-owner"],
+        &[&replicas[0], &replicas[1]],
+    )
+    .await?;
+    println!("  (goal: the owner adds under 200 µs at p99)");
+    Ok(())
+}
+
+/// The open loop over three paths, after a warm-up; prints each path's latencies and what
+/// the second and third add over the first and over each other. `proxies`' CPU is reported.
+async fn compare(
+    client: &reqwest::Client,
+    channels: &[u64],
+    bases: [&str; 3],
+    names: [&str; 3],
+    proxies: &[&Proxy],
+) -> anyhow::Result<()> {
+    let rate: f64 = env_or("BENCH_RATE", 1000.0);
+    let window = Duration::from_secs(env_or("BENCH_WINDOW_SECS", 10));
     // Warm-up: every channel once per path (the proxy learns each bucket), connections opened.
     let warm = Duration::from_secs_f64((channels.len() as f64 / rate).max(2.0));
     let (_, failed) = open_loop(client, bases, channels, rate, warm).await?;
     anyhow::ensure!(
         failed == 0,
         "{failed} warm-up requests failed\n{}",
-        proxy.process.log_report()
+        proxies
+            .iter()
+            .map(|p| p.process.log_report())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let cpu0 = cpu_secs(proxy.pid())?;
+    let cpu0: Vec<f64> = proxies
+        .iter()
+        .map(|p| cpu_secs(p.pid()))
+        .collect::<Result<_, _>>()?;
     let started = Instant::now();
     let (mut latencies, failed) = open_loop(client, bases, channels, rate, window).await?;
     let secs = started.elapsed().as_secs_f64();
-    let proxy_cpu = cpu_secs(proxy.pid())? - cpu0;
+    let per_path = latencies[2].len() as f64;
     println!(
-        "Added latency: {rate} req/s through the proxy, through a bare TCP relay and direct, interleaved, {secs:.1} s, {failed} not 200; proxy CPU {:.1} % of a core ({:.1} µs/request)",
-        proxy_cpu / secs * 100.0,
-        proxy_cpu * 1e6 / latencies[Path::Proxy as usize].len() as f64
+        "Added latency: {rate} req/s per path ({}), interleaved, {secs:.1} s, {failed} not 200",
+        names.join(", ")
     );
+    for (proxy, before) in proxies.iter().zip(cpu0) {
+        let cpu = cpu_secs(proxy.pid())? - before;
+        println!(
+            "  proxy at {}: CPU {:.1} % of a core ({:.1} µs per request of one path)",
+            proxy.addr,
+            cpu / secs * 100.0,
+            cpu * 1e6 / per_path
+        );
+    }
     println!("  | path | requests | p50 | p90 | p99 | p99.9 | max |");
     let mut rows = Vec::new();
-    for (path, name) in PATHS {
+    for (path, name) in PATHS.map(|(path, _)| path).into_iter().zip(names) {
         let sorted = &mut latencies[path as usize];
         sorted.sort_unstable();
         anyhow::ensure!(!sorted.is_empty(), "no {name} request succeeded");
@@ -406,20 +493,17 @@ async fn latency(
         rows.push(row);
     }
     let added = |over: usize, path: usize, i: usize| us(rows[path][i]) - us(rows[over][i]);
-    for (what, over, path) in [
-        ("by the proxy", 0, 2),
-        ("by the bare relay (a loopback hop)", 0, 1),
-        ("by the proxy over the bare relay", 1, 2),
-    ] {
+    for (over, path) in [(0, 2), (0, 1), (1, 2)] {
         println!(
-            "  added {what}: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            "  added by {} over {}: p50 {:.0} µs, p90 {:.0} µs, p99 {:.0} µs, p99.9 {:.0} µs",
+            names[path],
+            names[over],
             added(over, path, 0),
             added(over, path, 1),
             added(over, path, 2),
             added(over, path, 3)
         );
     }
-    println!("  (goal: the proxy adds under 200 µs at p99)");
     Ok(())
 }
 
