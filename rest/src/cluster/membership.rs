@@ -13,7 +13,7 @@ use tokio::time::Instant;
 pub struct Announcement {
     /// The replica's id, random per process.
     pub id: String,
-    /// Where the replica takes forwarded requests (`http://ip:port`); empty on a `gone`.
+    /// Where the replica lends permits (`http://ip:port`); empty on a `gone`.
     #[serde(default)]
     pub url: String,
     /// The replica is gone.

@@ -4,8 +4,10 @@
 //! `shardyard.<bot>.rest.members` every second, and one not heard from for three seconds is
 //! gone. Every token belongs to one replica, its rendezvous owner among the members
 //! ([`rendezvous::owner`] of a stable hash of the token): the owner keeps all of the token's
-//! limits (its buckets and its global limit) in its engine, and the other replicas forward the
-//! token's requests to it over HTTP. See the crate's README ("Several replicas").
+//! limits (its buckets and its global limit) in its engine, and the other replicas borrow
+//! permits from it over HTTP (`proxy::permits`). Every replica reports the rate-limit window
+//! of each answer it gets ([`windows`]), so that a new owner knows what the old one spent. See
+//! the crate's README ("Several replicas").
 
 pub mod membership;
 pub mod rendezvous;
@@ -49,7 +51,7 @@ pub struct ClusterConfig {
     pub bot: BotKey,
     /// This replica's id, unique among the bot's replicas ([`ClusterConfig::random_id`]).
     pub id: String,
-    /// Where peers send forwarded requests: `http://host:port` of this replica's listener.
+    /// Where peers ask for permits: `http://host:port` of this replica's listener.
     pub url: String,
 }
 
@@ -87,7 +89,7 @@ pub enum ClusterError {
 pub enum Owner {
     /// This replica.
     Me,
-    /// Another replica: forward to it.
+    /// Another replica: ask it for permits.
     Peer(Member),
 }
 
@@ -420,7 +422,7 @@ impl Cluster {
                     // heartbeat come back, not up to now: when NATS is out of reach every peer
                     // falls silent at once, and each replica would take every token for
                     // itself, N times the limits. The view then stays as it is (an owner that
-                    // is really gone is still found out by forwarding).
+                    // is really gone is still found out by asking it for a permit).
                     let heard_self = *lock(&self.heard_self);
                     let expired = lock(&self.members).expire(heard_self);
                     if expired {

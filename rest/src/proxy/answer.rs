@@ -61,8 +61,9 @@ impl Local {
     /// The kind of [`Local::moved`], which the sending replica recognizes.
     pub(crate) const MOVED: &'static str = "replica_moved";
 
-    /// To a replica that forwarded a request here: this replica's view gives the token to
-    /// another replica (views differ for a moment after a change); the sender asks again.
+    /// To a replica that asked for a permit (or forwarded a request) here: this replica's view
+    /// gives the token to another replica (views differ for a moment after a change); the
+    /// sender asks again.
     pub(crate) fn moved() -> Self {
         Self {
             retry_after: Some(Duration::from_secs(1)),
