@@ -633,10 +633,11 @@ async fn mixed_load_across(disruption: Disruption) -> anyhow::Result<()> {
     );
     assert!(answered >= 200, "only {answered} answered");
     assert!(posted >= 3, "only {posted} hot POSTs answered");
-    // The takeover pauses the token for 1.5 s; a request waiting through it, plus a moment to
-    // find the new owner, stays within a few seconds.
+    // The takeover pauses the token for 1.5 s (a joiner also listens for 1.5 s before it
+    // serves), and the requests queued meanwhile then go at 50/s: a few seconds at most
+    // (measured: 1.5 s after a kill, 3 s for a joiner; the bound leaves room for a loaded CI).
     assert!(
-        slowest_get < Duration::from_secs(5),
+        slowest_get < Duration::from_secs(8),
         "a GET took {slowest_get:?}"
     );
 
