@@ -36,7 +36,8 @@
 //! `BENCH_HOLD_SECS` (keep the pinned proxy
 //! under load this much longer after its window, e.g. for `perf record -p`), `BENCH_CLUSTER`
 //! (the latency phase through two replicas sharing limits over NATS instead: direct, through
-//! the token's owner and through a replica borrowing permits from it; needs `NATS_SERVER_BIN`).
+//! the token's owner and through a replica borrowing permits from it; with `BENCH_CLUSTER=owner`:
+//! direct, a single proxy without replicas and the owner; needs `NATS_SERVER_BIN`).
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -416,15 +417,30 @@ async fn cluster_latency(
     }
     let sim_base = sim.api_base();
     let owner_base = replicas[0].api_base();
-    let other_base = replicas[1].api_base();
-    compare(
-        client,
-        channels,
-        [&sim_base, &owner_base, &other_base],
-        ["direct", "owner", "non-owner"],
-        &[&replicas[0], &replicas[1]],
-    )
-    .await?;
+    if std::env::var("BENCH_CLUSTER").is_ok_and(|v| v == "owner") {
+        // The owner beside a proxy without replicas: what sharing limits costs the owner's
+        // own requests (the other replica idles).
+        let plain = Proxy::start(sim, false).await?;
+        let plain_base = plain.api_base();
+        compare(
+            client,
+            channels,
+            [&sim_base, &plain_base, &owner_base],
+            ["direct", "single proxy", "owner"],
+            &[&plain, &replicas[0]],
+        )
+        .await?;
+    } else {
+        let other_base = replicas[1].api_base();
+        compare(
+            client,
+            channels,
+            [&sim_base, &owner_base, &other_base],
+            ["direct", "owner", "non-owner"],
+            &[&replicas[0], &replicas[1]],
+        )
+        .await?;
+    }
     println!("  (goal: the owner adds under 200 µs at p99)");
     Ok(())
 }
