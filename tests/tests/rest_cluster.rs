@@ -223,18 +223,7 @@ async fn killing_the_owner_under_load_loses_nothing_sent_through_the_survivors()
 
     // Kill the owner once the load is well under way (not by the clock: by what reached the
     // simulator).
-    eventually(
-        Duration::from_secs(30),
-        "the load reaches the simulator",
-        || async {
-            let requests = sim.stats().await?["rest"]["requests"]
-                .as_u64()
-                .context("requests")?;
-            anyhow::ensure!(requests >= before + 60, "{} so far", requests - before);
-            Ok(())
-        },
-    )
-    .await?;
+    load_reached(&sim, before, 60).await?;
     replicas[owner].process().kill_9()?;
 
     // The clients call the survivors only: what waited at the owner were permit requests,
@@ -340,18 +329,7 @@ async fn stopping_the_owner_with_sigterm_under_load_loses_nothing() -> anyhow::R
             post_message(&http, &base, channel, &format!("term-{i}")).await
         }));
     }
-    eventually(
-        Duration::from_secs(30),
-        "the load reaches the simulator",
-        || async {
-            let requests = sim.stats().await?["rest"]["requests"]
-                .as_u64()
-                .context("requests")?;
-            anyhow::ensure!(requests >= before + 50, "{} so far", requests - before);
-            Ok(())
-        },
-    )
-    .await?;
+    load_reached(&sim, before, 50).await?;
     replicas[owner].process().sigterm()?;
     for send in sends {
         let (status, kind, body) = send.await??;
@@ -393,6 +371,23 @@ struct Outcome {
     status: Option<u16>,
     kind: Option<String>,
     latency: Duration,
+}
+
+/// Waits until the simulator has answered `more` requests since it had answered `before`:
+/// the load is under way by what reached Discord, not by the clock.
+async fn load_reached(sim: &SimProcess, before: u64, more: u64) -> anyhow::Result<()> {
+    eventually(
+        Duration::from_secs(30),
+        "the load reaches the simulator",
+        || async {
+            let requests = sim.stats().await?["rest"]["requests"]
+                .as_u64()
+                .context("requests")?;
+            anyhow::ensure!(requests >= before + more, "{} so far", requests - before);
+            Ok(())
+        },
+    )
+    .await
 }
 
 /// The test's messages stored in the hot channel.
@@ -533,18 +528,7 @@ async fn mixed_load_across(disruption: Disruption) -> anyhow::Result<()> {
     }
 
     // Half-way: once the load is well under way at the simulator.
-    eventually(
-        Duration::from_secs(30),
-        "the load reaches the simulator",
-        || async {
-            let requests = sim.stats().await?["rest"]["requests"]
-                .as_u64()
-                .context("requests")?;
-            anyhow::ensure!(requests >= before + 120, "{} so far", requests - before);
-            Ok(())
-        },
-    )
-    .await?;
+    load_reached(&sim, before, 120).await?;
     // Right after a burst of hot POSTs has spent the bucket's window (5 in 5 s, from its first
     // request), so that a takeover that knew nothing of it would send into it.
     let spent = eventually(Duration::from_secs(30), "a spent hot window", || async {

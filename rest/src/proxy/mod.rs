@@ -206,8 +206,7 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
             .await
             .map_err(|source| ProxyError::Bind { addr, source })?;
     }
-    tokio::spawn(wake_every_second(shutdown.clone()));
-    tokio::spawn(permits::sweep_lent(Arc::clone(&proxy), shutdown.clone()));
+    tokio::spawn(every_second(Arc::clone(&proxy), shutdown.clone()));
     proxy.ready.store(true, Ordering::Relaxed);
     tracing::info!(
         listen = %config.listen,
@@ -228,19 +227,23 @@ pub async fn run(config: ProxyConfig, shutdown: CancellationToken) -> Result<(),
     Ok(())
 }
 
-/// Keeps a timer due within a second, always. Every request arms timers (the upstream timeout,
+/// Keeps a timer due within a second, always, and sweeps the permits lent to other replicas
+/// at each tick ([`permits::Lent`]). Every request arms timers (the upstream timeout,
 /// the body's), and tokio wakes its driver through an eventfd write and one more `epoll_wait`
 /// whenever a new timer is due before the driver's next planned wake-up, which after a
 /// moment of quiet is the connection pool's 90 s idle timer: that was two syscalls on almost
 /// every request at 1,000/s. With this timer the driver never plans further than a second
 /// ahead, so a request's timers (seconds long) are never the earliest.
-async fn wake_every_second(shutdown: CancellationToken) {
+async fn every_second(proxy: Arc<Proxy>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if let Some(cluster) = &proxy.cluster {
+            proxy.lent.sweep(cluster, Instant::now());
         }
     }
 }

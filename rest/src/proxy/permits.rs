@@ -22,8 +22,8 @@
 //! its holder leaves the view, or when the token moves to another replica.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -35,7 +35,6 @@ use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use shardyard_protocol::error_chain;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::answer::Local;
 use super::upstream::{self, HttpClient};
@@ -116,7 +115,7 @@ impl Lent {
 
     /// Drops the permits whose report will not come: expired, held by a replica no longer in
     /// the view, or of a token that is no longer this replica's.
-    fn sweep(&self, cluster: &Cluster, now: Instant) -> usize {
+    pub(super) fn sweep(&self, cluster: &Cluster, now: Instant) {
         let members: Vec<String> = cluster.members().into_iter().map(|m| m.id).collect();
         let mut permits = lock(&self.permits);
         let before = permits.len();
@@ -125,23 +124,7 @@ impl Lent {
                 && members.contains(&loan.holder)
                 && cluster.owner(loan.token_key) == Owner::Me
         });
-        before - permits.len()
-    }
-}
-
-/// Sweeps the lent permits every second until `shutdown`.
-pub(super) async fn sweep_lent(proxy: Arc<Proxy>, shutdown: CancellationToken) {
-    let Some(cluster) = proxy.cluster.clone() else {
-        return;
-    };
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let dropped = proxy.lent.sweep(&cluster, Instant::now());
+        let dropped = before - permits.len();
         if dropped > 0 {
             tracing::warn!(dropped, "dropped permits whose holders never reported");
         }
