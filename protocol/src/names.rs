@@ -43,8 +43,9 @@ pub mod proxy_headers {
     /// `invalid_request_guard`, `token_locked`, `webhook_gone`) or `no_token`,
     /// `too_many_tokens`.
     pub const REFUSED: &str = "x-shardyard-refused";
-    /// Request, between replicas: `<replica id>` of a replica that forwards a request to the
-    /// replica keeping its token's limits; the owner then never forwards it again.
+    /// Request, between replicas: `<replica id>` of a replica that asks the replica keeping
+    /// its token's limits for a permit (or, in an earlier version, forwarded it a whole
+    /// request, which the owner then never sends on to another replica).
     pub const FORWARDED: &str = "x-shardyard-forwarded";
     /// The prefix of every proxy header: a client's headers with it are never forwarded.
     pub const PREFIX: &str = "x-shardyard-";
