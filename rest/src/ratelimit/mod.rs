@@ -349,8 +349,9 @@ impl Default for RateLimiter {
 }
 
 /// Requests a previous keeper of a token may have had out in one bucket whose answers nobody
-/// heard: the one in flight (buckets are sequential in the proxy), and one more for an answer
-/// whose report was still in the keeper's buffers when it died.
+/// heard: the one in flight (with [`Config::sequential_buckets`], as in the proxy), and one
+/// more for an answer whose report was still in the keeper's buffers when it died. Without
+/// sequential buckets a window that has not reset counts as spent.
 pub const TAKEOVER_MARGIN: u32 = 2;
 
 /// What a keeper of a token last heard of one of its buckets' windows from Discord, handed to
@@ -462,6 +463,13 @@ impl RateLimiter {
         {
             let mut table = lock(&state.table);
             table.buckets.clear();
+            // Without sequential buckets the previous keeper may have had a whole window's
+            // requests in flight: a window not over yet counts as spent.
+            let margin = if table.sequential {
+                TAKEOVER_MARGIN
+            } else {
+                u32::MAX
+            };
             for window in known.iter().filter(|w| w.reset_at > now) {
                 let hash: Option<Arc<str>> = window.hash.as_deref().map(Arc::from);
                 let id = match &hash {
@@ -478,7 +486,7 @@ impl RateLimiter {
                     .or_insert_with(|| Arc::new(Bucket::new(hash, sequential)));
                 lock(&bucket.state).assume(
                     window.limit,
-                    window.remaining.saturating_sub(TAKEOVER_MARGIN),
+                    window.remaining.saturating_sub(margin),
                     window.reset_at,
                     now,
                 );

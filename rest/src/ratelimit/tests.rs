@@ -1049,7 +1049,7 @@ async fn a_takeover_waits_out_a_window_the_previous_keeper_spent() {
 #[tokio::test(start_paused = true)]
 async fn a_takeover_keeps_a_margin_for_answers_nobody_heard() {
     let limiter = RateLimiter::new(Config {
-        sequential_buckets: false,
+        sequential_buckets: true,
         ..unbudgeted()
     });
     let token = token();
@@ -1062,16 +1062,32 @@ async fn a_takeover_keeps_a_margin_for_answers_nobody_heard() {
         Duration::ZERO,
         &[known(1, 3, Duration::from_secs(3)), shared],
     );
-    // 3 remaining, less the margin of 2: one goes now, the next waits for the reset.
-    let mut permits = Vec::new();
-    permits.push(limiter.acquire(&token, &messages(1), None).await.unwrap());
+    // 3 remaining, less the margin of 2: one goes now (and gets no answer), the next waits
+    // for the reset.
+    drop(limiter.acquire(&token, &messages(1), None).await.unwrap());
     assert_eq!(start.elapsed(), Duration::ZERO);
-    permits.push(limiter.acquire(&token, &messages(1), None).await.unwrap());
+    drop(limiter.acquire(&token, &messages(1), None).await.unwrap());
     assert_eq!(start.elapsed(), Duration::from_secs(3));
     // A window already over is not taken on: its bucket starts unknown.
     limiter.take_over_with(&token, Duration::ZERO, &[known(1, 0, Duration::ZERO)]);
-    drop(permits);
-    let again = limiter.acquire(&token, &messages(1), None).await.unwrap();
+    drop(limiter.acquire(&token, &messages(1), None).await.unwrap());
     assert_eq!(start.elapsed(), Duration::from_secs(3));
-    drop(again);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_sequential_buckets_a_takeover_waits_out_every_open_window() {
+    let limiter = RateLimiter::new(Config {
+        sequential_buckets: false,
+        ..unbudgeted()
+    });
+    let token = token();
+    let start = Instant::now();
+    // The previous keeper may have had all 4 in flight.
+    limiter.take_over_with(
+        &token,
+        Duration::ZERO,
+        &[known(1, 4, Duration::from_secs(2))],
+    );
+    drop(limiter.acquire(&token, &messages(1), None).await.unwrap());
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
 }
