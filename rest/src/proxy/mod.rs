@@ -464,7 +464,11 @@ impl Proxy {
                                 &route,
                                 raw_path,
                                 client_authorization.as_ref(),
-                                max_wait,
+                                // What is left of the budget: an earlier owner, a moved token
+                                // or a 429 may have spent some.
+                                max_wait
+                                    .or(self.config.limits.default_max_wait)
+                                    .map(|budget| budget.saturating_sub(arrived.elapsed())),
                             )
                             .await?;
                         match asked {
