@@ -75,10 +75,21 @@ struct Granted {
 }
 
 /// Permits this replica granted to other replicas, waiting for their reports.
-#[derive(Default)]
 pub(super) struct Lent {
     next: AtomicU64,
     permits: Mutex<HashMap<u64, Loan>>,
+}
+
+impl Default for Lent {
+    /// Ids start at random: a late report meant for an earlier process at the same address
+    /// (a restarted pod) then finds no permit, instead of completing someone else's.
+    fn default() -> Self {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        Self {
+            next: AtomicU64::new(std::hash::RandomState::new().build_hasher().finish()),
+            permits: Mutex::new(HashMap::new()),
+        }
+    }
 }
 
 struct Loan {
