@@ -30,6 +30,11 @@ pub mod headers {
 /// HTTP rather than a gateway shard: `shardyard.<bot>.events.http.INTERACTION_CREATE`.
 pub const HTTP_EVENTS_TOKEN: &str = "http";
 
+/// Where a REST proxy replica lends permits to the other replicas of its bot: `POST` asks for
+/// one, `POST …/<id>` reports the answer, `DELETE …/<id>` gives it back (`rest/README.md`,
+/// "Several replicas").
+pub const REST_PERMITS_PATH: &str = "/_shardyard/permits";
+
 /// HTTP headers of the REST proxy (`shardyard rest`) that its clients send or read. HTTP header
 /// names are case-insensitive; these are lower case, as `http::HeaderName` wants them.
 pub mod proxy_headers {
@@ -47,6 +52,9 @@ pub mod proxy_headers {
     /// its token's limits for a permit (or, in an earlier version, forwarded it a whole
     /// request, which the owner then never sends on to another replica).
     pub const FORWARDED: &str = "x-shardyard-forwarded";
+    /// Request, between replicas: on a permit's report ([`super::REST_PERMITS_PATH`]), the
+    /// status upstream answered the request sent under it.
+    pub const STATUS: &str = "x-shardyard-status";
     /// The prefix of every proxy header: a client's headers with it are never forwarded.
     pub const PREFIX: &str = "x-shardyard-";
 }

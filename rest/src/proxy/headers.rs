@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, HeaderName, header};
 
-pub use shardyard_protocol::names::proxy_headers::{ERROR, FORWARDED, MAX_WAIT, REFUSED};
+pub use shardyard_protocol::names::proxy_headers::{ERROR, FORWARDED, MAX_WAIT, REFUSED, STATUS};
 
 /// The proxy's own request headers (`X-Shardyard-…`), never forwarded.
 pub(crate) const OWN_PREFIX: &str = shardyard_protocol::names::proxy_headers::PREFIX;

@@ -43,9 +43,9 @@ use crate::cluster::{Cluster, Member, Owner};
 use crate::ratelimit::{Permit, ResponseMeta, Route, header as rl, lock};
 
 /// Where permits are asked for, reported on and dropped.
-pub(super) const PATH: &str = "/_shardyard/permits";
+pub(super) const PATH: &str = shardyard_protocol::names::REST_PERMITS_PATH;
 /// The status upstream answered, on a report.
-const STATUS: &str = "x-shardyard-status";
+const STATUS: &str = headers::STATUS;
 /// The largest permit request or report body taken.
 const MAX_BODY: usize = 64 * 1024;
 /// How long after a permit's upstream timeout the owner still waits for its report.
